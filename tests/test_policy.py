@@ -1,0 +1,99 @@
+"""Cost model and draft-length controller: pure arithmetic over measured numbers."""
+
+import pytest
+
+from edgespec.policy import (
+    AcceptanceEstimate,
+    ControllerParams,
+    CostCurve,
+    DraftController,
+    best_draft_length,
+    bucket_of,
+    ceiling_speedup,
+    expected_emitted,
+    predicted_speedup,
+)
+
+# measured on Qwen2.5-Coder-0.5B on this 2-core machine (issue 2)
+QWEN = CostCurve([1, 4, 8, 16], [0.019, 0.048, 0.080, 0.117])
+
+
+def test_expected_emitted_limits():
+    assert expected_emitted(0.0, 5) == pytest.approx(1.0)
+    assert expected_emitted(1.0, 5) == pytest.approx(6.0)
+    assert expected_emitted(0.5, 2) == pytest.approx(1.75)
+
+
+def test_curve_uses_cheapest_size_at_or_above():
+    c = CostCurve([1, 2, 3, 4], [0.01, 0.05, 0.03, 0.04])
+    assert c.t(2) == pytest.approx(0.03)  # padding 2 -> 3 tokens is cheaper than a 2-token batch
+    assert c.t(8) > c.t(4)
+
+
+def test_draft_pays_only_with_high_acceptance():
+    d, s = best_draft_length(0.5, QWEN, 16)
+    assert d == 0 and s == 1.0
+    d, s = best_draft_length(0.95, QWEN, 16)
+    assert d >= 4 and s > 1.2
+    # the issue's rule: a draft of d pays only when (accepted + 1) * t(1) > t(d + 1)
+    assert predicted_speedup(1.0, 3, QWEN) == pytest.approx(4 * 0.019 / QWEN.t(4))
+
+
+def test_ceiling_matches_issue_estimate():
+    assert 2.4 < ceiling_speedup(QWEN, 200) < 2.8
+
+
+def test_buckets_split_lookup_by_match_length():
+    assert bucket_of("lookup", 3) != bucket_of("lookup", 9)
+    assert bucket_of("bridge", None) == "bridge"
+
+
+def test_controller_turns_off_a_losing_source_and_probes_with_backoff():
+    ctl = DraftController(QWEN, ControllerParams(probe_interval=10))
+    pos = 0
+    probes = []
+    # scripted trace: every draft of the 'bridge' source is rejected at once
+    for step in range(400):
+        d, probing = ctl.plan("bridge", 16, pos)
+        if d:
+            probes.append(pos)
+            ctl.record_cycle("bridge", 0, d, QWEN.t(d + 1), 1, pos)
+        else:
+            ctl.record_cycle(None, 0, 0, QWEN.t(1), 1, pos)
+        pos += 1
+    gaps = [b - a for a, b in zip(probes, probes[1:])]
+    assert ctl.alpha("bridge") < 0.3
+    assert len(probes) < 15, probes  # stops drafting
+    assert gaps == sorted(gaps) and gaps[-1] > gaps[0], gaps  # exponential backoff
+
+
+def test_controller_keeps_drafting_when_it_pays():
+    ctl = DraftController(QWEN)
+    pos = 0
+    drafted = 0
+    for step in range(100):
+        d, _ = ctl.plan("lookup:16+", 16, pos)
+        if d:
+            drafted += 1
+            ctl.record_cycle("lookup:16+", d, d, QWEN.t(d + 1), d + 1, pos)
+            pos += d + 1
+        else:
+            ctl.record_cycle(None, 0, 0, QWEN.t(1), 1, pos)
+            pos += 1
+    assert drafted > 40 and ctl.fallback_events == 0
+
+
+def test_realized_throughput_fallback():
+    """Even when the model predicts a win, measured losses switch drafting off."""
+    ctl = DraftController(QWEN, ControllerParams(realized_window=4))
+    for i in range(10):
+        ctl.record_cycle(None, 0, 0, 0.019, 1, i)
+    for i in range(8):  # accepted drafts that were nevertheless slow (e.g. an expensive drafter)
+        ctl.record_cycle("model", 4, 4, 0.5, 5, 10 + i)
+    assert ctl.fallback_events >= 1 and ctl.off_until_token > 10
+
+
+def test_acceptance_estimate_counts_one_rejection_per_cycle():
+    est = AcceptanceEstimate(accepted=0, rejected=0, decay=1.0)
+    est.update(3, 8)
+    assert est.alpha == pytest.approx(3 / 4)
