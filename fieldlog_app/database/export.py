@@ -1,0 +1,79 @@
+"""Export writers: CSV for spreadsheets, GeoJSON for maps, JSON Lines for other programs.
+
+Pure functions over the sighting dicts the Store hands in (with observations and
+latest_report_id) and a text stream; the Store chooses the rows and the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from typing import IO
+
+from .validation import GEO_FIELDS, OBS_FIELDS, TEXT_FIELDS
+
+SIGHTING_COLUMNS = (
+    ("sighting_id", "id"), ("status", "status"), ("version", "version"), ("replaces", "replaces"),
+) + tuple((k, k) for k in TEXT_FIELDS + GEO_FIELDS) + (
+    ("created_at", "created_at"), ("finalized_at", "finalized_at"), ("latest_report_id", "latest_report_id"),
+)
+CSV_FIELDS = [c for c, _ in SIGHTING_COLUMNS] + ["observation", *OBS_FIELDS]
+PUBLIC_SIGHTING_KEYS = ("id", "status", "version", "replaces", *TEXT_FIELDS, *GEO_FIELDS,
+                        "created_at", "updated_at", "finalized_at", "payload_sha256", "latest_report_id")
+
+
+def _clean_obs(o: dict) -> dict:
+    return {k: o.get(k) for k in OBS_FIELDS if o.get(k) is not None}
+
+
+def public_sighting(s: dict) -> dict:
+    """A sighting for export: store columns plus observations, without internal keys."""
+    out = {k: s.get(k) for k in PUBLIC_SIGHTING_KEYS}
+    out["observations"] = [_clean_obs(o) for o in s.get("observations", [])]
+    return out
+
+
+def write_csv(sightings: list[dict], f: IO[str]) -> int:
+    """One row per observation, sighting fields repeated; a sighting with none gets one row."""
+    w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="raise")
+    w.writeheader()
+    n = 0
+    for s in sightings:
+        base = {col: s.get(key) for col, key in SIGHTING_COLUMNS}
+        observations = s.get("observations") or [None]
+        for i, o in enumerate(observations):
+            row = dict(base)
+            if o is not None:
+                row["observation"] = i + 1
+                row.update({k: o.get(k) for k in OBS_FIELDS})
+            w.writerow({k: ("" if v is None else v) for k, v in row.items()})
+            n += 1
+    return n
+
+
+def write_geojson(sightings: list[dict], f: IO[str]) -> int:
+    """A FeatureCollection with a Point [lon, lat] (RFC 7946 order) per sighting that has coordinates."""
+    features = []
+    for s in sightings:
+        if s.get("lat") is None or s.get("lon") is None:
+            continue
+        props = public_sighting(s)
+        props["pests"] = ", ".join(sorted({o["pest"] for o in props["observations"] if o.get("pest")}))
+        features.append(
+            {
+                "type": "Feature",
+                "id": s["id"],
+                "geometry": {"type": "Point", "coordinates": [s["lon"], s["lat"]]},
+                "properties": props,
+            }
+        )
+    json.dump({"type": "FeatureCollection", "features": features}, f, ensure_ascii=False, indent=1)
+    f.write("\n")
+    return len(features)
+
+
+def write_jsonl(sightings: list[dict], f: IO[str]) -> int:
+    """One sighting per line with its observations and latest (complete) report id."""
+    for s in sightings:
+        f.write(json.dumps(public_sighting(s), ensure_ascii=False, sort_keys=True) + "\n")
+    return len(sightings)

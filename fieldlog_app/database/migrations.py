@@ -1,0 +1,255 @@
+"""Schema versions of the fieldlog store and the migrations between them.
+
+A handheld may run an old app version for months, so the database carries its
+schema version in ``_migrations`` and every open brings it forward, one
+migration per transaction (a power cut mid-upgrade leaves the previous version,
+never half of the next one). Migrations are append-only: never edit a released
+one, add a new one.
+
+v1  base tables: sightings, observations, reports, audit_log
+v2  outbox (sync queue, backfilled from what v1 finalized), FTS5 search with
+    triggers (sightings.pests column added for it), immutability triggers
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Callable
+
+import sqlite_utils
+
+from .canonical import canonical_json, payload_sha256, utc_now
+from .errors import StoreError
+
+V1_SQL = """
+CREATE TABLE sightings (
+    id TEXT PRIMARY KEY NOT NULL,
+    status TEXT NOT NULL DEFAULT 'draft' CHECK (status IN ('draft', 'finalized', 'superseded')),
+    version INTEGER NOT NULL DEFAULT 1 CHECK (version >= 1),
+    replaces TEXT REFERENCES sightings(id),
+    block TEXT, variety TEXT, rows TEXT, date TEXT, time TEXT, scout TEXT, weather TEXT, notes TEXT,
+    lat REAL, lon REAL, accuracy_m REAL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    finalized_at TEXT,
+    payload_sha256 TEXT,
+    content_sha256 TEXT
+);
+-- one successor per version: the edit history of a sighting is a line, never a fork
+CREATE UNIQUE INDEX idx_sightings_replaces ON sightings(replaces) WHERE replaces IS NOT NULL;
+CREATE INDEX idx_sightings_date ON sightings(date, time);
+CREATE INDEX idx_sightings_block ON sightings(block);
+CREATE INDEX idx_sightings_status ON sightings(status);
+CREATE INDEX idx_sightings_content ON sightings(content_sha256);
+
+CREATE TABLE observations (
+    id INTEGER PRIMARY KEY,
+    sighting_id TEXT NOT NULL REFERENCES sightings(id),
+    idx INTEGER NOT NULL,
+    pest TEXT, life_stage TEXT, unit TEXT,
+    sampled INTEGER, infested INTEGER, count INTEGER,
+    severity_pct REAL, defoliation_pct REAL,
+    UNIQUE (sighting_id, idx)
+);
+CREATE INDEX idx_observations_pest ON observations(pest COLLATE NOCASE);
+
+CREATE TABLE reports (
+    id TEXT PRIMARY KEY NOT NULL,
+    sighting_id TEXT NOT NULL REFERENCES sightings(id),
+    created_at TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('complete', 'cancelled', 'failed')),
+    text TEXT NOT NULL,
+    model_pair TEXT, policy TEXT, stats TEXT, provenance TEXT, spans TEXT, findings TEXT,
+    clean INTEGER NOT NULL,
+    payload_sha256 TEXT,
+    sighting_sha256 TEXT
+);
+CREATE INDEX idx_reports_sighting ON reports(sighting_id, created_at);
+
+CREATE TABLE audit_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    entity TEXT NOT NULL,
+    entity_id TEXT NOT NULL,
+    action TEXT NOT NULL,
+    detail TEXT
+);
+CREATE INDEX idx_audit_entity ON audit_log(entity_id, id);
+"""
+
+V2_OUTBOX_SQL = """
+CREATE TABLE outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    item_id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL CHECK (kind IN ('sighting', 'report')),
+    replaces TEXT,
+    payload TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'queued'
+        CHECK (state IN ('queued', 'sending', 'sent', 'failed', 'needs-attention')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at TEXT,
+    last_error TEXT,
+    receipt TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX idx_outbox_state ON outbox(state, seq);
+"""
+
+# Defence in depth: the Store never does these things, but a bug elsewhere (or a
+# hand-run UPDATE) must not be able to rewrite what was finalized or queued.
+V2_GUARD_SQL = """
+CREATE TRIGGER outbox_frozen BEFORE UPDATE ON outbox
+WHEN NEW.item_id IS NOT OLD.item_id OR NEW.kind IS NOT OLD.kind OR NEW.replaces IS NOT OLD.replaces
+  OR NEW.payload IS NOT OLD.payload OR NEW.sha256 IS NOT OLD.sha256 OR NEW.seq IS NOT OLD.seq
+BEGIN SELECT RAISE(ABORT, 'fieldlog: an outbox payload is frozen once queued'); END;
+
+CREATE TRIGGER sightings_immutable BEFORE UPDATE ON sightings
+WHEN OLD.status <> 'draft' AND (
+     NEW.status NOT IN (OLD.status, 'superseded')
+  OR NEW.id IS NOT OLD.id OR NEW.version IS NOT OLD.version OR NEW.replaces IS NOT OLD.replaces
+  OR NEW.block IS NOT OLD.block OR NEW.variety IS NOT OLD.variety OR NEW.rows IS NOT OLD.rows
+  OR NEW.date IS NOT OLD.date OR NEW.time IS NOT OLD.time OR NEW.scout IS NOT OLD.scout
+  OR NEW.weather IS NOT OLD.weather OR NEW.notes IS NOT OLD.notes
+  OR NEW.lat IS NOT OLD.lat OR NEW.lon IS NOT OLD.lon OR NEW.accuracy_m IS NOT OLD.accuracy_m
+  OR NEW.created_at IS NOT OLD.created_at OR NEW.finalized_at IS NOT OLD.finalized_at
+  OR NEW.payload_sha256 IS NOT OLD.payload_sha256 OR NEW.content_sha256 IS NOT OLD.content_sha256
+  OR NEW.pests IS NOT OLD.pests)
+BEGIN SELECT RAISE(ABORT, 'fieldlog: a finalized sighting is immutable; revise it instead'); END;
+
+CREATE TRIGGER sightings_no_delete BEFORE DELETE ON sightings WHEN OLD.status <> 'draft'
+BEGIN SELECT RAISE(ABORT, 'fieldlog: only drafts can be deleted'); END;
+
+CREATE TRIGGER observations_immutable_ins BEFORE INSERT ON observations
+WHEN (SELECT status FROM sightings WHERE id = NEW.sighting_id) <> 'draft'
+BEGIN SELECT RAISE(ABORT, 'fieldlog: observations of a finalized sighting are immutable'); END;
+CREATE TRIGGER observations_immutable_upd BEFORE UPDATE ON observations
+WHEN (SELECT status FROM sightings WHERE id = OLD.sighting_id) <> 'draft'
+BEGIN SELECT RAISE(ABORT, 'fieldlog: observations of a finalized sighting are immutable'); END;
+CREATE TRIGGER observations_immutable_del BEFORE DELETE ON observations
+WHEN (SELECT status FROM sightings WHERE id = OLD.sighting_id) <> 'draft'
+BEGIN SELECT RAISE(ABORT, 'fieldlog: observations of a finalized sighting are immutable'); END;
+
+CREATE TRIGGER reports_immutable BEFORE UPDATE ON reports
+BEGIN SELECT RAISE(ABORT, 'fieldlog: a stored report is immutable'); END;
+CREATE TRIGGER reports_no_delete BEFORE DELETE ON reports
+WHEN (SELECT status FROM sightings WHERE id = OLD.sighting_id) <> 'draft'
+BEGIN SELECT RAISE(ABORT, 'fieldlog: reports of a finalized sighting cannot be deleted'); END;
+
+CREATE TRIGGER audit_append_only_upd BEFORE UPDATE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'fieldlog: the audit log is append-only'); END;
+CREATE TRIGGER audit_append_only_del BEFORE DELETE ON audit_log
+BEGIN SELECT RAISE(ABORT, 'fieldlog: the audit log is append-only'); END;
+"""
+
+SIGHTING_FTS_COLUMNS = ("block", "variety", "scout", "weather", "notes", "pests")
+REPORT_FTS_COLUMNS = ("text",)
+
+
+def _rows(db: sqlite_utils.Database, sql: str, params=()) -> list[dict]:
+    cur = db.conn.execute(sql, params)
+    keys = [d[0] for d in cur.description]
+    return [dict(zip(keys, r)) for r in cur.fetchall()]
+
+
+def _m001_base(db: sqlite_utils.Database) -> None:
+    db.executescript(V1_SQL)
+
+
+def _m002_outbox_fts(db: sqlite_utils.Database) -> None:
+    # Local imports: the payload builders are shared with the Store so that rows
+    # backfilled here hash exactly like rows queued by a current finalize().
+    from .payloads import report_payload, sighting_payload
+    from .validation import pests_text
+
+    db["sightings"].add_column("pests", str)
+    obs_by_sighting: dict[str, list[dict]] = {}
+    for o in _rows(db, "SELECT * FROM observations ORDER BY sighting_id, idx"):
+        obs_by_sighting.setdefault(o["sighting_id"], []).append(o)
+    for sid, obs in obs_by_sighting.items():
+        db.conn.execute("UPDATE sightings SET pests = ? WHERE id = ?", (pests_text(obs), sid))
+
+    db.executescript(V2_OUTBOX_SQL)
+    # Backfill: v1 finalized data was never queued. Queue every finalized version
+    # and every complete report of a non-draft sighting, in the order they happened.
+    items: list[tuple[str, int, str, str, dict]] = []  # (time, order, kind, item_id, payload)
+    for s in _rows(db, "SELECT * FROM sightings WHERE status <> 'draft'"):
+        s["observations"] = obs_by_sighting.get(s["id"], [])
+        items.append((s["finalized_at"] or s["created_at"], 0, "sighting", s["id"], sighting_payload(s)))
+    for r in _rows(db, """SELECT r.* FROM reports r JOIN sightings s ON s.id = r.sighting_id
+                          WHERE r.status = 'complete' AND s.status <> 'draft'"""):
+        for key in ("model_pair", "policy", "stats", "provenance", "spans", "findings"):
+            r[key] = json.loads(r[key]) if r[key] is not None else None
+        items.append((r["created_at"], 1, "report", r["id"], report_payload(r)))
+    now = utc_now()
+    for _, _, kind, item_id, payload in sorted(items, key=lambda t: (t[0], t[1])):
+        db.conn.execute(
+            "INSERT INTO outbox (item_id, kind, replaces, payload, sha256, state, attempts, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, 'queued', 0, ?, ?)",
+            (item_id, kind, payload.get("replaces"), canonical_json(payload), payload_sha256(payload), now, now),
+        )
+
+    db["sightings"].enable_fts(SIGHTING_FTS_COLUMNS, create_triggers=True, tokenize="porter")
+    db["reports"].enable_fts(REPORT_FTS_COLUMNS, create_triggers=True, tokenize="porter")
+    db.executescript(V2_GUARD_SQL)
+
+
+Migration = tuple[int, str, Callable[[sqlite_utils.Database], None]]
+MIGRATIONS: list[Migration] = [
+    (1, "base tables: sightings, observations, reports, audit_log", _m001_base),
+    (2, "outbox, full-text search, immutability triggers", _m002_outbox_fts),
+]
+LATEST = MIGRATIONS[-1][0]
+
+
+def _ensure_version_table(db: sqlite_utils.Database) -> None:
+    db.conn.execute(
+        "CREATE TABLE IF NOT EXISTS _migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+    )
+    if db.conn.in_transaction:  # legacy sqlite3 transaction handling may have opened one
+        db.conn.execute("COMMIT")
+
+
+def current_version(db: sqlite_utils.Database) -> int:
+    """The schema version of ``db`` (0 for an empty database)."""
+    if "_migrations" not in db.table_names():
+        return 0
+    row = db.conn.execute("SELECT MAX(version) FROM _migrations").fetchone()
+    return row[0] or 0
+
+
+def migrate(db: sqlite_utils.Database, target: int | None = None) -> list[int]:
+    """Apply pending migrations up to ``target`` (default: latest); returns the versions applied.
+
+    Each migration runs in its own BEGIN IMMEDIATE transaction together with its
+    ``_migrations`` row, so two processes opening the same file cannot both apply it.
+    """
+    target = LATEST if target is None else target
+    if current_version(db) > LATEST:
+        raise StoreError(
+            f"this database has schema version {current_version(db)}, newer than this fieldlog "
+            f"understands ({LATEST}); upgrade fieldlog"
+        )
+    _ensure_version_table(db)
+    applied: list[int] = []
+    conn = db.conn
+    for version, name, fn in MIGRATIONS:
+        if version > target:
+            break
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            done = conn.execute("SELECT 1 FROM _migrations WHERE version = ?", (version,)).fetchone()
+            if not done:
+                fn(db)
+                conn.execute(
+                    "INSERT INTO _migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                    (version, name, utc_now()),
+                )
+                applied.append(version)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    return applied

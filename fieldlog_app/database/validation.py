@@ -1,0 +1,144 @@
+"""Sighting validation for the store: lenient for drafts, full (edgespec.fieldnote) for finalized.
+
+A scout saves half-filled forms in the field, so a draft may miss required
+fields; but whatever *is* filled must already have the right type and range,
+otherwise a bad value would only surface at finalize time, far from the input.
+Unknown keys are rejected rather than silently dropped, so a typo never loses data.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import uuid
+from typing import Any
+
+from edgespec import FieldNoteError
+from edgespec import fieldnote
+from edgespec.fieldnote import _num  # the same number checks as the report prompt builder
+
+from .errors import ValidationError
+
+TEXT_FIELDS = ("block", "variety", "rows", "date", "time", "scout", "weather", "notes")
+GEO_FIELDS = ("lat", "lon", "accuracy_m")
+NOTE_FIELDS = TEXT_FIELDS + GEO_FIELDS + ("observations",)
+OBS_TEXT = ("pest", "life_stage", "unit")
+OBS_NUMBERS = ("sampled", "infested", "count", "severity_pct", "defoliation_pct")
+OBS_FIELDS = OBS_TEXT + OBS_NUMBERS
+
+# Keys the store itself adds to a sighting dict: accepted on input (so a UI can pass
+# back what get_sighting returned) and ignored.
+STORE_FIELDS = frozenset({
+    "id", "status", "version", "replaces", "created_at", "updated_at", "finalized_at",
+    "payload_sha256", "content_sha256", "superseded_by", "latest_report_id", "pests", "report_count",
+})
+OBS_STORE_FIELDS = frozenset({"id", "sighting_id", "idx"})
+
+MAX_LEN = {"notes": 10_000, "weather": 500}
+DEFAULT_MAX_LEN = 200
+
+
+def _text(value: Any, where: str, max_len: int) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValidationError(f"{where}: expected text, got {type(value).__name__}")
+    s = str(value).strip()
+    if len(s) > max_len:
+        raise ValidationError(f"{where}: too long ({len(s)} characters, max {max_len})")
+    return s or None
+
+
+def _number(value: Any, where: str, **kw) -> float | int | None:
+    if value is None or value == "":
+        return None
+    try:
+        return _num(value, where, **kw)
+    except FieldNoteError as e:
+        raise ValidationError.from_fieldnote(e) from None
+
+
+def check_uuid(value: Any, where: str = "id") -> str:
+    """Ids are UUIDs made on the device; anything else would collide at the farm office."""
+    try:
+        return str(uuid.UUID(str(value)))
+    except (ValueError, TypeError, AttributeError):
+        raise ValidationError(f"{where}: {value!r} is not a UUID") from None
+
+
+def validate_draft(sighting: Any) -> dict:
+    """Type- and range-check what is present; return a dict with every note field (None when absent)."""
+    if not isinstance(sighting, dict):
+        raise ValidationError(f"a sighting is an object, got {type(sighting).__name__}")
+    for key in sighting:
+        if key not in NOTE_FIELDS and key not in STORE_FIELDS:
+            raise ValidationError(f"{key}: unknown field")
+    out: dict[str, Any] = {}
+    for key in TEXT_FIELDS:
+        out[key] = _text(sighting.get(key), key, MAX_LEN.get(key, DEFAULT_MAX_LEN))
+    if out["date"] is not None:
+        try:
+            _dt.date.fromisoformat(out["date"])
+        except ValueError:
+            raise ValidationError(f"date: {out['date']!r} is not an ISO date (YYYY-MM-DD)") from None
+    if out["time"] is not None:
+        try:
+            _dt.time.fromisoformat(out["time"])
+        except ValueError:
+            raise ValidationError(f"time: {out['time']!r} is not a time (HH:MM)") from None
+    out["lat"] = _number(sighting.get("lat"), "lat", lo=-90, hi=90)
+    out["lon"] = _number(sighting.get("lon"), "lon", lo=-180, hi=180)
+    out["accuracy_m"] = _number(sighting.get("accuracy_m"), "accuracy_m", lo=0)
+    if (out["lat"] is None) != (out["lon"] is None):
+        missing = "lon" if out["lon"] is None else "lat"
+        raise ValidationError(f"{missing}: required when the other coordinate is given")
+    obs = sighting.get("observations")
+    if obs is None:
+        obs = []
+    if not isinstance(obs, list):
+        raise ValidationError("observations: expected a list")
+    out["observations"] = [validate_observation(o, i) for i, o in enumerate(obs)]
+    return out
+
+
+def validate_observation(obs: Any, i: int) -> dict:
+    where = f"observations[{i}]"
+    if not isinstance(obs, dict):
+        raise ValidationError(f"{where}: expected an object")
+    for key in obs:
+        if key not in OBS_FIELDS and key not in OBS_STORE_FIELDS:
+            raise ValidationError(f"{where}.{key}: unknown field")
+    o: dict[str, Any] = {k: _text(obs.get(k), f"{where}.{k}", DEFAULT_MAX_LEN) for k in OBS_TEXT}
+    o["sampled"] = _number(obs.get("sampled"), f"{where}.sampled", integer=True, lo=1)
+    hi = o["sampled"]
+    o["infested"] = _number(obs.get("infested"), f"{where}.infested", integer=True, lo=0, hi=hi)
+    o["count"] = _number(obs.get("count"), f"{where}.count", integer=True, lo=0)
+    o["severity_pct"] = _number(obs.get("severity_pct"), f"{where}.severity_pct", lo=0, hi=100)
+    o["defoliation_pct"] = _number(obs.get("defoliation_pct"), f"{where}.defoliation_pct", lo=0, hi=100)
+    return o
+
+
+def note_content(norm: dict) -> dict:
+    """The field-note shape (edgespec.fieldnote) of a normalised sighting: absent values omitted."""
+    out = {k: norm[k] for k in TEXT_FIELDS + GEO_FIELDS if norm.get(k) is not None}
+    out["observations"] = [{k: v for k, v in o.items() if v is not None} for o in norm.get("observations", [])]
+    return out
+
+
+def validate_final(sighting: Any) -> dict:
+    """Full validation for a finalized sighting: draft checks plus edgespec.fieldnote.validate."""
+    norm = validate_draft(sighting)
+    try:
+        fieldnote.validate(note_content(norm))
+    except FieldNoteError as e:
+        raise ValidationError.from_fieldnote(e) from None
+    return norm
+
+
+def pests_text(observations: list[dict]) -> str:
+    """Pest names and life stages as one searchable string (FTS indexes one table's columns)."""
+    parts = []
+    for o in observations:
+        words = " ".join(p for p in (o.get("pest"), o.get("life_stage")) if p)
+        if words:
+            parts.append(words)
+    return "; ".join(parts)

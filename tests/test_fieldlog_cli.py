@@ -1,0 +1,330 @@
+"""`fieldlog` command line: app start, import-notes, export, list, report (fake engine), sync hook, exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import signal
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+import fieldlog_app
+from edgespec import ModelFileError
+from edgespec.events import Chunk, Done, Stats, TokenRecord
+from fieldlog_app import cli
+from fieldlog_app.database import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTES_JSONL = ROOT / "edgespec" / "samples" / "notes.jsonl"
+
+
+@pytest.fixture(autouse=True)
+def isolated_dirs(tmp_path, monkeypatch):
+    """Never touch the real user data dir."""
+    monkeypatch.delenv(cli.ENV_DB, raising=False)
+    monkeypatch.setattr(cli, "data_dir", lambda: tmp_path / "userdata")
+
+
+@pytest.fixture
+def db(tmp_path) -> Path:
+    return tmp_path / "f.db"
+
+
+def imported(db: Path, n: int = 10) -> list[str]:
+    lines = NOTES_JSONL.read_text().splitlines()[:n]
+    p = db.parent / "seed.jsonl"
+    p.write_text("\n".join(lines) + "\n")
+    with Store(db) as s:
+        return s.import_notes(p).ids
+
+
+# ---------------------------------------------------------------------------------------------- app start
+@pytest.fixture
+def fake_app(monkeypatch):
+    calls = []
+    mod = types.ModuleType("fieldlog_app.app")
+    mod.run = lambda db_path, demo=False: calls.append((Path(db_path), demo))
+    monkeypatch.setitem(sys.modules, "fieldlog_app.app", mod)
+    monkeypatch.setattr(fieldlog_app, "app", mod, raising=False)
+    return calls
+
+
+def test_no_command_starts_the_app_on_the_default_env_or_given_db(fake_app, tmp_path, monkeypatch):
+    assert cli.main([]) == 0
+    assert fake_app[-1] == (tmp_path / "userdata" / "fieldlog.db", False)
+    assert (tmp_path / "userdata" / "fieldlog.db").exists()  # created and migrated before the UI starts
+    monkeypatch.setenv(cli.ENV_DB, str(tmp_path / "env.db"))
+    assert cli.main([]) == 0
+    assert fake_app[-1] == (tmp_path / "env.db", False)
+    assert cli.main(["--db", str(tmp_path / "arg.db")]) == 0  # --db beats the env var
+    assert fake_app[-1] == (tmp_path / "arg.db", False)
+
+
+def test_demo_seeds_a_separate_demo_database_once(fake_app, tmp_path, capsys):
+    assert cli.main(["--demo"]) == 0
+    path = tmp_path / "userdata" / "demo.db"
+    assert fake_app[-1] == (path, True)
+    with Store(path) as s:
+        counts = s.counts()
+    n_samples = len(NOTES_JSONL.read_text().splitlines())
+    assert counts["finalized"] == n_samples and counts["draft"] == 1
+    assert f"added {n_samples + 1} sample sightings" in capsys.readouterr().err
+    assert cli.main(["--demo"]) == 0  # again: nothing duplicated
+    with Store(path) as s:
+        assert s.counts() == counts
+    assert not (tmp_path / "userdata" / "fieldlog.db").exists()  # the real log was not touched
+
+
+def test_bad_db_path_is_one_line_error(fake_app, tmp_path, capsys):
+    bad = tmp_path / "junk.db"
+    bad.write_text("not sqlite " * 200)
+    assert cli.main(["--db", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("fieldlog: error:") and "Traceback" not in err
+    assert fake_app == []
+
+
+# ---------------------------------------------------------------------------------------------- import / export / list
+def test_import_notes_counts_and_lists_bad_lines(db, tmp_path, capsys):
+    good = NOTES_JSONL.read_text().splitlines()
+    f = tmp_path / "in.jsonl"
+    f.write_text("\n".join([good[0], '{"block": "B4"', good[1], json.dumps({"block": "X", "rows": "1", "date": "soon",
+                                                                           "observations": []})]) + "\n")
+    assert cli.main(["import-notes", str(f), "--db", str(db)]) == 1
+    out, err = capsys.readouterr()
+    assert "imported 2 sightings" in out
+    assert f"{f}:2: not valid JSON" in err and f"{f}:4: date:" in err and "2 lines not imported" in err
+    with Store(db) as s:
+        assert s.counts()["finalized"] == 2
+    ok = tmp_path / "ok.jsonl"
+    ok.write_text("\n".join(good[2:5]) + "\n")
+    assert cli.main(["--db", str(db), "import-notes", str(ok)]) == 0  # --db before the command works too
+    assert "imported 3 sightings" in capsys.readouterr().out
+    assert cli.main(["import-notes", str(ok), "--db", str(db)]) == 0
+    assert "3 already in the log, skipped" in capsys.readouterr().out
+    assert cli.main(["import-notes", str(tmp_path / "missing.jsonl"), "--db", str(db)]) == 1
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_export_formats_to_stdout_and_file(db, tmp_path, capsys):
+    ids = imported(db, 4)
+    assert cli.main(["export", "--format", "csv", "--db", str(db)]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert {r["sighting_id"] for r in rows} == set(ids) and len(rows) == 6  # the D3 note has 3 observations
+    out = tmp_path / "x.geojson"
+    assert cli.main(["export", "--format", "geojson", "-o", str(out), "--db", str(db)]) == 0
+    assert "wrote 1 feature" in capsys.readouterr().err
+    gj = json.loads(out.read_text())
+    assert gj["features"][0]["geometry"]["type"] == "Point"
+    assert cli.main(["export", "-f", "jsonl", "--db", str(db)]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert {x["id"] for x in lines} == set(ids)
+
+
+def test_list_prints_ids_and_filters(db, capsys):
+    ids = imported(db, 4)
+    assert cli.main(["list", "--db", str(db)]) == 0
+    out, err = capsys.readouterr()
+    assert all(i in out for i in ids) and "4 sightings" in err
+    assert cli.main(["list", "--pest", "mildew", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "powdery mildew" in out and "berry moth" not in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["export"], ["export", "--format", "xml"], ["frobnicate"], ["--demo", "export", "-f", "csv"],
+     ["list", "--limit", "many"]],
+)
+def test_usage_errors_exit_2(argv, capsys):
+    assert cli.main(argv) == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_help_exits_0(capsys):
+    assert cli.main(["--help"]) == 0
+    assert "import-notes" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------- report
+class FakeGenerator:
+    """Stands in for edgespec.api.Generator: same stream/record/history/close surface."""
+
+    def __init__(self, chunks=("Summary: ", "moth ", "larvae ", "in 4 of 50 clusters."), *, fail_at=None,
+                 interrupt_at=None, findings=()):
+        self.chunks, self.fail_at, self.interrupt_at, self.findings = list(chunks), fail_at, interrupt_at, list(findings)
+        self.history: list[str] = []
+        self.closed = False
+        self.note = None
+        self.max_tokens = None
+
+    def stream_report(self, note, *, max_tokens=400, cancel=None):
+        self.note, self.max_tokens = note, max_tokens
+        text, records = "", []
+        stop = "eos"
+        for i, c in enumerate(self.chunks):
+            if i == self.fail_at:
+                raise RuntimeError("llama_decode returned -3")
+            if i == self.interrupt_at:
+                os.kill(os.getpid(), signal.SIGINT)  # the user presses Ctrl-C
+            if cancel is not None and cancel.is_set():
+                stop = "cancelled"
+                break
+            rec = TokenRecord(token=i, text=c, source="drafted" if i % 2 else "corrected", verified=True,
+                              start=len(text), end=len(text) + len(c))
+            text += c
+            records.append(rec)
+            yield Chunk(c, [rec])
+        stats = Stats(tokens=len(records), drafted_tokens=4, accepted_tokens=3, wall_s=0.5, stop_reason=stop)
+        yield Done(text, [r.token for r in records], records, stats)
+
+    def report_record(self, done):
+        return {"text": done.text, "model_pair": {"oracle": "fake-oracle", "drafter": "fake"},
+                "policy": {"mode": "balanced"}, "stats": done.stats.to_dict(),
+                "provenance": [{"token": r.token, "start": r.start, "end": r.end, "source": r.source,
+                                "verified": r.verified} for r in done.records],
+                "spans": [], "findings": self.findings}
+
+    def add_to_history(self, text):
+        self.history.append(text)
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.fixture
+def fake_gen(monkeypatch):
+    holder = {"gen": FakeGenerator(), "kwargs": None}
+
+    def factory(**kwargs):
+        holder["kwargs"] = kwargs
+        return holder["gen"]
+
+    monkeypatch.setattr(cli, "open_generator", factory)
+    return holder
+
+
+def test_report_streams_stores_and_queues_a_complete_report(db, fake_gen, capsys):
+    sid = imported(db, 1)[0]
+    rc = cli.main(["report", sid[:8], "--db", str(db), "--drafter", "lookup", "--max-tokens", "64"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    gen = fake_gen["gen"]
+    assert out.startswith("Summary: moth larvae in 4 of 50 clusters.")
+    assert fake_gen["kwargs"] == {"drafter": "lookup"} and gen.max_tokens == 64
+    assert gen.note["block"] == "B4" and "id" not in gen.note  # the field note, not store fields
+    assert gen.closed and gen.history == ["Summary: moth larvae in 4 of 50 clusters."]
+    with Store(db) as s:
+        (r,) = s.reports_for(sid)
+        assert r["status"] == "complete" and r["clean"] and r["text"] == gen.history[0]
+        assert r["stats"]["tokens"] == 4 and [p["source"] for p in r["provenance"]][:2] == ["corrected", "drafted"]
+        assert [x["kind"] for x in s.outbox_items()] == ["sighting", "report"]
+    assert f"saved report {r['id']}" in err and "acceptance 75%" in err
+
+
+def test_report_with_findings_is_saved_but_flagged_and_not_learned(db, fake_gen, capsys):
+    sid = imported(db, 1)[0]
+    fake_gen["gen"] = FakeGenerator(findings=[{"kind": "number", "message": "8% is not in the note"}])
+    assert cli.main(["report", sid, "--db", str(db)]) == 0
+    assert "NOT clean" in capsys.readouterr().err
+    assert fake_gen["gen"].history == []
+    with Store(db) as s:
+        assert s.reports_for(sid)[0]["clean"] is False
+
+
+def test_ctrl_c_cancels_and_keeps_the_partial_text_unsynced(db, fake_gen, capsys):
+    sid = imported(db, 1)[0]
+    fake_gen["gen"] = FakeGenerator(interrupt_at=2)
+    assert cli.main(["report", sid, "--db", str(db)]) == 1
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    err = capsys.readouterr().err
+    assert "cancelled" in err
+    with Store(db) as s:
+        (r,) = s.reports_for(sid)
+        assert r["status"] == "cancelled" and r["text"] == "Summary: moth " and not r["clean"]
+        assert r["findings"][0]["kind"] == "incomplete"
+        assert [x["kind"] for x in s.outbox_items()] == ["sighting"]
+        assert s.get_sighting(sid)["status"] == "finalized"
+
+
+def test_engine_crash_mid_report_keeps_partial_text_as_failed(db, fake_gen, capsys):
+    sid = imported(db, 1)[0]
+    fake_gen["gen"] = FakeGenerator(fail_at=3)
+    assert cli.main(["report", sid, "--db", str(db)]) == 1
+    assert "llama_decode returned -3" in capsys.readouterr().err
+    with Store(db) as s:
+        (r,) = s.reports_for(sid)
+        assert r["status"] == "failed" and r["text"] == "Summary: moth larvae " and r["stats"]["stop_reason"] == "failed"
+    fake_gen["gen"] = FakeGenerator(fail_at=0)  # nothing written: nothing stored
+    assert cli.main(["report", sid, "--db", str(db)]) == 1
+    assert "nothing was stored" in capsys.readouterr().err
+    with Store(db) as s:
+        assert len(s.reports_for(sid)) == 1
+
+
+def test_report_errors_are_friendly(db, monkeypatch, capsys):
+    sid = imported(db, 1)[0]
+    with Store(db) as s:
+        draft = s.save_draft({"block": "B4", "observations": []})
+        newer = s.revise(sid, {"notes": "edited"})
+
+    def missing(**kw):
+        raise ModelFileError("qwen2.5-coder-0.5b-instruct is not in the model cache")
+
+    monkeypatch.setattr(cli, "open_generator", missing)
+    assert cli.main(["report", newer, "--db", str(db)]) == 1
+    err = capsys.readouterr().err
+    assert "edgespec models fetch" in err and "Traceback" not in err
+    monkeypatch.setattr(cli, "open_generator", lambda **kw: __import__("edgespec.no_such_engine_module"))
+    assert cli.main(["report", newer, "--db", str(db)]) == 1
+    err = capsys.readouterr().err
+    assert "report engine is not available" in err and "Traceback" not in err
+    assert cli.main(["report", draft, "--db", str(db)]) == 1
+    assert "not complete enough for a report" in capsys.readouterr().err
+    assert cli.main(["report", sid, "--db", str(db)]) == 1
+    assert newer in capsys.readouterr().err  # points at the latest version
+    assert cli.main(["report", "abc", "--db", str(db)]) == 1
+    assert "at least 4 characters" in capsys.readouterr().err
+    assert cli.main(["report", "ffffffff", "--db", str(db)]) == 1
+    assert "no sighting" in capsys.readouterr().err
+    assert cli.main(["report", newer, "--max-tokens", "0", "--db", str(db)]) == 2
+
+
+# ---------------------------------------------------------------------------------------------- sync hook
+def test_sync_subcommands_register_through_the_hook(db, monkeypatch, capsys):
+    seen = {}
+
+    def register(sub):
+        p = sub.add_parser("sync", help="sync with the farm office")
+        p.add_argument("--server")
+        p.add_argument("--db", default=argparse.SUPPRESS)
+        p.set_defaults(func=lambda args: seen.update(db=args.db_path, server=args.server) or 0)
+
+    pkg = types.ModuleType("fieldlog_app.sync")
+    pkg.__path__ = []
+    mod = types.ModuleType("fieldlog_app.sync.cli")
+    mod.register = register
+    monkeypatch.setitem(sys.modules, "fieldlog_app.sync", pkg)
+    monkeypatch.setitem(sys.modules, "fieldlog_app.sync.cli", mod)
+    monkeypatch.setattr(fieldlog_app, "sync", pkg, raising=False)
+    pkg.cli = mod
+    assert cli.main(["sync", "--server", "http://office:8080", "--db", str(db)]) == 0
+    assert seen == {"db": db, "server": "http://office:8080"}
+
+
+def test_a_broken_sync_module_does_not_break_other_commands(db, monkeypatch, capsys):
+    pkg = types.ModuleType("fieldlog_app.sync")
+    pkg.__path__ = []
+    broken = types.ModuleType("fieldlog_app.sync.cli")  # no register(): ImportError on `from ... import register`
+    monkeypatch.setitem(sys.modules, "fieldlog_app.sync", pkg)
+    monkeypatch.setitem(sys.modules, "fieldlog_app.sync.cli", broken)
+    monkeypatch.setattr(fieldlog_app, "sync", pkg, raising=False)
+    pkg.cli = broken
+    assert cli.main(["list", "--db", str(db)]) == 0
+    assert "sync commands unavailable" in capsys.readouterr().err

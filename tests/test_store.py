@@ -1,0 +1,566 @@
+"""fieldlog store: migrations, validation, versioned edits, outbox, FTS, exports, import."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import hashlib
+import io
+import json
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+import sqlite_utils
+
+from fieldlog_app.database import (
+    SCHEMA_VERSION,
+    NotFoundError,
+    StateError,
+    Store,
+    StoreError,
+    ValidationError,
+    canonical_json,
+    current_version,
+    migrate,
+    payload_sha256,
+    sighting_payload,
+)
+from fieldlog_app.database.payloads import note_of
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "edgespec" / "samples"
+
+
+def sample(name: str) -> dict:
+    return json.loads((SAMPLES / "notes" / f"{name}.json").read_text())
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "f.db")
+    yield s
+    s.close()
+
+
+def finalized(store: Store, note: dict) -> str:
+    return store.finalize(store.save_draft(note))
+
+
+def report_kwargs(**over):
+    kw = dict(text="Summary: grape berry moth larvae in 4 of 50 clusters.", model_pair={"oracle": "o", "drafter": "d"},
+              policy={"mode": "balanced"}, stats={"tokens": 12, "acceptance_rate": 0.5},
+              provenance=[{"token": 1, "start": 0, "end": 8, "source": "drafted", "verified": True}],
+              spans=[], findings=[])
+    kw.update(over)
+    return kw
+
+
+def outbox(store: Store) -> list[dict]:
+    return store.outbox_items()
+
+
+# ---------------------------------------------------------------------------------------------- migrations
+def test_new_database_is_at_latest_schema_with_wal_full_sync_and_foreign_keys(tmp_path):
+    path = tmp_path / "sub" / "dir" / "f.db"  # parent folders are created
+    with Store(path) as s:
+        assert current_version(s.db) == SCHEMA_VERSION == 2
+        versions = [r["version"] for r in s.db["_migrations"].rows]
+        assert versions == [1, 2]
+        assert s.db.journal_mode == "wal"
+        assert s.db.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert s.db.conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        assert {"sightings", "observations", "reports", "audit_log", "outbox", "sightings_fts", "reports_fts"} <= set(
+            s.db.table_names()
+        )
+    with Store(path) as s:  # reopening applies nothing
+        assert migrate(s.db) == []
+
+
+def _v1_fixture(path: Path) -> dict:
+    """A database as the v1 app left it: base tables only, rows written with plain SQL."""
+    db = sqlite_utils.Database(path)
+    assert migrate(db, target=1) == [1]
+    assert current_version(db) == 1
+    assert "outbox" not in db.table_names()
+    now = "2026-07-21T10:00:00.000Z"
+    fin = {"id": "11111111-1111-4111-8111-111111111111", "status": "finalized", "version": 1, "replaces": None,
+           "block": "B4", "variety": "Riesling", "rows": "12-18", "date": "2026-07-21", "scout": "M. Ortiz",
+           "notes": "Damage on the wood edge near the hedgerow.", "lat": 42.5, "lon": -76.8, "accuracy_m": 5.0,
+           "created_at": now, "updated_at": now, "finalized_at": now}
+    obs = [{"sighting_id": fin["id"], "idx": 0, "pest": "grape berry moth", "life_stage": "larva",
+            "unit": "clusters", "sampled": 50, "infested": 4}]
+    fin_payload = sighting_payload({**fin, "observations": obs})
+    fin["payload_sha256"] = payload_sha256(fin_payload)
+    fin["content_sha256"] = payload_sha256(note_of({**fin, "observations": obs}))
+    draft = {"id": "22222222-2222-4222-8222-222222222222", "status": "draft", "version": 1, "block": "C1",
+             "notes": "half done", "created_at": now, "updated_at": now}
+    db["sightings"].insert_all([fin, draft], alter=False)
+    db["observations"].insert_all(obs + [{"sighting_id": draft["id"], "idx": 0, "pest": "powdery mildew",
+                                          "life_stage": "colonies", "unit": "leaves"}])
+    rep = {"id": "33333333-3333-4333-8333-333333333333", "sighting_id": fin["id"], "created_at": "2026-07-21T10:05:00.000Z",
+           "status": "complete", "text": "Hedgerow edge pressure from berry moth.", "model_pair": "{}", "policy": "{}",
+           "stats": '{"tokens": 9}', "provenance": "[]", "spans": "[]", "findings": "[]", "clean": 1,
+           "sighting_sha256": fin["content_sha256"]}
+    cancelled = {**rep, "id": "44444444-4444-4444-8444-444444444444", "status": "cancelled", "text": "Partial tex"}
+    db["reports"].insert_all([rep, cancelled])
+    db.close()
+    return {"fin": fin, "fin_payload": fin_payload, "draft": draft, "report": rep, "cancelled": cancelled}
+
+
+def test_migrating_a_v1_database_backfills_outbox_and_search(tmp_path):
+    path = tmp_path / "v1.db"
+    fx = _v1_fixture(path)
+    with Store(path) as s:
+        assert current_version(s.db) == 2
+        # data survived
+        got = s.get_sighting(fx["fin"]["id"])
+        assert got["status"] == "finalized" and got["observations"][0]["pest"] == "grape berry moth"
+        assert s.get_sighting(fx["draft"]["id"])["status"] == "draft"
+        # the outbox got exactly the finalized sighting, then its complete report; not the draft or cancelled report
+        rows = outbox(s)
+        assert [(r["kind"], r["item_id"]) for r in rows] == [("sighting", fx["fin"]["id"]), ("report", fx["report"]["id"])]
+        assert json.loads(rows[0]["payload"]) == fx["fin_payload"]
+        assert rows[0]["sha256"] == fx["fin"]["payload_sha256"]
+        for r in rows:
+            assert r["sha256"] == hashlib.sha256(r["payload"].encode()).hexdigest()
+            assert r["state"] == "queued"
+        # FTS covers old rows: by notes, by pest (new pests column), by report text, and drafts too
+        assert [h["id"] for h in s.search("hedgerow") if h["kind"] == "sighting"] == [fx["fin"]["id"]]
+        assert {h["id"] for h in s.search("berry moth")} == {fx["fin"]["id"], fx["report"]["id"]}
+        assert [h["id"] for h in s.search("mildew")] == [fx["draft"]["id"]]
+        # guards are active on migrated data
+        with pytest.raises(sqlite3.IntegrityError, match="immutable"):
+            s.db.conn.execute("UPDATE sightings SET notes = 'x' WHERE id = ?", (fx["fin"]["id"],))
+
+
+def test_a_database_from_a_newer_fieldlog_is_refused(tmp_path):
+    path = tmp_path / "f.db"
+    Store(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT INTO _migrations VALUES (99, 'future', 'now')")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="newer"):
+        Store(path)
+
+
+def test_a_file_that_is_not_a_database_is_a_store_error(tmp_path):
+    p = tmp_path / "junk.db"
+    p.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="not a usable fieldlog database"):
+        Store(p)
+    with pytest.raises(StoreError, match="directory"):
+        Store(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------- validation
+@pytest.mark.parametrize(
+    "sighting, field",
+    [
+        ({"date": "2026-02-30"}, "date"),
+        ({"time": "25:99"}, "time"),
+        ({"lat": 91, "lon": 0}, "lat"),
+        ({"lat": 42.0}, "lon"),
+        ({"observations": [{"pest": "x", "sampled": "ten"}]}, "observations[0].sampled"),
+        ({"observations": [{"sampled": 10, "infested": 11}]}, "observations[0].infested"),
+        ({"observations": [{"severity_pct": 120}]}, "observations[0].severity_pct"),
+        ({"observations": [{"count": -1}]}, "observations[0].count"),
+        ({"observations": [{"pests": "typo"}]}, "observations[0].pests"),
+        ({"observations": "mites"}, "observations"),
+        ({"blok": "B4"}, "blok"),
+        ({"notes": "x" * 10_001}, "notes"),
+        ({"block": ["B4"]}, "block"),
+    ],
+)
+def test_draft_typed_fields_must_be_valid_and_errors_name_the_field(store, sighting, field):
+    with pytest.raises(ValidationError) as ei:
+        store.save_draft(sighting)
+    assert ei.value.field == field
+    assert str(ei.value).startswith(field + ":")
+    assert store.counts()["draft"] == 0  # nothing written
+
+
+def test_validation_error_is_also_a_fieldnote_error():
+    from edgespec import FieldNoteError
+
+    assert issubclass(ValidationError, FieldNoteError) and issubclass(ValidationError, StoreError)
+
+
+def test_incomplete_draft_saves_but_cannot_finalize(store):
+    sid = store.save_draft({"block": "B4", "observations": [{"pest": "grape berry moth", "sampled": 50}]})
+    s = store.get_sighting(sid)
+    assert s["status"] == "draft" and s["rows"] is None and s["observations"][0]["sampled"] == 50
+    with pytest.raises(ValidationError) as ei:
+        store.finalize(sid)
+    assert ei.value.field == "rows"
+    assert store.get_sighting(sid)["status"] == "draft"
+    assert outbox(store) == []
+    # fill in the rest, finalize works
+    note = {**sample("b4-berry-moth"), "id": sid}
+    store.save_draft(note)
+    assert store.finalize(sid) == sid
+    with pytest.raises(ValidationError) as ei:
+        store.finalize(store.save_draft({**sample("a1-short"), "observations": []}))
+    assert ei.value.field == "observations"
+
+
+def test_save_draft_updates_in_place_and_audits(store):
+    sid = store.save_draft({"block": "B4"})
+    assert store.save_draft({"block": "B4", "rows": "1-4", "notes": "first pass"}, id=sid) == sid
+    assert store.save_draft({"block": "B4", "rows": "1-4", "notes": "first pass"}, id=sid) == sid  # no-op
+    s = store.get_sighting(sid)
+    assert (s["rows"], s["notes"]) == ("1-4", "first pass")
+    actions = [a["action"] for a in store.audit_log(sid)]
+    assert actions == ["create_draft", "update_draft"]
+    assert store.audit_log(sid)[1]["detail"]["changed"]["rows"] == [None, "1-4"]
+    # a dict from get_sighting can be saved back (store fields are ignored, its id is used)
+    s["notes"] = "second pass"
+    assert store.save_draft(s) == sid
+    assert store.get_sighting(sid)["notes"] == "second pass"
+    with pytest.raises(ValidationError, match="not a UUID"):
+        store.save_draft({"block": "B4"}, id="not-a-uuid")
+
+
+# ---------------------------------------------------------------------------------------------- finalize / revise
+def test_finalize_freezes_the_sighting_and_queues_it_once(store):
+    sid = store.save_draft(sample("d3-mixed"))
+    assert store.finalize(sid) == sid
+    assert store.finalize(sid) == sid  # idempotent: a double tap queues nothing twice
+    s = store.get_sighting(sid)
+    assert s["status"] == "finalized" and s["finalized_at"] and len(s["observations"]) == 3
+    rows = outbox(store)
+    assert len(rows) == 1 and rows[0]["item_id"] == sid and rows[0]["kind"] == "sighting"
+    payload = json.loads(rows[0]["payload"])
+    assert rows[0]["payload"] == canonical_json(payload)
+    assert rows[0]["sha256"] == payload_sha256(payload) == s["payload_sha256"]
+    assert payload["observations"][2]["pest"] == "botrytis" and payload["version"] == 1 and payload["replaces"] is None
+    with pytest.raises(StateError, match="revise"):
+        store.save_draft({"block": "Z9"}, id=sid)
+    with pytest.raises(StateError):
+        store.delete_draft(sid)
+    # even raw SQL cannot edit what was finalized or queued
+    conn = store.db.conn
+    for sql in (
+        "UPDATE sightings SET block = 'Z9' WHERE id = ?",
+        "UPDATE sightings SET status = 'draft' WHERE id = ?",
+        "DELETE FROM sightings WHERE id = ?",
+        "UPDATE observations SET sampled = 1 WHERE sighting_id = ?",
+        "DELETE FROM observations WHERE sighting_id = ?",
+        "UPDATE outbox SET payload = '{}' WHERE item_id = ?",
+    ):
+        with pytest.raises(sqlite3.IntegrityError):
+            conn.execute(sql, (sid,))
+    conn.rollback()
+    assert store.get_sighting(sid)["block"] == "D3"
+    # the sync code may move outbox state
+    conn.execute("UPDATE outbox SET state = 'sent', attempts = 1 WHERE item_id = ?", (sid,))
+    conn.commit()
+    assert store.outbox_counts()["sent"] == 1
+
+
+def test_revise_makes_a_new_version_and_keeps_the_old_one(store):
+    v1 = finalized(store, sample("b4-berry-moth"))
+    before = store.get_sighting(v1)
+    obs = copy.deepcopy(before["observations"])
+    obs[0]["infested"] = 6
+    v2 = store.revise(v1, {"observations": obs, "notes": "Recount: 6 of 50."})
+    assert v2 != v1
+    new, old = store.get_sighting(v2), store.get_sighting(v1)
+    assert (new["version"], new["replaces"], new["status"]) == (2, v1, "finalized")
+    assert new["observations"][0]["infested"] == 6 and new["notes"] == "Recount: 6 of 50."
+    assert new["variety"] == "Riesling"  # untouched fields carried over
+    assert old["status"] == "superseded" and old["superseded_by"] == v2
+    assert old["observations"][0]["infested"] == 4 and old["payload_sha256"] == before["payload_sha256"]
+    # outbox: v1 then v2 naming it
+    rows = outbox(store)
+    assert [(r["item_id"], r["replaces"]) for r in rows] == [(v1, None), (v2, v1)]
+    assert json.loads(rows[1]["payload"])["replaces"] == v1
+    # audit
+    assert [a["action"] for a in store.audit_log(v1)] == ["create_draft", "finalize", "supersede"]
+    rev = store.audit_log(v2)[-1]
+    assert rev["action"] == "revise" and set(rev["detail"]["changed"]) == {"notes", "observations"}
+    # history, third version, and the rules
+    with pytest.raises(StateError, match=v2):
+        store.revise(v1, {"notes": "stale edit"})
+    assert store.revise(v2, {"notes": "Recount: 6 of 50."}) == v2  # nothing changed → no new version
+    v3 = store.revise(v2, {"weather": None})  # None clears a field
+    assert store.get_sighting(v3)["weather"] is None
+    assert [v["id"] for v in store.versions(v2)] == [v1, v2, v3]
+    assert [v["version"] for v in store.versions(v1)] == [1, 2, 3]
+    with pytest.raises(ValidationError) as ei:
+        store.revise(v3, {"observations": [{"pest": "x", "life_stage": "y", "unit": "z", "sampled": 0}]})
+    assert ei.value.field == "observations[0].sampled"
+    with pytest.raises(ValidationError, match="status"):
+        store.revise(v3, {"status": "draft"})
+    assert store.get_sighting(v3)["status"] == "finalized" and len(outbox(store)) == 3
+    draft = store.save_draft({"block": "A1"})
+    with pytest.raises(StateError, match="draft"):
+        store.revise(draft, {"rows": "1"})
+    with pytest.raises(NotFoundError):
+        store.revise("5f0c5d7e-0000-4000-8000-000000000000", {"rows": "1"})
+
+
+def test_list_hides_superseded_versions_unless_asked(store):
+    v1 = finalized(store, sample("c1-mildew"))
+    v2 = store.revise(v1, {"notes": "more colonies"})
+    assert [s["id"] for s in store.list_sightings()] == [v2]
+    assert {s["id"] for s in store.list_sightings(include_superseded=True)} == {v1, v2}
+    assert [s["id"] for s in store.list_sightings(status="superseded")] == [v1]
+
+
+def test_delete_draft_removes_it_but_the_audit_log_keeps_its_content(store):
+    sid = store.save_draft({"block": "E5", "notes": "lanternfly egg masses?"})
+    rid = store.save_report(sid, **report_kwargs())
+    store.delete_draft(sid)
+    with pytest.raises(NotFoundError):
+        store.get_sighting(sid)
+    with pytest.raises(NotFoundError):
+        store.get_report(rid)
+    entry = store.audit_log(sid)[-1]
+    assert entry["action"] == "delete_draft" and entry["detail"]["content"]["notes"] == "lanternfly egg masses?"
+    assert entry["detail"]["reports"] == [rid]
+    assert store.search("lanternfly") == []
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        store.db.conn.execute("DELETE FROM audit_log")
+
+
+# ---------------------------------------------------------------------------------------------- reports
+def test_reports_are_stored_decoded_and_queued_only_when_complete(store):
+    sid = finalized(store, sample("b4-berry-moth"))
+    rid = store.save_report(sid, **report_kwargs(findings=[{"kind": "number", "message": "8% not in note"}]))
+    r = store.get_report(rid)
+    assert r["sighting_id"] == sid and r["stats"]["tokens"] == 12 and r["provenance"][0]["source"] == "drafted"
+    assert r["clean"] is False and r["status"] == "complete"
+    cid = store.save_report(sid, **report_kwargs(text="Partial"), status="cancelled")
+    assert store.get_report(cid)["clean"] is True
+    assert [x["id"] for x in store.reports_for(sid)] == [cid, rid]
+    assert store.get_sighting(sid)["latest_report_id"] == rid  # the latest *complete* one
+    rows = outbox(store)
+    assert [(x["kind"], x["item_id"]) for x in rows] == [("sighting", sid), ("report", rid)]
+    payload = json.loads(rows[1]["payload"])
+    assert payload["sighting_id"] == sid and payload["clean"] is False and payload["findings"][0]["kind"] == "number"
+    listed = store.list_reports(sighting_id=sid)
+    assert [x["id"] for x in listed] == [cid, rid] and "provenance" not in listed[0] and listed[0]["block"] == "B4"
+    assert [x["id"] for x in store.list_reports(status="complete")] == [rid]
+    with pytest.raises(sqlite3.IntegrityError, match="immutable"):
+        store.db.conn.execute("UPDATE reports SET text = 'x' WHERE id = ?", (rid,))
+
+
+@pytest.mark.parametrize(
+    "over, field",
+    [({"stats": {"x": float("nan")}}, "stats.x"), ({"spans": "none"}, "spans"), ({"text": None}, "text"),
+     ({"status": "done"}, "status"), ({"model_pair": {1: "a"}}, "model_pair")],
+)
+def test_bad_report_values_are_validation_errors(store, over, field):
+    sid = finalized(store, sample("a1-short"))
+    kw = report_kwargs()
+    status = over.pop("status", "complete")
+    kw.update(over)
+    with pytest.raises(ValidationError) as ei:
+        store.save_report(sid, status=status, **kw)
+    assert ei.value.field == field
+    assert store.reports_for(sid) == []
+
+
+def test_report_of_a_draft_is_queued_when_that_exact_draft_is_finalized(store):
+    a = store.save_draft(sample("g2-mealybug"))
+    ra = store.save_report(a, **report_kwargs(text="Mealybug report"))
+    b = store.save_draft(sample("h7-phylloxera"))
+    rb = store.save_report(b, **report_kwargs(text="Phylloxera report"))
+    store.save_draft({**sample("h7-phylloxera"), "notes": "changed after the report"}, id=b)
+    assert outbox(store) == []
+    store.finalize(a)
+    store.finalize(b)
+    kinds = [(r["kind"], r["item_id"]) for r in outbox(store)]
+    assert kinds == [("sighting", a), ("report", ra), ("sighting", b)]  # rb described other content: not sent
+    assert store.get_report(rb)["text"] == "Phylloxera report"  # but kept on the device
+
+
+# ---------------------------------------------------------------------------------------------- search
+def test_search_finds_notes_pests_and_report_text_and_follows_revisions(store):
+    b4 = finalized(store, sample("b4-berry-moth"))
+    d3 = finalized(store, sample("d3-mixed"))
+    rid = store.save_report(d3, **report_kwargs(text="Consider a miticide on the dusty headlands."))
+    hits = store.search("tree line")  # notes
+    assert [(h["kind"], h["id"]) for h in hits] == [("sighting", b4)]
+    assert "«tree» «line»" in hits[0]["snippet"]
+    assert {h["id"] for h in store.search("Japanese beetle")} == {d3}  # pest of the 2nd observation
+    assert {h["id"] for h in store.search("beetles")} == {d3}  # stemming
+    assert [(h["kind"], h["id"], h["sighting_id"]) for h in store.search("miticide")] == [("report", rid, d3)]
+    assert store.search("Riesl")[0]["id"] == b4  # prefix
+    # a revise: the superseded version drops out, the new text is found
+    b4v2 = store.revise(b4, {"notes": "Damage mostly by the hedgerow."})
+    assert store.search("tree line") == []
+    old = store.search("tree line", include_superseded=True)
+    assert [(h["id"], h["status"]) for h in old] == [(b4, "superseded")]
+    assert [h["id"] for h in store.search("hedgerow")] == [b4v2]
+    # reports of a superseded version drop out too
+    d3v2 = store.revise(d3, {"weather": "rain at last"})
+    assert store.search("miticide") == []
+    assert [h["id"] for h in store.search("rain")] == [d3v2]
+    # user input is never FTS syntax
+    for q in ['"unbalanced', "NOT", "a OR", "col:val", "(", "*", "- -", ""]:
+        assert isinstance(store.search(q), list)
+    assert [s["id"] for s in store.list_sightings(query="hedgerow")] == [b4v2]
+
+
+def test_list_filters(store):
+    ids = {name: finalized(store, sample(name)) for name in ("b4-berry-moth", "b4-clean", "c1-mildew", "f1-downy", "d3-mixed")}
+    draft = store.save_draft({"block": "b4", "date": "2026-09-01"})
+    assert {s["id"] for s in store.list_sightings(block="b4")} == {ids["b4-berry-moth"], ids["b4-clean"], draft}
+    assert {s["id"] for s in store.list_sightings(pest="MILDEW")} == {ids["c1-mildew"], ids["f1-downy"]}
+    assert {s["id"] for s in store.list_sightings(pest="50%_")} == set()  # LIKE wildcards are literal
+    dates = [s["date"] for s in store.list_sightings(date_from="2026-07-01", date_to="2026-07-31")]
+    assert dates == sorted(dates, reverse=True) and all("2026-07-01" <= d <= "2026-07-31" for d in dates) and dates
+    assert [s["id"] for s in store.list_sightings(status="draft")] == [draft]
+    assert len(store.list_sightings(limit=2)) == 2
+    with pytest.raises(ValidationError, match="date_from"):
+        store.list_sightings(date_from="July")
+    with pytest.raises(ValidationError, match="status"):
+        store.list_sightings(status="deleted")
+
+
+# ---------------------------------------------------------------------------------------------- export
+@pytest.fixture
+def exported_store(store):
+    ids = {name: finalized(store, sample(name)) for name in ("b4-berry-moth", "d3-mixed", "a1-short")}
+    rid = store.save_report(ids["d3-mixed"], **report_kwargs())
+    store.save_draft({"block": "Q1", "lat": 1.0, "lon": 2.0})  # drafts are not exported by default
+    return store, ids, rid
+
+
+def test_csv_export_has_one_row_per_observation_and_parses_back(exported_store):
+    store, ids, rid = exported_store
+    buf = io.StringIO()
+    n = store.export("csv", buf)
+    rows = list(csv.DictReader(io.StringIO(buf.getvalue())))
+    assert n == len(rows) == 1 + 3 + 1
+    d3 = [r for r in rows if r["sighting_id"] == ids["d3-mixed"]]
+    assert [r["pest"] for r in d3] == ["spider mites", "Japanese beetle", "botrytis"]
+    assert all(r["block"] == "D3" and r["latest_report_id"] == rid for r in d3)
+    assert d3[0]["count"] == "85" and d3[2]["severity_pct"] == "1.0" and d3[0]["severity_pct"] == ""
+    assert d3[1]["observation"] == "2"
+    b4 = [r for r in rows if r["sighting_id"] == ids["b4-berry-moth"]][0]
+    assert (float(b4["lat"]), float(b4["lon"])) == (42.5461, -76.8662)
+    assert b4["notes"] == sample("b4-berry-moth")["notes"]
+
+
+def test_geojson_export_has_points_lon_lat_for_sightings_with_coordinates(exported_store, tmp_path):
+    store, ids, _ = exported_store
+    out = tmp_path / "out.geojson"
+    assert store.export("geojson", out) == 1
+    gj = json.loads(out.read_text())
+    assert gj["type"] == "FeatureCollection" and len(gj["features"]) == 1
+    f = gj["features"][0]
+    b4 = sample("b4-berry-moth")
+    assert f["geometry"] == {"type": "Point", "coordinates": [b4["lon"], b4["lat"]]}
+    assert f["properties"]["id"] == ids["b4-berry-moth"] and f["properties"]["pests"] == "grape berry moth"
+    assert f["properties"]["observations"][0]["infested"] == 4
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.geojson")]  # no temp file left
+
+
+def test_jsonl_export_round_trips_and_names_the_latest_report(exported_store, tmp_path):
+    store, ids, rid = exported_store
+    buf = io.StringIO()
+    assert store.export("jsonl", buf) == 3
+    lines = [json.loads(line) for line in buf.getvalue().splitlines()]
+    by_id = {x["id"]: x for x in lines}
+    assert set(by_id) == set(ids.values())
+    assert by_id[ids["d3-mixed"]]["latest_report_id"] == rid
+    assert by_id[ids["a1-short"]]["latest_report_id"] is None
+    assert len(by_id[ids["d3-mixed"]]["observations"]) == 3
+    # an export line imports back as the same note (store fields ignored), and is recognised as already there
+    path = tmp_path / "back.jsonl"
+    path.write_text(buf.getvalue())
+    res = store.import_notes(path)
+    assert (res.imported, res.skipped, res.errors) == (0, 3, [])
+    with Store(tmp_path / "other.db") as other:
+        res = other.import_notes(path)
+        assert (res.imported, res.errors) == (3, [])
+        assert {s["block"] for s in other.list_sightings()} == {"B4", "D3", "A1"}
+    assert store.export("jsonl", io.StringIO(), include_drafts=True) == 4
+    with pytest.raises(ValidationError, match="format"):
+        store.export("xml", io.StringIO())
+
+
+# ---------------------------------------------------------------------------------------------- import
+def test_import_reports_bad_lines_and_keeps_the_good_ones(store, tmp_path):
+    good = (SAMPLES / "notes.jsonl").read_text().splitlines()
+    bad_num = json.dumps({**sample("a1-short"), "observations": [{**sample("a1-short")["observations"][0], "sampled": "x"}]})
+    lines = ["\ufeff" + good[0], "", "{not json", good[1], '["a list"]', bad_num]  # lines 1-6
+    path = tmp_path / "notes.jsonl"
+    # line 7 is not UTF-8; lines 8-9 are good again
+    path.write_bytes("\n".join(lines).encode() + b"\n\xff\xfe\n" + "\n".join(good[2:4]).encode())
+    res = store.import_notes(path)
+    assert res.imported == 4 and len(res.ids) == 4
+    assert [ln for ln, _ in res.errors] == [3, 5, 6, 7]
+    msgs = dict(res.errors)
+    assert "not valid JSON" in msgs[3] and "object" in msgs[5]
+    assert msgs[6].startswith("observations[0].sampled:") and msgs[7] == "not UTF-8 text"
+    assert store.counts()["finalized"] == 4 and len(outbox(store)) == 4
+    assert store.audit_log(res.ids[0])[-1]["action"] == "import"
+    again = store.import_notes(path)
+    assert (again.imported, again.skipped) == (0, 4)
+    with pytest.raises(StoreError, match="no such file"):
+        store.import_notes(tmp_path / "missing.jsonl")
+
+
+# ---------------------------------------------------------------------------------------------- misc
+def test_canonical_json_is_deterministic_and_strict():
+    a = {"b": 1, "a": [1.5, "é"], "c": None}
+    assert canonical_json(a) == '{"a":[1.5,"é"],"b":1,"c":null}'
+    assert canonical_json(dict(reversed(list(a.items())))) == canonical_json(a)
+    assert payload_sha256(a) == hashlib.sha256(canonical_json(a).encode()).hexdigest()
+    with pytest.raises(ValueError):
+        canonical_json({"x": float("inf")})
+
+
+def test_payload_hash_survives_the_round_trip_through_sqlite(store):
+    note = sample("c1-mildew")  # severity_pct 2 (int) comes back from a REAL column as 2.0
+    sid = finalized(store, note)
+    s = store.get_sighting(sid)
+    assert payload_sha256(sighting_payload(s)) == s["payload_sha256"]
+
+
+def test_store_can_be_used_from_another_thread_and_by_two_connections(tmp_path):
+    path = tmp_path / "f.db"
+    a, b = Store(path), Store(path)
+    ids, errors = [], []
+
+    def worker(st):
+        try:
+            for _ in range(10):
+                ids.append(st.finalize(st.save_draft(sample("a2-leafhopper") | {"notes": f"t{len(ids)}"})))
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(st,)) for st in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(set(ids)) == 20 and a.counts()["finalized"] == 20 and len(b.outbox_items()) == 20
+    a.close()
+    b.close()
+    with pytest.raises(StoreError, match="closed"):
+        a.counts()
+
+
+def test_memory_store_works_for_tests():
+    with Store(":memory:") as s:
+        sid = finalized(s, sample("e5-lanternfly"))
+        assert s.get_sighting(sid)["status"] == "finalized" and s.search("lanternfly")[0]["id"] == sid
+
+
+def test_search_stays_correct_after_vacuum(store):
+    doomed = [store.save_draft({"block": "Z1", "notes": f"scratch {i}"}) for i in range(5)]
+    keep = finalized(store, {**sample("f1-downy"), "notes": "oilspots under the canopy"})
+    for sid in doomed:
+        store.delete_draft(sid)
+    store.vacuum()
+    assert [h["id"] for h in store.search("oilspots")] == [keep]
+    assert store.search("scratch") == []
+    assert store.check() == "ok"
