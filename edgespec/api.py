@@ -133,22 +133,30 @@ class Generator:
 
             return make_onnx_drafter(self.config.draft_model, self.oracle, n_threads=threads or 1)
         if kind in ("history", "cascade"):
-            from .drafters.history import HistoryDrafter, open_index
+            from .drafters.history import HistoryDrafter, HistoryIndex
 
-            index = open_index(self.config.history_db)
-            hist = HistoryDrafter(index, self.oracle.tokenize, self.model_id)
+            self.history_index = HistoryIndex(self.config.history_db)
+            hist = HistoryDrafter(self.history_index, self._history_tokenize, self.model_id)
             if kind == "history":
                 return hist
             from .drafters.cascade import CascadeDrafter
             from .drafters.lookup import PromptLookupDrafter
+            from .calibrate import load_or_measure
 
+            # cheap sources first; the cross-tokenizer model drafter only where they have nothing and it pays
             sources = [hist, PromptLookupDrafter()]
-            return CascadeDrafter(sources)
+            if self.config.draft_model:
+                sources.append(self._model_or_bridge(self._load_draft_lm(threads)))
+            return CascadeDrafter(sources, curve=load_or_measure(self.oracle))
         raise EdgespecError(f"unknown drafter {kind!r}")
 
     @property
     def model_id(self) -> str:
-        return f"{Path(self.oracle_path).name}:{self.oracle.vocab_fingerprint()}"
+        """History entries are keyed by the oracle's token table: another vocabulary must not reuse them."""
+        return self.oracle.vocab_fingerprint()
+
+    def _history_tokenize(self, text: str) -> list[int]:
+        return self.oracle.tokenize(text, add_bos=False, special=False)
 
     # ------------------------------------------------------------------ prompts
     def chat_prompt(self, messages: list[dict]) -> list[int]:
@@ -251,14 +259,17 @@ class Generator:
         }
 
     def add_to_history(self, text: str) -> None:
-        index = getattr(self.drafter, "index", None)
-        if index is None:
-            for src in getattr(self.drafter, "sources", []):
-                index = getattr(src, "index", None) or index
-        if index is not None:
-            index.add_report(text, model_id=self.model_id, tokenize=self.oracle.tokenize)
+        """A saved report becomes drafting material for the next ones (history/cascade drafters)."""
+        index = getattr(self, "history_index", None)
+        if index is not None and text.strip():
+            index.add_report(text, tokenize=self._history_tokenize, model_id=self.model_id)
 
     def close(self) -> None:
+        if getattr(self, "history_index", None) is not None:
+            try:
+                self.history_index.close()
+            except Exception:
+                pass
         if self.drafter is not None:
             try:
                 self.drafter.close()

@@ -156,7 +156,8 @@ class Engine:
                     ctl.record_draft_time(src, dt, max(len(draft.tokens), 1))
                     bucket = bucket_of(src, draft.match_len)
                     keep = min(len(draft.tokens), d_cap)
-                    if self.adaptive and cheap and keep:
+                    # a cascade plans its own lengths; plain match drafts are trimmed by their bucket's odds
+                    if self.adaptive and cheap and keep and not getattr(self.drafter, "plans_length", False):
                         keep_b, probe_b = ctl.plan(bucket, keep, len(emitted))
                         keep = min(keep, keep_b)
                     draft = self._truncate(draft, keep)

@@ -117,6 +117,20 @@ class AcceptanceEstimate:
         return self.accepted / (self.accepted + self.rejected)
 
 
+# Starting per-token acceptance of match-based drafts by match length, before a bucket has data:
+# measured here, prompt-lookup drafts pay only on matches of >= ~6 tokens (issue 2), so short
+# matches start below break-even and long ones above it. Evidence replaces these within a few cycles.
+MATCH_PRIOR_ALPHA = {"<2": 0.3, "<4": 0.45, "<6": 0.55, "<8": 0.65, "<12": 0.75, "<16": 0.8, "16+": 0.85}
+MATCH_PRIOR_WEIGHT = 3.0
+
+
+def prior_estimate(bucket: str) -> AcceptanceEstimate:
+    alpha = MATCH_PRIOR_ALPHA.get(bucket.partition(":")[2])
+    if alpha is None:
+        return AcceptanceEstimate()
+    return AcceptanceEstimate(accepted=MATCH_PRIOR_WEIGHT * alpha, rejected=MATCH_PRIOR_WEIGHT * (1 - alpha))
+
+
 @dataclass
 class ControllerParams:
     d_max: int = 16
@@ -155,8 +169,14 @@ class DraftController:
     probe_gap: dict[str, int] = field(default_factory=dict)
     next_probe_at: dict[str, int] = field(default_factory=dict)
 
+    def estimate(self, bucket: str) -> AcceptanceEstimate:
+        est = self.estimates.get(bucket)
+        if est is None:
+            est = self.estimates[bucket] = prior_estimate(bucket)
+        return est
+
     def alpha(self, bucket: str) -> float:
-        return self.estimates.setdefault(bucket, AcceptanceEstimate()).alpha
+        return self.estimate(bucket).alpha
 
     def _budget(self, bucket: str, d_cap: int, alpha: float | None = None) -> tuple[int, float]:
         d_max = min(self.params.d_max, d_cap)
@@ -206,7 +226,7 @@ class DraftController:
             self.plain_s += seconds
             self.plain_tokens += emitted
             return
-        self.estimates.setdefault(bucket, AcceptanceEstimate()).update(n_accepted, n_drafted)
+        self.estimate(bucket).update(n_accepted, n_drafted)
         if self.draft_budget(bucket, self.params.d_max) > 0:
             self.probe_gap.pop(bucket, None)  # the source pays again: reset its backoff
         self.spec_s += seconds

@@ -130,18 +130,20 @@ def make_drafter(kind: str, oracle: LlamaModel, paths: dict, threads: int, histo
     if kind == "model-q4_0":
         return ModelDrafter(LlamaModel(paths["q4_0"], n_ctx=4096, n_threads=threads), oracle_vocab=oracle.n_vocab)
     if kind in ("history", "cascade"):
-        from edgespec.api import Generator  # noqa: F401  (same construction path as the CLI)
-        from edgespec.drafters.history import HistoryDrafter, open_index
+        from edgespec.drafters.history import HistoryDrafter, HistoryIndex
 
-        index = open_index(history_db)
-        model_id = f"{Path(oracle.path).name}:{oracle.vocab_fingerprint()}"
-        hist = HistoryDrafter(index, oracle.tokenize, model_id)
+        index = HistoryIndex(history_db)
+        hist = HistoryDrafter(index, lambda s: oracle.tokenize(s, add_bos=False, special=False), oracle.vocab_fingerprint())
+        hist.index = index
         if kind == "history":
             return hist
         from edgespec.drafters.cascade import CascadeDrafter
         from edgespec.drafters.lookup import PromptLookupDrafter
 
-        return CascadeDrafter([hist, PromptLookupDrafter()])
+        casc = CascadeDrafter([hist, PromptLookupDrafter(), BridgeDrafter(LlamaModel(paths["smollm2"], n_ctx=4096, n_threads=threads), oracle)],
+                              curve=load_or_measure(oracle))
+        casc.index = index
+        return casc
     if kind == "onnx":
         from edgespec.drafters.onnx import make_onnx_drafter
 
@@ -218,9 +220,10 @@ def main(argv=None) -> int:
             for kind in ("history", "cascade"):
                 d = built.get(kind)
                 if d is not None and "none" in texts:
-                    idx = getattr(d, "index", None) or next((getattr(s, "index", None) for s in getattr(d, "sources", []) if getattr(s, "index", None)), None)
+                    idx = getattr(d, "index", None)
                     if idx is not None:
-                        idx.add_report(texts["none"], model_id=f"{Path(oracle.path).name}:{oracle.vocab_fingerprint()}", tokenize=oracle.tokenize)
+                        idx.add_report(texts["none"], tokenize=lambda s: oracle.tokenize(s, add_bos=False, special=False),
+                                       model_id=oracle.vocab_fingerprint())
             print(f"[bench] {wname} {i + 1}/{len(notes)} done ({time.time() - t_start:.0f}s)", file=sys.stderr)
 
         skip_first = 3 if wname == "season" else 0  # season: score reports 4.. (history = earlier reports)

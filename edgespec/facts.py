@@ -1,0 +1,597 @@
+"""Check a generated report against the sighting it was written from.
+
+Small oracles hallucinate (measured: Qwen2.5-Coder-0.5B wrote "consistent with
+the observed threshold of 3 of 50 clusters" for a powdery mildew count, and
+mildew has no such threshold). Every pest name and every number in the report is
+matched against the field note and the values derived from it (incidence =
+infested/sampled as a percentage and as "x of n", density = count/sampled,
+severity and defoliation, catalog thresholds and the above/below comparison,
+dates, rows, block). A mismatch becomes a ``Finding`` attached to the report,
+so the report is never silently stored as clean.
+
+Numbers that are legitimately in a correct report are allowed on purpose:
+section numbering, figures from the weather and notes text, the note's year,
+catalog threshold values (and their citations) for the observed pests, and
+intervals or later dates inside a recommended action ("re-scout in 7 days").
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import re
+from dataclasses import asdict, dataclass, field
+
+from .fieldnote import validate
+from .pests import GENERIC_TERMS, Pest, lookup, lookup_member, normalize, singular, threshold_status
+from .spans import CatalogSpanPolicy, Span, sentence_start
+
+SEVERITIES = ("error", "warning")
+FINDING_KINDS = (
+    "unobserved_pest",  # a pest/disease the sighting does not record
+    "misspelled_pest",  # a recognised misspelling of an observed pest
+    "wrong_count",  # a count or "x of n" that is not in the record
+    "wrong_percent",  # a percentage that matches no recorded or derived figure
+    "wrong_density",  # a per-unit figure that matches no recorded or derived density
+    "wrong_threshold",  # a threshold value the catalog does not have for that pest
+    "wrong_comparison",  # above/below the threshold stated against the facts
+    "wrong_date",
+    "wrong_location",  # rows or block not in the record
+    "unknown_number",  # any other number not traceable to the record
+)
+
+
+@dataclass
+class Finding:
+    kind: str
+    message: str
+    start: int
+    end: int
+    severity: str = "error"
+    text: str = ""
+    expected: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ----------------------------------------------------------------- numbers
+_NUM_RE = re.compile(r"(?<![\w.])(-?\d+(?:,\d{3})*(?:\.\d+)?)(?!\.\d)")
+_RATIO_RE = re.compile(r"\s*(?:/|\bout\s+of\b|\bof\b|\bin\b)\s*(\d+(?:,\d{3})*)(?![\d.])", re.I)
+_PCT_RE = re.compile(r"\s*(?:%|\bpercent\b|\bper\s+cent\b)", re.I)
+_TEMP_RE = re.compile(r"\s?(?:\u00b0\s?[CF]\b|[CF]\b|degrees?\b)", re.I)
+_PER_RE = re.compile(r"\s*(?:[a-z]+\s+){0,2}?(?:per|/|a|each)\s*(leaf|leaves|cluster|clusters|vine|vines|shoot|shoots|trunk|trunks|plant|plants|trap|traps|site|sites|sample|samples|unit|units)\b", re.I)
+_INTERVAL_RE = re.compile(r"\s*(?:(?:-|\u2013|to)\s*\d+\s*)?(?:days?|weeks?|hours?|months?)\b", re.I)
+_COUNT_WORD_RE = re.compile(r"\s+([a-z-]+)(?:\s+([a-z]+))?", re.I)
+_SENT_END_RE = re.compile(r"(?<!\d)\.(?!\d)|\.(?=\s|$)|[!?\n]")
+_ENUM_RE = re.compile(r"^[ \t>*#-]*$")
+_NEGATION_RE = re.compile(r"\b(?:no|not|without|absence|absent|free\s+of|nor|none|neither|zero|never)\b", re.I)
+_BENEFICIAL_RE = re.compile(r"\b(?:predatory|predator|predators|beneficial|parasitic|parasitoid)\s*$", re.I)
+_THRESHOLD_WORD_RE = re.compile(r"\b(?:thresholds?|action\s+levels?|economic\s+injury\s+levels?|tolerance)\b", re.I)
+_ABOVE_RE = re.compile(r"\b(?:above|exceed(?:s|ed|ing)?|over|greater|higher|surpass(?:es|ed|ing)?|beyond|passed|reached|reaches|met)\b", re.I)
+_BELOW_RE = re.compile(r"\b(?:below|under|less|lower|within|short\s+of)\b", re.I)
+_NO_THRESHOLD_RE = re.compile(
+    r"\b(?:no|not\s+an?|without\s+an?|lacks?\s+an?)\s+(?:\w+\s+){0,3}?(?:thresholds?|action\s+levels?)\b"
+    r"|\bthresholds?\b\s+(?:\w+\s+){0,3}?(?:not|has\s+not|have\s+not)\s+(?:been\s+)?(?:established|published|set|defined|available)"
+    r"|\bno\s+(?:\w+\s+){0,2}?threshold",
+    re.I,
+)
+COUNT_WORDS = {
+    "cluster", "leaf", "leave", "vine", "shoot", "trunk", "berry", "berrie", "plant", "trap", "site", "sample",
+    "larva", "larvae", "nymph", "adult", "egg", "crawler", "colony", "colonie", "gall", "mite", "beetle", "moth",
+    "lanternfly", "lanternflie", "leafhopper", "mealybug", "insect", "individual", "pupa", "pupae", "lesion",
+    "spot", "grub", "damaged", "infested", "infected", "sampled", "counted", "inspected", "examined",
+}
+MONTHS = {m: i for i, m in enumerate(
+    ["january", "february", "march", "april", "may", "june", "july", "august", "september", "october", "november", "december"], 1)}
+MONTHS.update({k[:3]: v for k, v in list(MONTHS.items())})
+MONTHS["sept"] = 9
+
+
+def _to_float(s: str) -> float:
+    return float(s.replace(",", ""))
+
+
+def _decimals(s: str) -> int:
+    return len(s.split(".", 1)[1]) if "." in s else 0
+
+
+def matches(num_text: str, target: float) -> bool:
+    """Does a number as written match ``target`` at the precision written (rounded, floored or ceiled)?"""
+    try:
+        x = _to_float(num_text)
+    except ValueError:
+        return False
+    d = _decimals(num_text)
+    scale = 10**d
+    t = target * scale
+    cands = {round(t), math.floor(t + 1e-9), math.ceil(t - 1e-9)}
+    return any(abs(x * scale - c) < 1e-6 for c in cands)
+
+
+def _any_match(num_text: str, targets) -> bool:
+    return any(matches(num_text, t) for t in targets)
+
+
+def _numbers_in(text: str) -> list[float]:
+    return [_to_float(m.group(1)) for m in _NUM_RE.finditer(text or "")]
+
+
+@dataclass
+class _Obs:
+    raw: dict
+    pest: Pest | None
+    member: str | None
+
+    @property
+    def name(self) -> str:
+        return self.pest.name if self.pest else self.raw["pest"]
+
+
+class _Facts:
+    """The record and every value derived from it, grouped by how a report may state them."""
+
+    def __init__(self, note: dict) -> None:
+        self.note = note
+        self.date = _dt.date.fromisoformat(note["date"])
+        self.obs: list[_Obs] = []
+        for o in note["observations"]:
+            res = lookup_member(o["pest"])
+            self.obs.append(_Obs(o, res[0] if res else None, res[1] if res else None))
+        text_fields = " ".join(str(note.get(k) or "") for k in ("weather", "notes", "variety", "scout", "time"))
+        self.text_numbers = _numbers_in(text_fields)
+        self.weather_numbers = _numbers_in(str(note.get("weather") or "")) + _numbers_in(str(note.get("notes") or ""))
+        temps = []
+        for m in re.finditer(r"(-?\d+(?:\.\d+)?)\s?\u00b0?\s?([CF])\b", str(note.get("weather") or "")):
+            v = float(m.group(1))
+            temps.append(v * 9 / 5 + 32 if m.group(2).upper() == "C" else (v - 32) * 5 / 9)
+        self.weather_numbers += temps
+        self.rows = _parse_rows(note["rows"])
+        self.block = normalize(note["block"]).replace(" ", "")
+        y = self.date.year
+        self.years = {y - 1, y, y + 1}
+
+    def counts(self, o: _Obs) -> list[float]:
+        r = o.raw
+        out = [r["sampled"]]
+        if "infested" in r:
+            out += [r["infested"], r["sampled"] - r["infested"]]
+        if "count" in r:
+            out.append(r["count"])
+        out += [t.value * r["sampled"] / 100 for t in self.thresholds(o) if t.metric == "incidence_pct"]
+        return out
+
+    def ratios(self, o: _Obs) -> list[tuple[float, float]]:
+        r = o.raw
+        out = []
+        if "infested" in r:
+            out += [(r["infested"], r["sampled"]), (r["sampled"] - r["infested"], r["sampled"])]
+        if "count" in r and r["count"] <= r["sampled"]:
+            out.append((r["count"], r["sampled"]))
+        return out
+
+    def percents(self, o: _Obs) -> list[float]:
+        r = o.raw
+        out = []
+        if "infested" in r:
+            inc = 100.0 * r["infested"] / r["sampled"]
+            out += [inc, 100.0 - inc]
+        for k in ("severity_pct", "defoliation_pct"):
+            if k in r:
+                out.append(r[k])
+        return out
+
+    def densities(self, o: _Obs) -> list[float]:
+        r = o.raw
+        out = []
+        if "count" in r:
+            out.append(r["count"] / r["sampled"])
+            if r.get("infested"):
+                out.append(r["count"] / r["infested"])
+        return out
+
+    def thresholds(self, o: _Obs):
+        return o.pest.thresholds if o.pest else ()
+
+    def all_counts(self) -> list[float]:
+        out = [sum(o.raw["sampled"] for o in self.obs), len(self.obs)]
+        for o in self.obs:
+            out += self.counts(o)
+        return out
+
+    @property
+    def note_percents(self) -> list[float]:
+        """Percentages written in the note's own text (e.g. "80% RH"), which a report may repeat."""
+        txt = " ".join(str(self.note.get(k) or "") for k in ("weather", "notes"))
+        return [float(m.group(1)) for m in re.finditer(r"(\d+(?:\.\d+)?)\s*%", txt)]
+
+    def all_percents(self) -> list[float]:
+        out = list(self.note_percents)
+        for o in self.obs:
+            out += self.percents(o)
+            out += [t.value for t in self.thresholds(o) if t.metric.endswith("_pct")]
+        return out
+
+    def all_densities(self) -> list[float]:
+        out = []
+        for o in self.obs:
+            out += self.densities(o)
+            out += [t.value for t in self.thresholds(o) if t.metric == "per_unit"]
+        return out
+
+    def plain(self) -> list[float]:
+        out = self.all_counts() + self.all_percents() + self.all_densities() + list(self.text_numbers) + self.weather_numbers
+        out += sorted(self.rows) + _numbers_in(self.note["block"]) + list(self.years)
+        out += [self.date.month, self.date.day]
+        for k in ("lat", "lon", "accuracy_m"):
+            if k in self.note:
+                out.append(self.note[k])
+        for o in self.obs:
+            for t in self.thresholds(o):
+                out.append(t.value)
+                out += _numbers_in(t.source or "")  # a cited bulletin number
+        return out
+
+    def obs_for(self, pest_name: str) -> list[_Obs]:
+        return [o for o in self.obs if o.name == pest_name]
+
+
+def _parse_rows(rows: str) -> set[int]:
+    out: set[int] = set()
+    for part in re.split(r"\s*(?:,|;|\band\b|&)\s*", rows):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-|\u2013|to|through)\s*(\d+)\s*", part)
+        if m:
+            a, b = sorted((int(m.group(1)), int(m.group(2))))
+            if b - a <= 2000:
+                out.update(range(a, b + 1))
+            continue
+        out.update(int(x) for x in re.findall(r"\d+", part))
+    return out
+
+
+# ------------------------------------------------------------------- check
+def check_report(text: str, note: dict) -> list[Finding]:
+    """Integrity findings for ``text`` written from ``note`` (empty list: nothing contradicts the record)."""
+    if not isinstance(text, str):
+        raise TypeError(f"report text must be a str, got {type(text).__name__}")
+    note = validate(note)
+    facts = _Facts(note)
+    policy = CatalogSpanPolicy(note)
+    spans = policy.find_spans(text)
+    findings: list[Finding] = []
+    pest_spans = [s for s in spans if s.kind == "pest"]
+    action_spans = [s for s in spans if s.kind == "action"]
+
+    def in_action(pos: int) -> bool:
+        return any(s.start <= pos < s.end for s in action_spans)
+
+    def sentence_of(pos: int) -> tuple[int, int]:
+        m = _SENT_END_RE.search(text, pos)
+        return sentence_start(text, pos), (m.start() if m else len(text))
+
+    def pests_in(a: int, b: int) -> list[str]:
+        names = []
+        for s in pest_spans:
+            if a <= s.start < b:
+                resolved = _resolve(text[s.start : s.end])
+                if resolved and resolved not in names:
+                    names.append(resolved)
+        return names
+
+    findings += _check_pests(text, pest_spans, facts, policy)
+    claimed = _check_thresholds(text, spans, facts, sentence_of, pests_in, findings)
+    _check_dates_locations(text, spans, facts, in_action, findings)
+    skip = [(s.start, s.end) for s in spans if s.kind in ("date", "location")] + claimed
+    _check_numbers(text, facts, skip, in_action, sentence_of, pests_in, findings)
+    findings.sort(key=lambda f: (f.start, f.end, f.kind))
+    return findings
+
+
+def _resolve(name: str) -> str | None:
+    """Canonical pest for an unambiguous mention; None for generic words ("mildew")."""
+    key = singular(normalize(name))
+    if key in GENERIC_TERMS and len(GENERIC_TERMS[key]) > 1:
+        return None
+    p = lookup(name)
+    return p.name if p else None
+
+
+def _check_pests(text: str, pest_spans: list[Span], facts: _Facts, policy: CatalogSpanPolicy) -> list[Finding]:
+    out: list[Finding] = []
+    observed = {o.name for o in facts.obs}
+    members: dict[str, set[str]] = {}
+    for o in facts.obs:
+        if o.pest and o.member:
+            members.setdefault(o.pest.name, set()).add(o.member)
+    # Pests the scout mentioned in the free-text notes are part of the record too.
+    extra_text = " ".join(str(facts.note.get(k) or "") for k in ("notes", "weather"))
+    mentioned = {_resolve(extra_text[s.start : s.end]) for s in policy.find_spans(extra_text) if s.kind == "pest"}
+    allowed = observed | {m for m in mentioned if m}
+    for s in pest_spans:
+        said = text[s.start : s.end]
+        if _BENEFICIAL_RE.search(text[max(0, s.start - 20) : s.start]):
+            continue  # "predatory mites" are not the pest
+        clause_start = max(text.rfind(ch, 0, s.start) for ch in ".;:\n,")
+        negated = bool(_NEGATION_RE.search(text[clause_start + 1 : s.start]))
+        key = singular(normalize(said))
+        if key in GENERIC_TERMS:
+            cands = set(GENERIC_TERMS[key])
+            in_note = key in {singular(w) for w in normalize(extra_text).split()}
+            if not cands & allowed and not in_note and not any(singular(normalize(o.raw["pest"])) == key for o in facts.obs):
+                out.append(Finding("unobserved_pest", f"'{said}' could be {' or '.join(sorted(cands))}, none of which the sighting records",
+                                   s.start, s.end, "warning", said, sorted(observed)))
+            continue
+        res = lookup_member(said)
+        if res is None:
+            continue  # a name taken from the note itself that the catalog does not know
+        pest, member = res
+        if pest.name not in allowed:
+            sev = "warning" if negated else "error"
+            msg = (f"'{said}' ({pest.name}) is mentioned as absent but the sighting does not record checking for it"
+                   if negated else f"'{said}' ({pest.name}) is not in the sighting")
+            out.append(Finding("unobserved_pest", msg, s.start, s.end, sev, said, sorted(observed)))
+            continue
+        if member and pest.name in members and member not in members[pest.name] and not negated:
+            out.append(Finding("unobserved_pest", f"'{said}' is {member}; the sighting records {', '.join(sorted(members[pest.name]))}",
+                               s.start, s.end, "error", said, sorted(members[pest.name])))
+            continue
+        correct = {normalize(n) for n in pest.names(misspellings=False)}
+        if normalize(said) in {normalize(m) for m in pest.misspellings} - correct:
+            out.append(Finding("misspelled_pest", f"'{said}' is a misspelling of {pest.name}", s.start, s.end, "warning", said, [pest.name]))
+    return out
+
+
+def _parse_figure(text: str, pos: int) -> tuple[str, float, int, int] | None:
+    """The figure starting at ``pos``: (kind, value, start, end); kind is pct, ratio, density or count."""
+    m = _NUM_RE.match(text, pos)
+    if not m:
+        return None
+    num = m.group(1)
+    end = m.end()
+    r = _RATIO_RE.match(text, end)
+    if r:
+        n = _to_float(r.group(1))
+        if n > 0:
+            return "ratio", 100.0 * _to_float(num) / n, m.start(), r.end()
+    p = _PCT_RE.match(text, end)
+    if p:
+        return "pct", _to_float(num), m.start(), p.end()
+    d = _PER_RE.match(text, end)
+    if d:
+        return "density", _to_float(num), m.start(), d.end()
+    return "count", _to_float(num), m.start(), end
+
+
+def _check_thresholds(text, spans, facts: _Facts, sentence_of, pests_in, findings) -> list[tuple[int, int]]:
+    """Threshold values and above/below claims; returns the character ranges of threshold figures it judged."""
+    judged: list[tuple[int, int]] = []
+    seen_sentences: set[tuple[int, int, str]] = set()
+    for kw in _THRESHOLD_WORD_RE.finditer(text):
+        a, b = sentence_of(kw.start())
+        names = pests_in(a, b)
+        if not names:
+            before = [s for s in spans if s.kind == "pest" and s.end <= a]
+            for s in reversed(before):
+                r = _resolve(text[s.start : s.end])
+                if r:
+                    names = [r]
+                    break
+        if not names and len(facts.obs) == 1:
+            names = [facts.obs[0].name]
+        obs = [o for n in names for o in facts.obs_for(n)]
+        if not obs:
+            continue
+        # When a sentence names several pests, the one closest before the keyword is the subject.
+        if len(obs) > 1:
+            best = None
+            for s in spans:
+                if s.kind == "pest" and a <= s.start < kw.start():
+                    r = _resolve(text[s.start : s.end])
+                    if r and facts.obs_for(r):
+                        best = facts.obs_for(r)[0]
+            obs = [best] if best else obs[:1]
+        o = obs[0]
+        pest = o.pest
+        if pest is None:
+            continue
+        clause_end = re.compile(r"[;\n]|(?<!\d)\.(?!\d)|\.(?=\s|$)").search(text, kw.end())
+        clause_end = clause_end.start() if clause_end else len(text)
+        fig = _threshold_figure(text, kw, a, clause_end)
+        no_threshold = bool(_NO_THRESHOLD_RE.search(text[a:b]))
+        if fig is not None:
+            kind, value, fs, fe = fig
+            judged.append((fs, fe))
+            said = text[fs:fe]
+            if not pest.thresholds:
+                findings.append(Finding("wrong_threshold", f"{pest.name} has no action threshold in the catalog, but the report states one ({said})",
+                                        fs, fe, "error", said, ["no published threshold"]))
+                continue
+            ok = False
+            for t in pest.thresholds:
+                if kind in ("pct", "ratio") and t.metric.endswith("_pct") and matches(_fmt(value), t.value):
+                    ok = True
+                elif kind in ("density", "count") and t.metric == "per_unit" and _any_match(said.split()[0], [t.value]):
+                    ok = True
+                elif kind == "count" and t.metric.endswith("_pct") and _any_match(said.split()[0], [t.value]):
+                    ok = True  # "the 6 percent threshold" written without the sign
+            if not ok:
+                findings.append(Finding("wrong_threshold", f"{said} is not an action threshold for {pest.name}",
+                                        fs, fe, "error", said, [t.describe() for t in pest.thresholds]))
+                continue
+        elif not pest.thresholds and not no_threshold:
+            claim = _comparison(text[a:b], kw.start() - a)
+            if claim and (a, b, "nt") not in seen_sentences:
+                seen_sentences.add((a, b, "nt"))
+                findings.append(Finding("wrong_threshold", f"the report compares {pest.name} with an action threshold, but none is published",
+                                        kw.start(), kw.end(), "error", text[kw.start():kw.end()], ["no published threshold"]))
+            continue
+        claim = _comparison(text[a:clause_end], kw.start() - a)
+        if claim and (a, b, "cmp") not in seen_sentences:
+            seen_sentences.add((a, b, "cmp"))
+            st = threshold_status(o.raw, facts.date)
+            if st.status in ("above", "below") and st.status != claim:
+                findings.append(Finding("wrong_comparison", f"the report says {claim} the threshold; the record says {st.reason}",
+                                        a, b, "error", text[a:b].strip(), [st.status]))
+    return judged
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.4f}".rstrip("0").rstrip(".")
+
+
+def _threshold_figure(text: str, kw: re.Match, a: int, clause_end: int):
+    """The figure stated as the threshold: right before the keyword or right after it."""
+    # "the 6% threshold", "6 percent damage threshold", "a 6% damaged-cluster threshold"
+    before = text[max(a, kw.start() - 60) : kw.start()]
+    m = None
+    for m2 in re.finditer(r"(?<![\w.])\d+(?:\.\d+)?", before):
+        m = m2
+    if m is not None:
+        fig = _parse_figure(text, kw.start() - len(before) + m.start())
+        if fig is not None:
+            between = text[fig[3] : kw.start()]
+            if len(between.split()) <= 2 and not re.search(r"[,;.]\s", between):
+                return fig
+    # "threshold of 6%", "threshold (6% damaged clusters)", "threshold is 5 nymphs per leaf"
+    after = re.compile(r"\s*(?:\(|:|=|is|was|of|at|set\s+at|level\s+of|value\s+of|being|around|about|approximately|\s)*\s*", re.I).match(text, kw.end())
+    pos = after.end() if after else kw.end()
+    if pos < clause_end:
+        fig = _parse_figure(text, pos)
+        if fig is not None:
+            return fig
+    return None
+
+
+def _comparison(s: str, anchor: int | None = None) -> str | None:
+    """'above' / 'below' as claimed about a threshold: the comparison word nearest ``anchor``, negation flips it."""
+    words = [(m.start(), "above") for m in _ABOVE_RE.finditer(s)] + [(m.start(), "below") for m in _BELOW_RE.finditer(s)]
+    if not words:
+        return None
+    anchor = len(s) if anchor is None else anchor
+    pos, claim = min(words, key=lambda w: abs(w[0] - anchor))
+    if re.search(r"\b(?:not|n't|never|no\s+longer)\b(?:\s+\w+){0,2}?\s*$", s[max(0, pos - 30) : pos], re.I):
+        claim = "below" if claim == "above" else "above"
+    return claim
+
+
+def _check_dates_locations(text, spans: list[Span], facts: _Facts, in_action, findings) -> None:
+    for s in spans:
+        said = text[s.start : s.end]
+        if s.kind == "date":
+            d = _parse_date(said, facts.date.year)
+            if d is None or isinstance(d, tuple) or d == facts.date:
+                continue  # unparsable, or a month alone ("early August")
+            if in_action(s.start) and d > facts.date:
+                continue  # a date for the recommended action
+            findings.append(Finding("wrong_date", f"{said} is not the sighting date ({facts.note['date']})", s.start, s.end, "error", said, [facts.note["date"]]))
+        elif s.kind == "location":
+            low = said.lower()
+            if re.match(r"(panels?|sections?)\b", low):
+                continue  # the note records no panels or sections to compare with
+            if low.startswith("row"):
+                nums = [int(x) for x in re.findall(r"\d+", said)]
+                rng = re.search(r"(\d+)\s*(?:-|\u2013|\u2014|to|through)\s*(\d+)", said)
+                if rng:
+                    lo, hi = sorted((int(rng.group(1)), int(rng.group(2))))
+                    if hi - lo <= 2000:
+                        nums = list(range(lo, hi + 1))
+                bad = [n for n in nums if n not in facts.rows]
+                if bad:
+                    findings.append(Finding("wrong_location", f"{said}: the sighting covers rows {facts.note['rows']}", s.start, s.end, "error", said, [facts.note["rows"]]))
+            else:
+                ident = re.sub(r"^(?:blocks?)\s+", "", said, flags=re.I)
+                if normalize(ident).replace(" ", "") != facts.block:
+                    findings.append(Finding("wrong_location", f"{said}: the sighting is from block {facts.note['block']}", s.start, s.end, "error", said, [facts.note["block"]]))
+
+
+def _parse_date(s: str, year: int):
+    m = re.fullmatch(r"(\d{4})-(\d{1,2})-(\d{1,2})", s.strip())
+    try:
+        if m:
+            return _dt.date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+        words = re.findall(r"[A-Za-z]+|\d+", s)
+        month = next((MONTHS[w.lower()] for w in words if w.lower() in MONTHS), None)
+        nums = [int(w) for w in words if w.isdigit()]
+        day = next((n for n in nums if n <= 31), None)
+        yr = next((n for n in nums if n > 31), year)
+        if month is None:
+            return None
+        if day is None:
+            return ("month", month)
+        return _dt.date(yr, month, day)
+    except ValueError:
+        return None
+
+
+def _check_numbers(text, facts: _Facts, skip, in_action, sentence_of, pests_in, findings) -> None:
+    pos = 0
+    skip = sorted(skip)
+    while True:
+        m = _NUM_RE.search(text, pos)
+        if not m:
+            return
+        start = m.start()
+        if any(a <= start < b for a, b in skip):
+            pos = m.end()
+            continue
+        line_start = text.rfind("\n", 0, start) + 1
+        if _ENUM_RE.match(text[line_start:start]) and re.match(r"\d{1,2}[.)](?:\s|$)", text[start:]):
+            pos = m.end()  # section numbering "1." / "2)"
+            continue
+        fig = _parse_figure(text, start)
+        kind, value, fs, fe = fig
+        said = text[fs:fe]
+        num = m.group(1)
+        pos = fe
+        a, b = sentence_of(start)
+        names = [n for n in pests_in(a, b) if facts.obs_for(n)]
+        scope = [o for n in names for o in facts.obs_for(n)] or facts.obs
+        others = [o for o in facts.obs if o not in scope]
+
+        def judge(kind_name: str, ok_scope: bool, ok_other: bool, expected: list[str]) -> None:
+            if ok_scope:
+                return
+            if ok_other:
+                findings.append(Finding(kind_name, f"{said} belongs to another observation, not {', '.join(names)}", fs, fe, "error", said, expected))
+            else:
+                findings.append(Finding(kind_name, f"{said} is not in the sighting or derived from it", fs, fe, "error", said, expected))
+
+        if kind == "ratio":
+            x = _to_float(num)
+            n = _to_float(_RATIO_RE.match(text, m.end()).group(1))
+            if (x, n) == (facts.date.month, facts.date.day):
+                continue  # 7/21 written as a date
+            def ratio_ok(obs):
+                return any(abs(x - p) < 1e-9 and abs(n - q) < 1e-9 for o in obs for p, q in facts.ratios(o))
+            exp = [f"{p:g} of {q:g}" for o in facts.obs for p, q in facts.ratios(o)]
+            judge("wrong_count", ratio_ok(scope), ratio_ok(others), exp)
+        elif kind == "pct":
+            pct_scope = [p for o in scope for p in facts.percents(o)] + [t.value for o in scope for t in facts.thresholds(o) if t.metric.endswith("_pct")]
+            pct_other = facts.all_percents()
+            judge("wrong_percent", _any_match(num, pct_scope + facts.note_percents),
+                  _any_match(num, pct_other), [f"{p:.3g}%" for o in facts.obs for p in facts.percents(o)])
+        elif kind == "density":
+            d_scope = [d for o in scope for d in facts.densities(o)] + [t.value for o in scope for t in facts.thresholds(o) if t.metric == "per_unit"]
+            judge("wrong_density", _any_match(num, d_scope), _any_match(num, facts.all_densities()),
+                  [f"{d:.3g}" for o in facts.obs for d in facts.densities(o)])
+        else:
+            tail = text[m.end() : m.end() + 40]
+            if _TEMP_RE.match(tail):
+                if not _any_match(num, facts.weather_numbers):
+                    findings.append(Finding("unknown_number", f"{said} does not match the weather in the note ({facts.note.get('weather', 'none recorded')})",
+                                            fs, fe + len(_TEMP_RE.match(tail).group(0)), "warning", said, []))
+                continue
+            iv = _INTERVAL_RE.match(tail)
+            if iv:
+                if in_action(start) or _any_match(num, facts.text_numbers):
+                    continue
+                findings.append(Finding("unknown_number", f"{said}{iv.group(0)} is not in the sighting", fs, fe + len(iv.group(0)), "warning", said, []))
+                continue
+            cw = _COUNT_WORD_RE.match(tail)
+            is_count = bool(cw) and any(w and singular(w.lower()) in COUNT_WORDS for w in cw.groups())
+            if is_count:
+                counts_scope = [c for o in scope for c in facts.counts(o)]
+                judge("wrong_count", _any_match(num, counts_scope) or _any_match(num, facts.text_numbers),
+                      _any_match(num, facts.all_counts()), [f"{c:g}" for o in facts.obs for c in facts.counts(o)])
+            elif not _any_match(num, facts.plain()):
+                findings.append(Finding("unknown_number", f"{said} is not in the sighting or derived from it", fs, fe, "error", said, []))
