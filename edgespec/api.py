@@ -14,6 +14,10 @@ from pathlib import Path
 from typing import Iterator
 
 from . import EdgespecError, IncompatibleModelsError, PromptError
+
+
+class PowerDeferred(EdgespecError):
+    """The power governor says: battery critical and not charging, queue the report until charging."""
 from . import fieldnote as fieldnote_mod
 from .acceptance import SamplingParams, validate_sampling
 from .engine import Engine, GenerationParams
@@ -206,11 +210,21 @@ class Generator:
         return EnergyMeter()
 
     def stream_report(self, note: dict, *, max_tokens: int = 400, temperature: float = 0.0, seed: int | None = None,
-                      top_k: int = 0, top_p: float = 1.0, cancel: threading.Event | None = None) -> Iterator[Chunk | Done]:
+                      top_k: int = 0, top_p: float = 1.0, cancel: threading.Event | None = None,
+                      force: bool = False) -> Iterator[Chunk | Done]:
         note = fieldnote_mod.validate(note)
+        pp = self.power_policy
+        if pp is not None and not pp.run_now and not force:
+            raise PowerDeferred(f"power mode {pp.mode}: {pp.reason or 'battery critical'}; the report waits until the device charges")
         prompt = self.report_prompt(note)
         params = self.generation_params(max_tokens=max_tokens, temperature=temperature, seed=seed, top_k=top_k, top_p=top_p)
-        self._last_note = note
+        # the guard knows this sighting's own pest spellings and block ids
+        try:
+            from .spans import default_policy
+
+            self.engine.span_guard = default_policy(note)
+        except ImportError:
+            pass
         for ev in self.stream(prompt, params, cancel):
             if isinstance(ev, Done):
                 self._annotate(ev, note)
@@ -228,8 +242,8 @@ class Generator:
             spans_mod = None
         if spans_mod is not None:
             found = spans_mod.default_policy(note).find_spans(done.text, note)
-            audit = spans_mod.audit(found, done.records)
-            done.spans = audit.to_json()["spans"] if hasattr(audit, "to_json") else audit["spans"]
+            audit = spans_mod.audit(found, done.records, done.text)
+            done.spans = audit.to_json()["spans"]
             done.stats.critical_verified_rate = audit.critical_verified_rate
             done.stats.other_verified_rate = audit.other_verified_rate
         if note is not None:

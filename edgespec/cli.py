@@ -116,24 +116,8 @@ def cmd_models(args) -> int:
     from . import catalog
 
     c = args.models_cmd
-    if c == "list":
-        for m in catalog.list_models():
-            print(f"{m['name']:36s} {m.get('status', ''):12s} {m.get('size', 0) / 1e6:8.1f} MB  {m.get('architecture', '')}")
-        return 0
-    if c == "fetch":
-        names = [args.name] if args.name else list(catalog.DEFAULT_PAIR)
-        for n in names:
-            print(catalog.fetch(n))
-        return 0
-    if c == "verify":
-        bad = 0
-        for name, ok, msg in catalog.verify(args.name):
-            print(f"{'ok ' if ok else 'BAD'} {name}: {msg}")
-            bad += not ok
-        return 1 if bad else 0
-    if c == "path":
-        print(catalog.model_path(args.name))
-        return 0
+    if c in ("list", "fetch", "verify", "path"):
+        return catalog.models_command(c, getattr(args, "name", None))
     if c == "export-onnx":
         from .onnx.convert import export_onnx
 

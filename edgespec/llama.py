@@ -23,6 +23,7 @@ from . import EdgespecError, ModelFileError, PromptError
 
 _backend_lock = threading.Lock()
 _backend_ready = False
+_log_cb = None  # keep the ctypes callback alive for the life of the process
 
 
 def _ensure_backend() -> None:
@@ -31,9 +32,19 @@ def _ensure_backend() -> None:
         if _backend_ready:
             return
         import llama_cpp
-        from llama_cpp import _logger  # noqa: F401  (installs the log callback)
+        from llama_cpp import _logger  # noqa: F401  (its import installs a callback; ours replaces it)
 
-        _logger.set_verbose(bool(os.environ.get("EDGESPEC_LLAMA_VERBOSE")))
+        global _log_cb
+        verbose = bool(os.environ.get("EDGESPEC_LLAMA_VERBOSE"))
+
+        @llama_cpp.llama_log_callback
+        def _log_cb(level, text, user_data):  # llama.cpp's load chatter would interleave with the TUI/stream
+            if verbose:
+                import sys
+
+                sys.stderr.write(text.decode("utf-8", "replace"))
+
+        llama_cpp.llama_log_set(_log_cb, ctypes.c_void_p(0))
         llama_cpp.llama_backend_init()
         _backend_ready = True
 

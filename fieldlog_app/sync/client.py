@@ -1,0 +1,837 @@
+"""The device side of sync: drain the store's outbox to the farm-office server, exactly once.
+
+Every outbox row moves through these states (the Store inserts rows as ``queued``
+and never touches them again; this module owns every later transition)::
+
+    queued ──claim──► sending ──receipt──► sent
+       ▲                 │ ├─409────────► needs-attention   (the user must look)
+       └─network/5xx/429─┘ └─other 4xx──► failed            (a bug or bad data; shown)
+
+Why it cannot lose or duplicate anything:
+
+* A row is only ``sent`` after the server's receipt for exactly that item id and
+  sha256 is stored with it, and the server only answers after a durable commit.
+* A process killed while rows are ``sending`` leaves them ``sending``; the next run
+  (which holds the single-flight lock, so nobody else is sending) sends them again.
+  The server recognises the same id + same hash and answers ``duplicate`` with the
+  original receipt, so a resend never creates a second copy.
+* Rows go out in ``seq`` order, so a revision never overtakes the version it
+  replaces; a row waiting for its back-off blocks the rows behind it.
+* Single flight: an exclusive ``flock`` on ``<db>.sync-lock``. The kernel drops it
+  when the holder dies, even by SIGKILL, so a crash never leaves a stale lock.
+
+Transient failures (network errors, timeouts, 408, 429, 5xx) are retried with
+exponential back-off and full jitter, capped, honouring ``Retry-After``; when a
+run gives up, the rows stay queued with ``next_attempt_at`` and ``last_error``.
+They never become ``failed``: a handheld offline for a week is normal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import errno
+import json
+import os
+import random
+import threading
+import time
+import uuid
+import weakref
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import httpx
+
+from fieldlog_app.database import Store, StoreError
+from fieldlog_app.database.canonical import canonical_json, payload_sha256, utc_now
+
+from .protocol import PROTOCOL, item_to_wire, validate_receipt
+
+__all__ = [
+    "RetryPolicy", "SyncResult", "SyncStatus", "SyncError", "SyncBusyError", "SyncConfigError",
+    "sync_once", "sync_when_reachable", "outbox_status", "retry_items", "apply_receipts", "resolve_config",
+    "probe", "AutoSync", "app_sync_callback", "sync_lock", "parse_retry_after", "ENV_SERVER", "ENV_TOKEN",
+]
+
+ENV_SERVER = "FIELDLOG_SERVER"
+ENV_TOKEN = "FIELDLOG_TOKEN"
+PENDING = ("queued", "sending")
+ATTENTION = ("failed", "needs-attention")
+RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+CONFIG_STATUS = frozenset({401, 403, 404, 405})  # about the server/token, not the items: nothing is marked failed
+AUDIT_ENTITY = "outbox"
+ITEM_OVERHEAD = 300       # bytes an item adds around its payload on the wire (ids, hash, keys)
+ENVELOPE_OVERHEAD = 200   # bytes of the batch envelope
+USER_AGENT = "fieldlog-sync/1"
+
+
+class SyncError(Exception):
+    """A sync that could not run at all (bad configuration, unusable database)."""
+
+
+class SyncBusyError(SyncError):
+    """Another process (or thread) is already syncing this database."""
+
+
+class SyncConfigError(SyncError):
+    """No server URL or token, or a malformed one."""
+
+
+@dataclass
+class RetryPolicy:
+    """Exponential back-off with full jitter (AWS architecture blog, 2015): the wait before
+    retry ``n`` is uniform in ``[0, min(cap, base * 2**n)]``, which spreads a fleet of
+    handhelds that all regain signal at the same moment."""
+
+    tries: int = 6            # attempts per batch within one run (1 + 5 retries)
+    base: float = 0.5         # seconds
+    cap: float = 30.0         # seconds, the longest single wait
+    max_wait: float = 120.0   # a Retry-After longer than this ends the run instead of blocking it
+    persist_base: float = 5.0   # back-off between runs (the rows' next_attempt_at) ...
+    persist_cap: float = 900.0  # ... at most 15 minutes
+
+    def delay(self, retry: int, rng: random.Random) -> float:
+        return rng.uniform(0.0, min(self.cap, self.base * (2 ** retry)))
+
+    def persisted_delay(self, attempts: int, rng: random.Random) -> float:
+        """Back-off between runs from the rows' attempt count. "Equal jitter" (half fixed, half
+        random) rather than full: a periodic sync must not retry a dead server straight away."""
+        ceiling = min(self.persist_cap, self.persist_base * (2 ** min(max(attempts - 1, 0), 30)))
+        return ceiling * rng.uniform(0.5, 1.0)
+
+
+@dataclass
+class SyncResult:
+    """What one run did. ``error`` says why it stopped early (None: the queue was drained)."""
+
+    sent: int = 0           # accepted by the server now
+    duplicate: int = 0      # the server already had them (a resend after a lost answer, or a bundle)
+    conflicts: int = 0      # → needs-attention
+    failed: int = 0         # → failed (permanent 4xx)
+    remaining: int = 0      # still queued/sending after the run
+    recovered: int = 0      # rows found 'sending' from an interrupted run, re-sent
+    batches: int = 0
+    retries: int = 0
+    error: str | None = None
+    deferred_until: str | None = None  # nothing sent: the head of the queue waits for its back-off
+    messages: list[str] = field(default_factory=list)
+    server: str | None = None
+    started_at: str = ""
+    finished_at: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """Everything that was pending has a receipt and nothing needs the user."""
+        return self.error is None and self.conflicts == 0 and self.failed == 0 and self.remaining == 0
+
+    def summary(self) -> str:
+        s = (f"sent {self.sent}, already present {self.duplicate}, conflicts {self.conflicts}, "
+             f"failed {self.failed}, still queued {self.remaining}")
+        if self.deferred_until:
+            s += f" (waiting until {self.deferred_until})"
+        return s
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class SyncStatus:
+    """What a Sync screen or ``fieldlog sync status`` shows."""
+
+    counts: dict[str, int]
+    pending: int
+    last_run_at: str | None
+    last_success_at: str | None
+    last_error: str | None
+    next_attempt_at: str | None
+    attention: list[dict]   # failed / needs-attention rows: item_id, kind, state, last_error, attempts, updated_at
+    last_result: dict | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------- helpers
+def resolve_config(server: str | None = None, token: str | None = None) -> tuple[str, str]:
+    """Server URL and token from the arguments, else ``$FIELDLOG_SERVER`` / ``$FIELDLOG_TOKEN``."""
+    server = (server or os.environ.get(ENV_SERVER) or "").strip()
+    token = (token or os.environ.get(ENV_TOKEN) or "").strip()
+    if not server:
+        raise SyncConfigError(f"no server: pass --server URL or set {ENV_SERVER}")
+    if not token:
+        raise SyncConfigError(f"no device token: pass --token TOKEN or set {ENV_TOKEN}")
+    try:
+        url = httpx.URL(server)
+    except Exception as e:  # httpx.InvalidURL and friends
+        raise SyncConfigError(f"server URL {server!r} is not valid: {e}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise SyncConfigError(f"server URL {server!r} must look like http://HOST:PORT or https://HOST")
+    return server.rstrip("/"), token
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _iso(t: datetime) -> str:
+    return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _parse_iso(s: str | None) -> datetime | None:
+    if not s:
+        return None
+    try:
+        t = datetime.fromisoformat(s)
+    except ValueError:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date); None if absent/garbled."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - (now or _now())).total_seconds())
+
+
+def _server_message(resp: httpx.Response) -> str:
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return body["message"]
+    text = resp.text.strip().replace("\n", " ")
+    return text[:300] or resp.reason_phrase
+
+
+@contextlib.contextmanager
+def _open_store(db: Store | str | os.PathLike) -> Iterator[Store]:
+    """Use the caller's Store, or open one (which also migrates an old database)."""
+    if isinstance(db, Store):
+        yield db
+        return
+    if str(db) != ":memory:" and not Path(db).expanduser().is_file():
+        # Opening would create an empty database and report "nothing to send": a typo must say so.
+        raise SyncError(f"no fieldlog database at {db}")
+    try:
+        store = Store(db)
+    except StoreError as e:
+        raise SyncError(str(e)) from None
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+_memory_locks: "weakref.WeakKeyDictionary[Store, threading.Lock]" = weakref.WeakKeyDictionary()
+_memory_locks_guard = threading.Lock()
+
+
+@contextlib.contextmanager
+def sync_lock(store: Store) -> Iterator[None]:
+    """Exclusive, non-blocking: raises SyncBusyError when another sync holds it."""
+    if store.path == ":memory:":
+        with _memory_locks_guard:
+            lock = _memory_locks.setdefault(store, threading.Lock())
+        if not lock.acquire(blocking=False):
+            raise SyncBusyError("a sync of this database is already running")
+        try:
+            yield
+        finally:
+            lock.release()
+        return
+    import fcntl
+
+    path = store.path + ".sync-lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise SyncBusyError("another fieldlog sync is already running for this database") from None
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def _rows(conn, sql: str, params: Iterable = ()) -> list[dict]:
+    cur = conn.execute(sql, tuple(params))
+    keys = [d[0] for d in cur.description]
+    return [dict(zip(keys, r)) for r in cur.fetchall()]
+
+
+def _set_state(conn, seqs: Iterable[int], state: str, now: str, **cols: Any) -> None:
+    sets = ", ".join([f"{k} = ?" for k in ("state", "updated_at", *cols)])
+    for seq in seqs:
+        conn.execute(f"UPDATE outbox SET {sets} WHERE seq = ?", (state, now, *cols.values(), seq))
+
+
+class _Transient(Exception):
+    """A request that kept failing in a retryable way; the run stops, the rows stay queued."""
+
+    def __init__(self, message: str, wait: float | None = None):
+        super().__init__(message)
+        self.wait = wait
+
+
+class _Fatal(Exception):
+    """The server/token is unusable (401/403/404/...): stop, leave the rows as they are."""
+
+
+# ---------------------------------------------------------------------------------- the sync run
+class _Run:
+    def __init__(self, store: Store, server: str, token: str, *, batch_size: int, max_batch_bytes: int,
+                 retry: RetryPolicy, timeout: float, force: bool, rng: random.Random,
+                 sleep: Callable[[float], None], progress: Callable[[SyncResult], None] | None,
+                 transport: httpx.BaseTransport | None):
+        self.store = store
+        self.retry = retry
+        self.force = force
+        self.rng = rng
+        self.sleep = sleep
+        self.progress = progress
+        self.batch_size = max(1, int(batch_size))
+        self.max_bytes = max(1024, int(max_batch_bytes))  # what we aim for per request
+        self.hard_limit = self.max_bytes                  # what the server takes (learnt from /v1/health)
+        self.result = SyncResult(server=server, started_at=utc_now())
+        self.http = httpx.Client(
+            base_url=server,
+            headers={"Authorization": f"Bearer {token}", "User-Agent": USER_AGENT, "Accept": "application/json"},
+            timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
+            follow_redirects=False,
+            transport=transport,
+        )
+
+    # -- HTTP with retries -------------------------------------------------------------
+    def request(self, method: str, path: str, *, on_attempt: Callable[[], None] | None = None,
+                **kw) -> httpx.Response:
+        for attempt in range(self.retry.tries):
+            if on_attempt and attempt:
+                on_attempt()
+            wait: float | None = None
+            try:
+                resp = self.http.request(method, path, **kw)
+            except httpx.TimeoutException as e:
+                err = f"timed out talking to the server ({type(e).__name__})"
+            except httpx.TransportError as e:
+                err = f"network error: {e or type(e).__name__}"
+            else:
+                if resp.status_code not in RETRYABLE_STATUS and resp.status_code < 500:
+                    return resp
+                err = f"HTTP {resp.status_code}: {_server_message(resp)}"
+                wait = parse_retry_after(resp.headers.get("retry-after"))
+            if attempt + 1 >= self.retry.tries:
+                raise _Transient(err, wait)
+            if wait is None:
+                wait = self.retry.delay(attempt, self.rng)
+            elif wait > self.retry.max_wait:
+                raise _Transient(f"{err} (server asks to wait {wait:.0f} s)", wait)
+            self.result.retries += 1
+            self.sleep(wait)
+        raise AssertionError("unreachable")
+
+    def health(self) -> dict:
+        resp = self.request("GET", "/v1/health")
+        if resp.status_code != 200:
+            raise _Fatal(f"{self.http.base_url} answered HTTP {resp.status_code} to /v1/health: "
+                         f"{_server_message(resp)}; is this a fieldlog server?")
+        try:
+            info = resp.json()
+        except ValueError:
+            info = None
+        if not isinstance(info, dict) or info.get("protocol") != PROTOCOL:
+            raise _Fatal(f"{self.http.base_url} is not a fieldlog server speaking protocol {PROTOCOL}")
+        return info
+
+    # -- outbox transitions ---------------------------------------------------------------
+    def recover(self) -> None:
+        """Rows left 'sending' by a killed run: we hold the lock, so nobody is sending them."""
+        with self.store.transaction() as db:
+            n = db.conn.execute("UPDATE outbox SET state = 'queued', updated_at = ? WHERE state = 'sending'",
+                                (utc_now(),)).rowcount
+        self.result.recovered = n
+
+    def claim(self) -> list[dict] | None:
+        """The next batch in seq order, marked 'sending'; [] when the queue is empty,
+        None when the head of the queue is still backing off (and not forced)."""
+        now = utc_now()
+        with self.store.transaction() as db:
+            rows = _rows(db.conn, "SELECT * FROM outbox WHERE state IN ('queued', 'sending') ORDER BY seq LIMIT ?",
+                         (self.batch_size,))
+            if not rows:
+                return []
+            head_wait = _parse_iso(rows[0]["next_attempt_at"])
+            if not self.force and head_wait is not None and head_wait > _now():
+                self.result.deferred_until = rows[0]["next_attempt_at"]
+                return None
+            batch, size, bad = [], 0, []
+            for r in rows:
+                n = len(r["payload"].encode("utf-8")) + ITEM_OVERHEAD
+                if n > self.hard_limit:
+                    if not batch:
+                        bad.append(r)  # too large for the server even alone: it can never go
+                        continue
+                    break
+                if batch and size + n > self.max_bytes:
+                    break  # a single item above max_bytes (but within the server's limit) goes alone
+                batch.append(r)
+                size += n
+            for r in bad:
+                self._fail_local(db.conn, r, f"too large to upload ({len(r['payload'])} bytes; the server accepts "
+                                             f"requests up to {self.hard_limit + ENVELOPE_OVERHEAD} bytes)", now)
+            if bad and not batch:
+                return _CLAIM_AGAIN  # type: ignore[return-value]  # the next rows may fit
+            for r in batch:  # the first POST attempt is counted here, in the same commit
+                db.conn.execute("UPDATE outbox SET state = 'sending', attempts = attempts + 1, next_attempt_at = NULL,"
+                                " updated_at = ? WHERE seq = ?", (now, r["seq"]))
+        return batch
+
+    def _fail_local(self, conn, row: dict, message: str, now: str, state: str = "failed") -> None:
+        _set_state(conn, [row["seq"]], state, now, last_error=message, next_attempt_at=None)
+        if state == "failed":
+            self.result.failed += 1
+        else:
+            self.result.conflicts += 1
+        self.result.messages.append(f"{row['kind']} {row['item_id']}: {message}")
+
+    def bump_attempts(self, batch: list[dict]) -> None:
+        with self.store.transaction() as db:
+            for r in batch:
+                db.conn.execute("UPDATE outbox SET attempts = attempts + 1, updated_at = ? WHERE seq = ?",
+                                (utc_now(), r["seq"]))
+
+    def requeue(self, rows: list[dict], *, error: str | None = None, wait: float | None = None) -> None:
+        now = utc_now()
+        with self.store.transaction() as db:
+            cols: dict[str, Any] = {}
+            if error is not None:
+                cols["last_error"] = error
+            if wait is not None:  # one time for the whole batch: it goes out together again
+                seqs = [r["seq"] for r in rows]
+                attempts = db.conn.execute(
+                    f"SELECT MAX(attempts) FROM outbox WHERE seq IN ({', '.join('?' * len(seqs))})", seqs
+                ).fetchone()[0] or 0
+                delay = max(wait, self.retry.persisted_delay(attempts, self.rng))
+                cols["next_attempt_at"] = _iso(_now() + timedelta(seconds=delay))
+            _set_state(db.conn, [r["seq"] for r in rows], "queued", now, **cols)
+
+    # -- one batch ------------------------------------------------------------------------
+    def wire(self, rows: list[dict]) -> tuple[bytes, list[dict]]:
+        """The request body; rows whose stored payload no longer matches its hash are refused locally."""
+        items, good = [], []
+        now = utc_now()
+        corrupt = []
+        for r in rows:
+            try:
+                payload = json.loads(r["payload"])
+                ok = payload_sha256(payload) == r["sha256"] and canonical_json(payload) == r["payload"]
+            except ValueError:
+                ok = False
+            if not ok:
+                corrupt.append(r)
+                continue
+            items.append(item_to_wire(r["item_id"], r["kind"], r["replaces"], r["sha256"], payload))
+            good.append(r)
+        if corrupt:
+            with self.store.transaction() as db:
+                for r in corrupt:
+                    self._fail_local(db.conn, r, "the queued payload does not match its sha256 (damaged on the "
+                                                 "device); not sent", now)
+        body = {"protocol": PROTOCOL, "batch_id": str(uuid.uuid4()), "items": items}
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8"), good
+
+    def send(self, rows: list[dict]) -> None:
+        body, rows = self.wire(rows)
+        if not rows:
+            return
+        self.result.batches += 1
+        try:
+            resp = self.request("POST", "/v1/batches", content=body,
+                                headers={"Content-Type": "application/json"},
+                                on_attempt=lambda: self.bump_attempts(rows))
+        except _Transient as e:
+            self.requeue(rows, error=str(e), wait=e.wait or 0.0)
+            raise
+        code = resp.status_code
+        if code == 200:
+            self.on_receipts(rows, resp)
+        elif code == 409:
+            self.on_item_errors(rows, resp, "conflicts", "needs-attention")
+        elif code in (400, 422):
+            self.on_item_errors(rows, resp, "errors", "failed")
+        elif code == 413:
+            if len(rows) == 1:
+                with self.store.transaction() as db:
+                    self._fail_local(db.conn, rows[0], f"rejected as too large: {_server_message(resp)}", utc_now())
+            else:
+                self.batch_size = max(1, len(rows) // 2)
+                self.max_bytes = max(1024, len(body) // 2)
+                self.requeue(rows)
+        elif code in CONFIG_STATUS or 300 <= code < 400:
+            msg = f"HTTP {code}: {_server_message(resp)}"
+            self.requeue(rows, error=msg)
+            raise _Fatal(msg)
+        else:
+            msg = f"HTTP {code}: {_server_message(resp)}"
+            now = utc_now()
+            with self.store.transaction() as db:
+                for r in rows:
+                    self._fail_local(db.conn, r, msg, now)
+
+    def on_receipts(self, rows: list[dict], resp: httpx.Response) -> None:
+        try:
+            body = resp.json()
+            receipts = body["receipts"]
+            if not isinstance(receipts, list):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            self.requeue(rows, error="the server's answer had no receipts")
+            raise _Transient("the server answered 200 without receipts") from None
+        by_id = {}
+        for r in receipts:
+            if validate_receipt(r) is None:
+                by_id[r["item_id"]] = r
+        now = utc_now()
+        missing = []
+        with self.store.transaction() as db:
+            for row in rows:
+                rec = by_id.get(row["item_id"])
+                if rec is None:
+                    missing.append(row)
+                elif rec["sha256"] != row["sha256"]:
+                    self._fail_local(db.conn, row, f"the server's receipt names sha256 {rec['sha256'][:12]}…, "
+                                                   "not this version's", now, state="needs-attention")
+                else:
+                    _set_state(db.conn, [row["seq"]], "sent", now, receipt=canonical_json(rec), last_error=None,
+                               next_attempt_at=None)
+                    if rec["status"] == "accepted":
+                        self.result.sent += 1
+                    else:
+                        self.result.duplicate += 1
+        if missing:
+            self.requeue(missing, error="no receipt from the server")
+            raise _Transient(f"the server returned no receipt for {len(missing)} item(s)")
+
+    def on_item_errors(self, rows: list[dict], resp: httpx.Response, key: str, state: str) -> None:
+        """409/422: mark the named items, send the others again (the batch stored nothing)."""
+        try:
+            body = resp.json()
+        except ValueError:
+            body = {}
+        entries = body.get(key) if isinstance(body, dict) else None
+        message = _server_message(resp)
+        named: dict[str, list[str]] = {}
+        for e in entries if isinstance(entries, list) else []:
+            if isinstance(e, dict) and isinstance(e.get("item_id"), str):
+                named.setdefault(e["item_id"], []).append(str(e.get("message") or e.get("reason") or message))
+            elif isinstance(e, dict) and isinstance(e.get("index"), int) and 0 <= e["index"] < len(rows):
+                named.setdefault(rows[e["index"]]["item_id"], []).append(str(e.get("message") or message))
+        hit = [r for r in rows if r["item_id"] in named]
+        now = utc_now()
+        with self.store.transaction() as db:
+            if not hit:  # the server blamed the batch as a whole: every item in it carries the message
+                for r in rows:
+                    self._fail_local(db.conn, r, f"HTTP {resp.status_code}: {message}", now, state=state)
+                return
+            for r in hit:
+                self._fail_local(db.conn, r, "; ".join(named[r["item_id"]])[:2000], now, state=state)
+        rest = [r for r in rows if r["item_id"] not in named]
+        if rest:
+            self.requeue(rest)
+
+    # -- the loop ------------------------------------------------------------------------
+    def run(self) -> SyncResult:
+        try:
+            self.recover()
+            pending = self.count_pending()
+            if pending:
+                info = self.health()
+                limit = info.get("max_body_bytes")
+                if isinstance(limit, int) and limit > ENVELOPE_OVERHEAD:
+                    self.hard_limit = limit - ENVELOPE_OVERHEAD
+                    self.max_bytes = min(self.max_bytes, self.hard_limit)
+                max_items = info.get("max_items")
+                if isinstance(max_items, int) and max_items > 0:
+                    self.batch_size = min(self.batch_size, max_items)
+            guard = 2 * pending + 20  # every pass marks rows or halves the batch; this only stops a bug
+            while guard > 0:
+                guard -= 1
+                batch = self.claim()
+                if batch is _CLAIM_AGAIN:
+                    continue
+                if not batch:
+                    break
+                self.send(batch)
+                if self.progress:
+                    self.progress(self.result)
+        except _Transient as e:
+            self.result.error = f"server unreachable, will retry later: {e}"
+        except _Fatal as e:
+            self.result.error = str(e)
+        finally:
+            self.http.close()
+            self.result.remaining = self.count_pending()
+            self.result.finished_at = utc_now()
+        return self.result
+
+    def count_pending(self) -> int:
+        with self.store.transaction() as db:
+            return db.conn.execute("SELECT COUNT(*) FROM outbox WHERE state IN ('queued', 'sending')").fetchone()[0]
+
+
+_CLAIM_AGAIN = object()
+
+
+def _log_run(store: Store, result: SyncResult) -> None:
+    """One audit entry per run that did something or failed: the Sync screen's 'last success'."""
+    detail = {k: v for k, v in result.to_dict().items() if k not in ("messages",)}
+    detail["messages"] = result.messages[:20]
+    action = "sync" if result.error is None else "sync-error"
+    with store.transaction() as db:
+        db.conn.execute("INSERT INTO audit_log (at, entity, entity_id, action, detail) VALUES (?, 'sync', ?, ?, ?)",
+                        (result.finished_at or utc_now(), AUDIT_ENTITY, action, canonical_json(detail)))
+
+
+def sync_once(db: Store | str | os.PathLike, server: str | None = None, token: str | None = None, *,
+              batch_size: int = 50, max_batch_bytes: int = 1_000_000, retry: RetryPolicy | None = None,
+              timeout: float = 30.0, force: bool = True, seed: int | None = None,
+              sleep: Callable[[float], None] = time.sleep, progress: Callable[[SyncResult], None] | None = None,
+              transport: httpx.BaseTransport | None = None) -> SyncResult:
+    """Upload every pending outbox row once; returns the counts.
+
+    ``db`` is the app's Store or a database path. ``force=True`` (a user pressing
+    "sync now") ignores the rows' back-off time; the periodic sync passes False.
+    Raises SyncBusyError if another sync runs, SyncConfigError for a missing/bad
+    server or token, SyncError for an unusable database; network trouble is not an
+    exception but ``result.error`` (the rows stay queued).
+    """
+    server, token = resolve_config(server, token)
+    rng = random.Random(seed)
+    with _open_store(db) as store:
+        with sync_lock(store):
+            run = _Run(store, server, token, batch_size=batch_size, max_batch_bytes=max_batch_bytes,
+                       retry=retry or RetryPolicy(), timeout=timeout, force=force, rng=rng, sleep=sleep,
+                       progress=progress, transport=transport)
+            result = run.run()
+            if result.error or result.sent or result.duplicate or result.conflicts or result.failed:
+                try:
+                    _log_run(store, result)
+                except StoreError:
+                    pass  # the outbox states are what matter; a missing log line is not worth failing for
+    return result
+
+
+def probe(server: str, *, timeout: float = 3.0, transport: httpx.BaseTransport | None = None) -> bool:
+    """True when ``server`` answers /v1/health as a fieldlog server (no token needed)."""
+    try:
+        with httpx.Client(base_url=server, timeout=timeout, transport=transport) as c:
+            resp = c.get("/v1/health")
+            return resp.status_code == 200 and resp.json().get("protocol") == PROTOCOL
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return False
+
+
+def sync_when_reachable(db: Store | str | os.PathLike, server: str | None = None, token: str | None = None, *,
+                        probe_timeout: float = 3.0, **kw) -> SyncResult | None:
+    """For the app's timer: sync only if there is something to send and the server answers.
+
+    Returns None (cheaply, without logging anything) when nothing is pending, no
+    server is configured, the server is unreachable, the queue is backing off, or
+    another sync is running; otherwise the SyncResult. Respects back-off (force=False).
+    """
+    try:
+        server, token = resolve_config(server, token)
+    except SyncConfigError:
+        return None
+    with _open_store(db) as store:
+        counts = store.outbox_counts()
+        if not (counts.get("queued") or counts.get("sending")):
+            return None
+        head = store.outbox_items(PENDING, limit=1)
+        if head and not kw.get("force", False):
+            t = _parse_iso(head[0].get("next_attempt_at"))
+            if t is not None and t > _now():
+                return None
+        if not probe(server, timeout=probe_timeout, transport=kw.get("transport")):
+            return None
+        kw.setdefault("force", False)
+        try:
+            return sync_once(store, server, token, **kw)
+        except SyncBusyError:
+            return None
+
+
+def app_sync_callback(db: Store | str | os.PathLike, server: str | None = None, token: str | None = None,
+                      **sync_kw) -> Callable[[], SyncResult] | None:
+    """The app's "Sync now" (``FieldlogApp(sync_callback=...)``): a zero-argument callable that
+    runs ``sync_once`` (force: the user asked) and returns the SyncResult; None when no server
+    or token is configured, so the screen can say sync is not set up."""
+    try:
+        server, token = resolve_config(server, token)
+    except SyncConfigError:
+        return None
+
+    def sync_now() -> SyncResult:
+        return sync_once(db, server, token, force=True, **sync_kw)
+
+    return sync_now
+
+
+class AutoSync:
+    """Background sync for the app: every ``interval`` seconds (and at once on ``trigger()``),
+    ``sync_when_reachable``; ``on_result(result_or_exception)`` is called from the worker
+    thread with each SyncResult that did something, or with an exception (the UI shows it;
+    the thread keeps running). Uses the app's Store, whose calls are thread-safe."""
+
+    def __init__(self, db: Store | str | os.PathLike, *, interval: float = 60.0,
+                 on_result: Callable[[SyncResult | Exception], None] | None = None,
+                 server: str | None = None, token: str | None = None, **sync_kw):
+        self.db = db
+        self.interval = interval
+        self.on_result = on_result
+        self.server = server
+        self.token = token
+        self.sync_kw = sync_kw
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "AutoSync":
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, name="fieldlog-autosync", daemon=True)
+            self._thread.start()
+        return self
+
+    def trigger(self) -> None:
+        """Check now (e.g. the network just came back, or a sighting was finalized)."""
+        self._wake.set()
+
+    def stop(self, timeout: float | None = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                result = sync_when_reachable(self.db, self.server, self.token, **self.sync_kw)
+            except Exception as e:  # never let the worker die: report and keep going
+                result = e
+            if result is not None and self.on_result is not None and not self._stop.is_set():
+                try:
+                    self.on_result(result)
+                except Exception:
+                    pass
+            self._wake.wait(self.interval)
+            self._wake.clear()
+
+
+# ---------------------------------------------------------------------------------- status & repair
+def outbox_status(db: Store | str | os.PathLike, *, attention_limit: int = 100) -> SyncStatus:
+    with _open_store(db) as store:
+        counts = store.outbox_counts()
+        with store.transaction() as tx:
+            conn = tx.conn
+            attention = _rows(conn, "SELECT seq, item_id, kind, state, last_error, attempts, updated_at FROM outbox"
+                                    " WHERE state IN ('failed', 'needs-attention') ORDER BY seq LIMIT ?",
+                              (attention_limit,))
+            runs = _rows(conn, "SELECT at, action, detail FROM audit_log WHERE entity = 'sync' AND entity_id = ?"
+                               " ORDER BY id DESC LIMIT 1", (AUDIT_ENTITY,))
+            ok = _rows(conn, "SELECT at FROM audit_log WHERE entity = 'sync' AND entity_id = ? AND action = 'sync'"
+                             " ORDER BY id DESC LIMIT 1", (AUDIT_ENTITY,))
+            nxt = _rows(conn, "SELECT next_attempt_at FROM outbox WHERE state IN ('queued', 'sending')"
+                              " ORDER BY seq LIMIT 1")
+    last = runs[0] if runs else None
+    detail = json.loads(last["detail"]) if last and last["detail"] else None
+    return SyncStatus(
+        counts=counts,
+        pending=counts.get("queued", 0) + counts.get("sending", 0),
+        last_run_at=last["at"] if last else None,
+        last_success_at=ok[0]["at"] if ok else None,
+        last_error=(detail or {}).get("error") if last and last["action"] == "sync-error" else None,
+        next_attempt_at=nxt[0]["next_attempt_at"] if nxt else None,
+        attention=attention,
+        last_result=detail,
+    )
+
+
+def retry_items(db: Store | str | os.PathLike, item_ids: Iterable[str] | None = None, *,
+                states: Iterable[str] = ATTENTION) -> int:
+    """Put failed / needs-attention rows (all, or those ids) back in the queue; returns how many.
+
+    For after the cause was fixed (a server upgraded, a conflict resolved at the
+    office). The frozen payload is sent again as it is."""
+    states = [s for s in states if s in ATTENTION]
+    if not states:
+        return 0
+    with _open_store(db) as store, sync_lock(store):
+        now = utc_now()
+        with store.transaction() as tx:
+            sql = (f"UPDATE outbox SET state = 'queued', next_attempt_at = NULL, updated_at = ? "
+                   f"WHERE state IN ({', '.join('?' * len(states))})")
+            params: list[Any] = [now, *states]
+            if item_ids is not None:
+                ids = list(item_ids)
+                if not ids:
+                    return 0
+                sql += f" AND item_id IN ({', '.join('?' * len(ids))})"
+                params += ids
+            return tx.conn.execute(sql, params).rowcount
+
+
+@dataclass
+class ReceiptResult:
+    marked_sent: int = 0
+    already_sent: int = 0
+    unknown: int = 0      # no such item on this device
+    mismatched: int = 0   # same id, other hash: not this version
+
+
+def apply_receipts(db: Store | str | os.PathLike, receipts: Iterable[dict]) -> ReceiptResult:
+    """Mark rows sent from receipts the office returned for a bundle import (the same rule as
+    over HTTP: only an exact item id + sha256 match counts)."""
+    out = ReceiptResult()
+    with _open_store(db) as store, sync_lock(store):
+        now = utc_now()
+        with store.transaction() as tx:
+            for rec in receipts:
+                if validate_receipt(rec) is not None:
+                    out.unknown += 1
+                    continue
+                row = tx.conn.execute("SELECT seq, sha256, state FROM outbox WHERE item_id = ?",
+                                      (rec["item_id"],)).fetchone()
+                if row is None:
+                    out.unknown += 1
+                elif row[1] != rec["sha256"]:
+                    out.mismatched += 1
+                elif row[2] == "sent":
+                    out.already_sent += 1
+                else:
+                    _set_state(tx.conn, [row[0]], "sent", now, receipt=canonical_json(rec), last_error=None,
+                               next_attempt_at=None)
+                    out.marked_sent += 1
+    return out

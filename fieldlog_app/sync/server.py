@@ -1,0 +1,654 @@
+"""The farm-office sync server: a Starlette app over its own SQLite database.
+
+Endpoints (all JSON unless noted; every one but /v1/health needs ``Authorization: Bearer <device token>``):
+
+* ``GET  /v1/health``          liveness + limits (``protocol``, ``max_body_bytes``, ``max_items``)
+* ``POST /v1/batches``         upload items (see protocol.py); answers receipts
+* ``GET  /v1/items``           what the server holds (``?kind=&since=&limit=&payload=1&current=1``)
+* ``GET  /v1/export.csv``      one row per observation of each current sighting (``?versions=all``)
+* ``GET  /v1/export.geojson``  a Feature per current sighting (``?versions=all``)
+
+A batch is **all-or-nothing**: it is committed in one transaction and either
+every item gets a receipt (200) or nothing is stored (401/403/400/413/415/422/409/503).
+On a conflict the answer is 409 listing every conflicting item; the client marks
+those "needs-attention" and re-sends the rest. All-or-nothing keeps one simple
+rule for the device ("a 200 means everything in it is safe at the office") and
+lets 409 be a real HTTP status, as in ODK Central.
+
+Idempotency (ODK Central style), decided per item inside that transaction:
+
+* same ``item_id``, same sha256           → ``duplicate`` receipt (the original server_seq and
+  received_at), nothing new stored: re-sending after a lost response is always safe;
+* same ``item_id``, different sha256      → 409 ``diverging-payload``;
+* a revision whose ``replaces`` is not the server's current version of that
+  sighting (unknown, or already replaced)  → 409 ``unknown-base`` / ``stale-edit``.
+
+Durability: the database runs in WAL mode with ``synchronous=FULL``, so a receipt
+is only sent after its commit is on disk; a server killed at any moment has
+either the whole batch or none of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import secrets
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import sqlite_utils
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from fieldlog_app.database.canonical import canonical_json, utc_now
+from fieldlog_app.database.export import CSV_FIELDS, SIGHTING_COLUMNS
+from fieldlog_app.database.validation import OBS_FIELDS
+
+from .protocol import MAX_ITEMS, PROTOCOL, Item, ProtocolError, parse_json, validate_batch
+
+log = logging.getLogger("fieldlog.server")
+
+DEFAULT_MAX_BODY = 2 * 1024 * 1024
+TOKEN_PREFIX = "fl_"
+_DEVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}$")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS devices (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    token_sha256 TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL,
+    revoked_at TEXT,
+    last_seen_at TEXT
+);
+CREATE TABLE IF NOT EXISTS items (
+    server_seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    item_id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL CHECK (kind IN ('sighting', 'report')),
+    replaces TEXT,
+    chain_id TEXT NOT NULL,
+    version INTEGER,
+    sighting_id TEXT,
+    sha256 TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    device TEXT NOT NULL,
+    source TEXT NOT NULL,
+    batch_id TEXT,
+    received_at TEXT NOT NULL,
+    superseded_by TEXT UNIQUE
+);
+CREATE INDEX IF NOT EXISTS idx_items_kind ON items(kind, server_seq);
+CREATE INDEX IF NOT EXISTS idx_items_chain ON items(chain_id);
+CREATE TABLE IF NOT EXISTS conflicts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    device TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+-- what the server held never changes: a stored version is evidence
+CREATE TRIGGER IF NOT EXISTS items_frozen BEFORE UPDATE ON items
+WHEN NEW.item_id IS NOT OLD.item_id OR NEW.payload IS NOT OLD.payload OR NEW.sha256 IS NOT OLD.sha256
+  OR NEW.server_seq IS NOT OLD.server_seq OR NEW.kind IS NOT OLD.kind OR NEW.replaces IS NOT OLD.replaces
+  OR (OLD.superseded_by IS NOT NULL AND NEW.superseded_by IS NOT OLD.superseded_by)
+BEGIN SELECT RAISE(ABORT, 'fieldlog-server: stored items are immutable'); END;
+CREATE TRIGGER IF NOT EXISTS items_no_delete BEFORE DELETE ON items
+BEGIN SELECT RAISE(ABORT, 'fieldlog-server: stored items are never deleted'); END;
+"""
+
+
+class ServerError(Exception):
+    """A server-side operation the caller can show as a message (bad device name, unknown device ...)."""
+
+
+class AuthError(ServerError):
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
+class BusyError(ServerError):
+    """The database stayed locked longer than the busy timeout: the client should retry."""
+
+
+@dataclass
+class Conflict:
+    index: int
+    item_id: str
+    kind: str
+    sha256: str
+    reason: str
+    message: str
+    server_sha256: str | None = None
+    current_id: str | None = None
+
+    def to_json(self) -> dict:
+        out = {"index": self.index, "item_id": self.item_id, "reason": self.reason, "message": self.message}
+        if self.server_sha256:
+            out["server_sha256"] = self.server_sha256
+        if self.current_id:
+            out["current_id"] = self.current_id
+        return out
+
+
+@dataclass
+class IngestResult:
+    receipts: list[dict] = field(default_factory=list)   # committed (or, when conflicts and all-or-nothing, none)
+    conflicts: list[Conflict] = field(default_factory=list)
+    received_at: str = ""
+
+    @property
+    def accepted(self) -> int:
+        return sum(r["status"] == "accepted" for r in self.receipts)
+
+    @property
+    def duplicate(self) -> int:
+        return sum(r["status"] == "duplicate" for r in self.receipts)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def default_server_db() -> Path:
+    """``$FIELDLOG_SERVER_DB`` or ``<user data dir>/fieldlog/server.sqlite3``."""
+    env = os.environ.get("FIELDLOG_SERVER_DB")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("fieldlog")) / "server.sqlite3"
+
+
+class ServerDB:
+    """The office database. Opens one short-lived connection per operation, so it is
+    safe from Starlette's thread pool and from a second process (``add-device`` while serving)."""
+
+    def __init__(self, path: str | os.PathLike, *, busy_timeout: float = 5.0):
+        self.path = str(Path(path).expanduser())
+        self.busy_timeout = busy_timeout
+        p = Path(self.path)
+        if p.is_dir():
+            raise ServerError(f"{p} is a directory, not a database file")
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ServerError(f"cannot create the folder for {p}: {e}") from None
+        try:
+            with self.connect() as conn:
+                db = sqlite_utils.Database(conn)
+                db.enable_wal()
+                conn.executescript(SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise ServerError(f"{self.path}: not a usable fieldlog server database ({e})") from None
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.row_factory = sqlite3.Row
+            yield conn
+        finally:
+            conn.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self.connect() as conn:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as e:
+                raise BusyError(f"the server database is busy ({e})") from None
+            try:
+                yield conn
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            else:
+                if conn.in_transaction:  # the body may have rolled back on purpose
+                    conn.execute("COMMIT")
+
+    # ------------------------------------------------------------------ devices
+    def add_device(self, name: str, *, replace: bool = False) -> str:
+        """Register a device and return its new token (shown once; only its sha256 is stored).
+
+        ``replace=True`` issues a fresh token for an existing device (the old one
+        stops working, a revoked device is re-enabled)."""
+        name = (name or "").strip()
+        if not _DEVICE_NAME.match(name):
+            raise ServerError(
+                f"device name {name!r}: use 1-64 letters, digits, spaces or . _ @ - (starting with a letter or digit)"
+            )
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        now = utc_now()
+        with self.transaction() as conn:
+            row = conn.execute("SELECT id FROM devices WHERE name = ?", (name,)).fetchone()
+            if row is not None and not replace:
+                raise ServerError(f"device {name!r} already exists; use --replace to issue a new token for it")
+            if row is None:
+                conn.execute("INSERT INTO devices (name, token_sha256, created_at) VALUES (?, ?, ?)",
+                             (name, hash_token(token), now))
+            else:
+                conn.execute("UPDATE devices SET token_sha256 = ?, revoked_at = NULL WHERE id = ?",
+                             (hash_token(token), row["id"]))
+        return token
+
+    def revoke_device(self, name: str) -> None:
+        with self.transaction() as conn:
+            row = conn.execute("SELECT id, revoked_at FROM devices WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise ServerError(f"no device named {name!r}")
+            if row["revoked_at"] is None:
+                conn.execute("UPDATE devices SET revoked_at = ? WHERE id = ?", (utc_now(), row["id"]))
+
+    def list_devices(self) -> list[dict]:
+        with self.connect() as conn:
+            return [dict(r) for r in conn.execute(
+                "SELECT d.name, d.created_at, d.revoked_at, d.last_seen_at, "
+                "(SELECT COUNT(*) FROM items i WHERE i.device = d.name) AS items FROM devices d ORDER BY d.name"
+            )]
+
+    def authenticate(self, authorization: str | None) -> str:
+        """Device name for an ``Authorization`` header value, or AuthError (401 missing/invalid, 403 revoked).
+
+        Tokens are looked up by their sha256, so the comparison never touches the
+        secret itself and a stolen database does not reveal usable tokens."""
+        if not authorization:
+            raise AuthError("missing Authorization header (expected 'Bearer <device token>')", 401)
+        scheme, _, token = authorization.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise AuthError("malformed Authorization header (expected 'Bearer <device token>')", 401)
+        with self.connect() as conn:
+            row = conn.execute("SELECT name, revoked_at FROM devices WHERE token_sha256 = ?",
+                               (hash_token(token),)).fetchone()
+        if row is None:
+            raise AuthError("invalid device token", 401)
+        if row["revoked_at"] is not None:
+            raise AuthError(f"device {row['name']!r} was revoked on {row['revoked_at']}", 403)
+        return row["name"]
+
+    # ------------------------------------------------------------------ ingest
+    def ingest(self, items: list[Item], *, device: str, source: str = "http", batch_id: str | None = None,
+               all_or_nothing: bool = True) -> IngestResult:
+        """Store validated items in one transaction; see the module docstring for the rules.
+
+        ``all_or_nothing`` (HTTP batches): any conflict rolls the whole batch back
+        and the result has conflicts but no receipts. Otherwise (bundle import)
+        every non-conflicting item is stored and the conflicts are reported."""
+        now = utc_now()
+        result = IngestResult(received_at=now)
+        try:
+            with self.transaction() as conn:
+                for index, item in enumerate(items):
+                    outcome = self._ingest_one(conn, index, item, device, source, batch_id, now)
+                    if isinstance(outcome, Conflict):
+                        result.conflicts.append(outcome)
+                    else:
+                        result.receipts.append(outcome)
+                if result.conflicts and all_or_nothing:
+                    conn.execute("ROLLBACK")
+                    result.receipts = []
+                else:
+                    conn.execute("UPDATE devices SET last_seen_at = ? WHERE name = ?", (now, device))
+        except sqlite3.OperationalError as e:
+            if "locked" in str(e) or "busy" in str(e):
+                raise BusyError(f"the server database is busy ({e})") from None
+            raise
+        if result.conflicts:
+            self._log_conflicts(device, result.conflicts, now)
+        return result
+
+    def _ingest_one(self, conn: sqlite3.Connection, index: int, item: Item, device: str, source: str,
+                    batch_id: str | None, now: str) -> dict | Conflict:
+        def conflict(reason: str, message: str, **kw) -> Conflict:
+            return Conflict(index, item.item_id, item.kind, item.sha256, reason, message, **kw)
+
+        have = conn.execute("SELECT * FROM items WHERE item_id = ?", (item.item_id,)).fetchone()
+        if have is not None:
+            if have["kind"] != item.kind:
+                return conflict("kind-mismatch", f"the server holds {item.item_id} as a {have['kind']}, not a {item.kind}",
+                                server_sha256=have["sha256"])
+            if have["sha256"] != item.sha256:
+                return conflict(
+                    "diverging-payload",
+                    f"the server already holds {item.kind} {item.item_id} with different content "
+                    f"(server sha256 {have['sha256'][:12]}…, device {item.sha256[:12]}…); a finalized version "
+                    "never changes, so one of the two copies was altered",
+                    server_sha256=have["sha256"],
+                )
+            return _receipt(have, "duplicate")
+        chain_id = item.item_id
+        if item.replaces is not None:
+            base = conn.execute("SELECT * FROM items WHERE item_id = ?", (item.replaces,)).fetchone()
+            if base is None:
+                return conflict("unknown-base",
+                                f"this edit replaces {item.replaces}, a version the server does not hold")
+            if base["kind"] != "sighting":
+                return conflict("unknown-base", f"this edit replaces {item.replaces}, which is a {base['kind']}")
+            if base["superseded_by"] is not None:
+                head = self._head(conn, base["item_id"])
+                return conflict(
+                    "stale-edit",
+                    f"this edit replaces {item.replaces}, but the server's current version of that sighting "
+                    f"is {head}; make the change on the current version",
+                    current_id=head,
+                )
+            chain_id = base["chain_id"]
+        payload = item.payload
+        cur = conn.execute(
+            "INSERT INTO items (item_id, kind, replaces, chain_id, version, sighting_id, sha256, payload, device,"
+            " source, batch_id, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (item.item_id, item.kind, item.replaces, chain_id, item.version,
+             payload.get("sighting_id") if item.kind == "report" else None,
+             item.sha256, canonical_json(payload), device, source, batch_id, now),
+        )
+        if item.replaces is not None:
+            conn.execute("UPDATE items SET superseded_by = ? WHERE item_id = ?", (item.item_id, item.replaces))
+        return {"item_id": item.item_id, "kind": item.kind, "sha256": item.sha256, "status": "accepted",
+                "server_seq": cur.lastrowid, "received_at": now}
+
+    @staticmethod
+    def _head(conn: sqlite3.Connection, item_id: str) -> str:
+        seen = {item_id}
+        while True:
+            row = conn.execute("SELECT superseded_by FROM items WHERE item_id = ?", (item_id,)).fetchone()
+            nxt = row["superseded_by"] if row else None
+            if nxt is None or nxt in seen:
+                return item_id
+            seen.add(nxt)
+            item_id = nxt
+
+    def _log_conflicts(self, device: str, conflicts: list[Conflict], now: str) -> None:
+        try:
+            with self.transaction() as conn:
+                conn.executemany(
+                    "INSERT INTO conflicts (at, device, item_id, kind, sha256, reason, message) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(now, device, c.item_id, c.kind, c.sha256, c.reason, c.message) for c in conflicts],
+                )
+        except (sqlite3.Error, BusyError) as e:  # the log is a convenience; the answer matters more
+            log.warning("could not log %d conflict(s): %s", len(conflicts), e)
+
+    # ------------------------------------------------------------------ reading
+    def list_items(self, *, kind: str | None = None, since: int = 0, limit: int = 1000, current: bool = False,
+                   device: str | None = None, with_payload: bool = False) -> list[dict]:
+        sql = ("SELECT server_seq, item_id, kind, replaces, chain_id, version, sighting_id, sha256, device, source,"
+               " batch_id, received_at, superseded_by" + (", payload" if with_payload else "") +
+               " FROM items WHERE server_seq > ?")
+        params: list[Any] = [since]
+        if kind is not None:
+            sql += " AND kind = ?"
+            params.append(kind)
+        if current:
+            sql += " AND superseded_by IS NULL"
+        if device is not None:
+            sql += " AND device = ?"
+            params.append(device)
+        sql += " ORDER BY server_seq LIMIT ?"
+        params.append(limit)
+        with self.connect() as conn:
+            rows = [dict(r) for r in conn.execute(sql, params)]
+        for r in rows:
+            r["current"] = r["superseded_by"] is None
+            if with_payload:
+                r["payload"] = json.loads(r["payload"])
+        return rows
+
+    def counts(self) -> dict[str, int]:
+        with self.connect() as conn:
+            out = {"sighting": 0, "report": 0}
+            for r in conn.execute("SELECT kind, COUNT(*) AS n FROM items GROUP BY kind"):
+                out[r["kind"]] = r["n"]
+            out["conflicts"] = conn.execute("SELECT COUNT(*) FROM conflicts").fetchone()[0]
+            out["devices"] = conn.execute("SELECT COUNT(*) FROM devices WHERE revoked_at IS NULL").fetchone()[0]
+        return out
+
+    def conflicts(self, limit: int = 100) -> list[dict]:
+        with self.connect() as conn:
+            return [dict(r) for r in conn.execute("SELECT * FROM conflicts ORDER BY id DESC LIMIT ?", (limit,))]
+
+    def export_sightings(self, *, all_versions: bool = False) -> list[dict]:
+        """Sighting dicts (payload + status/device/received_at), ordered by date, for the writers below."""
+        rows = self.list_items(kind="sighting", limit=10**9, current=not all_versions, with_payload=True)
+        out = []
+        for r in rows:
+            s = dict(r["payload"])
+            s["status"] = "finalized" if r["current"] else "superseded"
+            s["device"] = r["device"]
+            s["received_at"] = r["received_at"]
+            s["server_seq"] = r["server_seq"]
+            out.append(s)
+        out.sort(key=lambda s: (s.get("date") or "", s.get("time") or "", s["server_seq"]))
+        reports = self._latest_reports()
+        for s in out:
+            s["latest_report_id"] = reports.get(s["id"])
+        return out
+
+    def _latest_reports(self) -> dict[str, str]:
+        with self.connect() as conn:
+            out: dict[str, str] = {}
+            for r in conn.execute("SELECT item_id, sighting_id FROM items WHERE kind = 'report' ORDER BY server_seq"):
+                out[r["sighting_id"]] = r["item_id"]
+        return out
+
+
+def _receipt(row: sqlite3.Row, status: str) -> dict:
+    return {"item_id": row["item_id"], "kind": row["kind"], "sha256": row["sha256"], "status": status,
+            "server_seq": row["server_seq"], "received_at": row["received_at"]}
+
+
+# ---------------------------------------------------------------------------------- exports
+SERVER_CSV_FIELDS = CSV_FIELDS + ["device", "received_at"]
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(v: Any) -> Any:
+    """CSV cell; text that a spreadsheet would run as a formula gets a leading quote (OWASP CSV injection)."""
+    if v is None:
+        return ""
+    if isinstance(v, str) and v.startswith(_FORMULA_START):
+        return "'" + v
+    return v
+
+
+def write_csv(sightings: Iterable[dict], f) -> int:
+    """Same columns as the device's export (fieldlog_app.database.export) plus device and received_at."""
+    w = csv.DictWriter(f, fieldnames=SERVER_CSV_FIELDS)
+    w.writeheader()
+    n = 0
+    for s in sightings:
+        base = {col: s.get(key) for col, key in SIGHTING_COLUMNS}
+        base["device"] = s.get("device")
+        base["received_at"] = s.get("received_at")
+        for i, o in enumerate(s.get("observations") or [None]):
+            row = dict(base)
+            if o is not None:
+                row["observation"] = i + 1
+                row.update({k: o.get(k) for k in OBS_FIELDS})
+            w.writerow({k: _cell(v) for k, v in row.items()})
+            n += 1
+    return n
+
+
+def write_geojson(sightings: Iterable[dict], f) -> int:
+    """FeatureCollection, one Feature per sighting; ``geometry`` is a Point [lon, lat] (RFC 7946 order)
+    or null for a sighting without coordinates (RFC 7946 §3.2 allows unlocated features), so the
+    office sees every sighting and a map simply skips the unlocated ones."""
+    features = []
+    for s in sightings:
+        props = {k: v for k, v in s.items() if k not in ("lat", "lon")}
+        props["pests"] = ", ".join(sorted({o.get("pest") for o in s.get("observations") or [] if o.get("pest")}))
+        geometry = None
+        if s.get("lat") is not None and s.get("lon") is not None:
+            geometry = {"type": "Point", "coordinates": [s["lon"], s["lat"]]}
+        features.append({"type": "Feature", "id": s["id"], "geometry": geometry, "properties": props})
+    json.dump({"type": "FeatureCollection", "features": features}, f, ensure_ascii=False)
+    f.write("\n")
+    return len(features)
+
+
+# ---------------------------------------------------------------------------------- HTTP app
+def _error(status: int, code: str, message: str, headers: dict | None = None, **extra) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message, **extra}, status_code=status, headers=headers)
+
+
+def _auth_error(e: AuthError) -> JSONResponse:
+    headers = {"WWW-Authenticate": 'Bearer realm="fieldlog"' + (', error="invalid_token"' if e.status == 401 else "")}
+    return _error(e.status, "unauthorized" if e.status == 401 else "forbidden", str(e), headers)
+
+
+def create_app(db: ServerDB | str | os.PathLike, *, max_body_bytes: int = DEFAULT_MAX_BODY,
+               max_items: int = MAX_ITEMS) -> Starlette:
+    """The ASGI app. ``db`` is a ServerDB or a path (created on first use)."""
+    sdb = db if isinstance(db, ServerDB) else ServerDB(db)
+
+    async def authenticate(request: Request) -> str:
+        return await run_in_threadpool(sdb.authenticate, request.headers.get("authorization"))
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "service": "fieldlog-server", "protocol": PROTOCOL,
+                             "max_body_bytes": max_body_bytes, "max_items": max_items, "time": utc_now()})
+
+    async def read_body(request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            try:
+                if int(declared) > max_body_bytes:
+                    raise _TooLarge(int(declared), partial=False)
+            except ValueError:
+                raise ProtocolError("invalid Content-Length header", status=400) from None
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_body_bytes:
+                raise _TooLarge(size)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def post_batch(request: Request) -> Response:
+        try:
+            device = await authenticate(request)
+        except AuthError as e:
+            return _auth_error(e)
+        ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            return _error(415, "unsupported-media-type", f"send the batch as application/json, not {ctype!r}")
+        try:
+            body = await read_body(request)
+            batch_id, items = validate_batch(parse_json(body), max_items=max_items)
+        except _TooLarge as e:
+            return _error(413, "too-large",
+                          f"request body is larger than {max_body_bytes} bytes (got {e.size}{'+' if e.partial else ''}); "
+                          "send fewer items per batch", max_body_bytes=max_body_bytes)
+        except ProtocolError as e:
+            return JSONResponse(e.to_json(), status_code=e.status)
+        except ClientDisconnect:
+            log.info("client %s disconnected mid-upload; nothing stored", device)
+            return Response(status_code=400)  # nobody is listening; uvicorn drops it
+        try:
+            result = await run_in_threadpool(sdb.ingest, items, device=device, source="http", batch_id=batch_id)
+        except BusyError as e:
+            return _error(503, "busy", str(e), headers={"Retry-After": "1"})
+        if result.conflicts:
+            n = len(result.conflicts)
+            return _error(409, "conflict",
+                          f"{n} item(s) conflict with what the server holds; nothing in this batch was stored. "
+                          f"First: {result.conflicts[0].message}",
+                          conflicts=[c.to_json() for c in result.conflicts])
+        log.info("device %s: batch %s, %d accepted, %d duplicate", device, batch_id, result.accepted,
+                 result.duplicate)
+        return JSONResponse({"batch_id": batch_id, "device": device, "received_at": result.received_at,
+                             "accepted": result.accepted, "duplicate": result.duplicate,
+                             "receipts": result.receipts})
+
+    def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> int:
+        raw = request.query_params.get(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            v = int(raw)
+        except ValueError:
+            raise ProtocolError(f"{name}: expected an integer, got {raw!r}") from None
+        if not lo <= v <= hi:
+            raise ProtocolError(f"{name}: {v} is out of range ({lo}..{hi})")
+        return v
+
+    def _bool_param(request: Request, name: str) -> bool:
+        return request.query_params.get(name, "").lower() in ("1", "true", "yes", "all")
+
+    async def get_items(request: Request) -> Response:
+        try:
+            await authenticate(request)
+            kind = request.query_params.get("kind") or None
+            if kind is not None and kind not in ("sighting", "report"):
+                raise ProtocolError(f"kind: {kind!r} is not one of sighting, report")
+            since = _int_param(request, "since", 0, 0, 2**62)
+            limit = _int_param(request, "limit", 1000, 1, 10_000)
+        except AuthError as e:
+            return _auth_error(e)
+        except ProtocolError as e:
+            return JSONResponse(e.to_json(), status_code=e.status)
+        rows = await run_in_threadpool(
+            sdb.list_items, kind=kind, since=since, limit=limit, current=_bool_param(request, "current"),
+            with_payload=_bool_param(request, "payload"),
+        )
+        return JSONResponse({"items": rows, "next_since": rows[-1]["server_seq"] if len(rows) == limit else None})
+
+    def _export(fmt: str):
+        async def endpoint(request: Request) -> Response:
+            try:
+                await authenticate(request)
+            except AuthError as e:
+                return _auth_error(e)
+            all_versions = request.query_params.get("versions", "current") == "all"
+            sightings = await run_in_threadpool(sdb.export_sightings, all_versions=all_versions)
+            buf = io.StringIO(newline="")
+            if fmt == "csv":
+                write_csv(sightings, buf)
+                media = "text/csv; charset=utf-8"
+            else:
+                write_geojson(sightings, buf)
+                media = "application/geo+json"
+            return Response(buf.getvalue(), media_type=media, headers={
+                "Content-Disposition": f'attachment; filename="fieldlog-sightings.{fmt}"'})
+        return endpoint
+
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        return _error(exc.status_code, "http-error", str(exc.detail), headers=getattr(exc, "headers", None))
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _error(500, "internal", "internal server error; the batch was not stored")
+
+    return Starlette(
+        routes=[
+            Route("/v1/health", health, methods=["GET"]),
+            Route("/v1/batches", post_batch, methods=["POST"]),
+            Route("/v1/items", get_items, methods=["GET"]),
+            Route("/v1/export.csv", _export("csv"), methods=["GET"]),
+            Route("/v1/export.geojson", _export("geojson"), methods=["GET"]),
+        ],
+        exception_handlers={HTTPException: http_error, Exception: server_error},
+    )
+
+
+class _TooLarge(Exception):
+    def __init__(self, size: int, partial: bool = True):
+        self.size = size
+        self.partial = partial

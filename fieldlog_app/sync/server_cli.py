@@ -1,0 +1,207 @@
+"""``fieldlog-server``: run the farm-office sync server and manage its devices.
+
+    fieldlog-server [--db PATH] [--host 127.0.0.1] [--port 8765]   serve (the default command)
+    fieldlog-server add-device NAME [--replace]                      print a new device token (shown once)
+    fieldlog-server revoke-device NAME
+    fieldlog-server devices                                          list devices
+    fieldlog-server import-bundle FILE [--receipts OUT] [--device NAME]
+    fieldlog-server export {csv,geojson} [-o FILE] [--all-versions]
+    fieldlog-server status                                           counts and recent conflicts
+
+Exit codes: 0 ok, 1 failed (or an import with conflicts/invalid items), 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import sys
+from pathlib import Path
+
+from .server import DEFAULT_MAX_BODY, ServerDB, ServerError, create_app, default_server_db, write_csv, write_geojson
+
+PROG = "fieldlog-server"
+DEFAULT_PORT = 8765
+
+
+def _db_option(p: argparse.ArgumentParser, top: bool = False) -> None:
+    p.add_argument("--db", metavar="PATH", default=None if top else argparse.SUPPRESS,
+                   help=f"server database (default: $FIELDLOG_SERVER_DB or {default_server_db()})" if top else
+                   "server database")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog=PROG, description="fieldlog farm-office sync server. With no command, serves.",
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n")[1])
+    _db_option(ap, top=True)
+    ap.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; "
+                    "0.0.0.0 for the farm network)")
+    ap.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
+    ap.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY, metavar="N",
+                    help=f"largest request accepted (default {DEFAULT_MAX_BODY})")
+    ap.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    ap.add_argument("--ssl-certfile", metavar="PEM", default=None,
+                    help="serve HTTPS with this certificate (tokens cross the network: use TLS beyond a trusted LAN)")
+    ap.add_argument("--ssl-keyfile", metavar="PEM", default=None, help="private key for --ssl-certfile")
+    ap.set_defaults(func=cmd_serve)
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="run the server (the default)")
+    p.add_argument("--host", default=argparse.SUPPRESS)
+    p.add_argument("--port", type=int, default=argparse.SUPPRESS)
+    p.add_argument("--max-body-bytes", type=int, default=argparse.SUPPRESS, metavar="N")
+    p.add_argument("--log-level", default=argparse.SUPPRESS, choices=["debug", "info", "warning", "error"])
+    _db_option(p)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("add-device", help="register a device and print its token (shown once)")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--replace", action="store_true", help="issue a new token for an existing device")
+    _db_option(p)
+    p.set_defaults(func=cmd_add_device)
+
+    p = sub.add_parser("revoke-device", help="revoke a device's token (its uploads get 403)")
+    p.add_argument("name", metavar="NAME")
+    _db_option(p)
+    p.set_defaults(func=cmd_revoke_device)
+
+    p = sub.add_parser("devices", help="list devices")
+    _db_option(p)
+    p.set_defaults(func=cmd_devices)
+
+    p = sub.add_parser("import-bundle", help="import a bundle written by `fieldlog sync export-bundle`")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--receipts", metavar="OUT", help="write receipts (JSON Lines) for `fieldlog sync import-receipts`")
+    p.add_argument("--device", metavar="NAME", help="record the items as from NAME (default: the bundle's device)")
+    _db_option(p)
+    p.set_defaults(func=cmd_import_bundle)
+
+    p = sub.add_parser("export", help="export sightings as CSV or GeoJSON")
+    p.add_argument("format", choices=["csv", "geojson"])
+    p.add_argument("-o", "--output", metavar="FILE", help="default: stdout")
+    p.add_argument("--all-versions", action="store_true", help="include superseded versions")
+    _db_option(p)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("status", help="what the server holds and the latest conflicts")
+    _db_option(p)
+    p.set_defaults(func=cmd_status)
+    return ap
+
+
+def _open(args) -> ServerDB:
+    return ServerDB(args.db or default_server_db())
+
+
+def cmd_serve(args) -> int:
+    import uvicorn
+
+    if not 0 < args.port < 65536:
+        print(f"{PROG}: error: --port {args.port} is not a TCP port", file=sys.stderr)
+        return 2
+    if args.max_body_bytes < 1024:
+        print(f"{PROG}: error: --max-body-bytes must be at least 1024", file=sys.stderr)
+        return 2
+    if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
+        print(f"{PROG}: error: --ssl-certfile and --ssl-keyfile go together", file=sys.stderr)
+        return 2
+    sdb = _open(args)
+    app = create_app(sdb, max_body_bytes=args.max_body_bytes)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    scheme = "https" if args.ssl_certfile else "http"
+    print(f"{PROG}: serving {sdb.path} on {scheme}://{args.host}:{args.port}  (Ctrl-C to stop)", file=sys.stderr,
+          flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.log_level == "debug",
+                timeout_graceful_shutdown=5, ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile)
+    return 0
+
+
+def cmd_add_device(args) -> int:
+    token = _open(args).add_device(args.name, replace=args.replace)
+    print(token)
+    print(f"device {args.name!r} registered; give it this token (it is not stored and cannot be shown again):\n"
+          f"  fieldlog sync --server http://HOST:PORT --token {token}", file=sys.stderr)
+    return 0
+
+
+def cmd_revoke_device(args) -> int:
+    _open(args).revoke_device(args.name)
+    print(f"device {args.name!r} revoked")
+    return 0
+
+
+def cmd_devices(args) -> int:
+    rows = _open(args).list_devices()
+    if not rows:
+        print("no devices; add one with `fieldlog-server add-device NAME`")
+    for r in rows:
+        state = f"revoked {r['revoked_at']}" if r["revoked_at"] else "active"
+        print(f"{r['name']:<24} {state:<32} items {r['items']:<6} last seen {r['last_seen_at'] or 'never'}")
+    return 0
+
+
+def cmd_import_bundle(args) -> int:
+    from .bundle import BundleError, import_bundle, write_receipts
+
+    sdb = _open(args)
+    try:
+        report = import_bundle(sdb, args.file, device=args.device)
+        if args.receipts:
+            write_receipts(report.receipts, args.receipts)
+    except BundleError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 1
+    print(report.summary())
+    for c in report.conflicts:
+        print(f"  conflict, line {c['line']}: {c['message']}")
+    for c in report.invalid:
+        print(f"  invalid, line {c['line']}: {c['message']}")
+    if args.receipts:
+        print(f"receipts for {len(report.receipts)} item(s) written to {args.receipts}; on the device run: "
+              f"fieldlog sync import-receipts {Path(args.receipts).name}")
+    return 0 if not report.conflicts and not report.invalid else 1
+
+
+def cmd_export(args) -> int:
+    sightings = _open(args).export_sightings(all_versions=args.all_versions)
+    writer = write_csv if args.format == "csv" else write_geojson
+    if not args.output:
+        n = writer(sightings, sys.stdout)
+    else:
+        from .bundle import _atomic_write
+
+        buf = io.StringIO(newline="")
+        n = writer(sightings, buf)
+        _atomic_write(Path(args.output), lambda f: f.write(buf.getvalue().encode("utf-8")))
+    print(f"{n} row(s)" if args.format == "csv" else f"{n} feature(s)", file=sys.stderr)
+    return 0
+
+
+def cmd_status(args) -> int:
+    sdb = _open(args)
+    c = sdb.counts()
+    print(f"{sdb.path}: {c['sighting']} sighting version(s), {c['report']} report(s), "
+          f"{c['devices']} active device(s), {c['conflicts']} conflict(s) logged")
+    for r in sdb.conflicts(limit=10):
+        print(f"  {r['at']} {r['device']}: {r['reason']} {r['item_id']}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        return int(e.code) if isinstance(e.code, int) else 2
+    try:
+        return int(args.func(args) or 0)
+    except ServerError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""The farm-office server in-process (Starlette TestClient): auth, validation, idempotency, exports."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import uuid
+
+import httpx
+import pytest
+
+from fieldlog_app.database import Store, payload_sha256
+from fieldlog_app.sync.server import ServerDB, ServerError, create_app
+from fieldlog_app.sync.server_cli import main as server_main
+from fieldlog_app.sync.testing import SwappableApp, ThreadServer, make_sightings
+
+MAX_BODY = 64 * 1024
+
+
+def outbox_items(store):
+    return [{"item_id": r["item_id"], "kind": r["kind"], "replaces": r["replaces"], "sha256": r["sha256"],
+             "payload": json.loads(r["payload"])} for r in store.outbox_items()]
+
+
+@pytest.fixture(scope="module")
+def http_server():
+    swap = SwappableApp()
+    with ThreadServer(swap) as srv:
+        yield swap, srv.url
+
+
+@pytest.fixture
+def env(tmp_path, http_server):
+    swap, url = http_server
+    sdb = ServerDB(tmp_path / "server.db")
+    token = sdb.add_device("handheld-1")
+    swap.app = create_app(sdb, max_body_bytes=MAX_BODY)
+    store = Store(":memory:")
+    with httpx.Client(base_url=url) as client:
+        yield sdb, token, client, store
+    store.close()
+
+
+def post(client, token, items, **kw):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return client.post("/v1/batches", json={"protocol": 1, "batch_id": str(uuid.uuid4()), "items": items},
+                       headers=headers, **kw)
+
+
+def held(sdb):
+    return {r["item_id"]: r["sha256"] for r in sdb.list_items()}
+
+
+def test_health_needs_no_token_and_states_limits(env):
+    _, _, client, _ = env
+    r = client.get("/v1/health")
+    assert r.status_code == 200
+    assert r.json()["protocol"] == 1 and r.json()["max_body_bytes"] == MAX_BODY
+
+
+def test_accept_then_duplicate_returns_the_original_receipt(env):
+    sdb, token, client, store = env
+    make_sightings(store, 3)
+    items = outbox_items(store)
+    r1 = post(client, token, items)
+    assert r1.status_code == 200, r1.text
+    rec1 = r1.json()["receipts"]
+    assert [r["status"] for r in rec1] == ["accepted"] * 3
+    assert [r["sha256"] for r in rec1] == [i["sha256"] for i in items]
+    r2 = post(client, token, items)
+    assert r2.status_code == 200
+    rec2 = r2.json()["receipts"]
+    assert [r["status"] for r in rec2] == ["duplicate"] * 3
+    assert [(r["server_seq"], r["received_at"]) for r in rec2] == [(r["server_seq"], r["received_at"]) for r in rec1]
+    assert held(sdb) == {i["item_id"]: i["sha256"] for i in items}
+
+
+@pytest.mark.parametrize("header, status", [
+    (None, 401), ("Bearer fl_not-a-token", 401), ("Basic dXNlcjpwYXNz", 401), ("Bearer", 401),
+])
+def test_missing_or_invalid_token_is_401_and_stores_nothing(env, header, status):
+    sdb, _, client, store = env
+    make_sightings(store, 1)
+    headers = {"Authorization": header} if header else {}
+    r = client.post("/v1/batches", json={"protocol": 1, "items": outbox_items(store)}, headers=headers)
+    assert r.status_code == status
+    assert r.headers["www-authenticate"].startswith("Bearer")
+    assert "token" in r.json()["message"] or "Authorization" in r.json()["message"]
+    assert held(sdb) == {}
+    for path in ("/v1/items", "/v1/export.csv", "/v1/export.geojson"):
+        assert client.get(path, headers=headers).status_code == 401
+
+
+def test_revoked_device_is_403_and_stores_nothing(env):
+    sdb, token, client, store = env
+    make_sightings(store, 1)
+    sdb.revoke_device("handheld-1")
+    r = post(client, token, outbox_items(store))
+    assert r.status_code == 403 and "revoked" in r.json()["message"]
+    assert held(sdb) == {}
+    new_token = sdb.add_device("handheld-1", replace=True)  # re-enabled with a new token; the old stays dead
+    assert post(client, token, outbox_items(store)).status_code == 401
+    assert post(client, new_token, outbox_items(store)).status_code == 200
+
+
+def test_tokens_are_stored_hashed(env, tmp_path):
+    sdb, token, _, _ = env
+    raw = (tmp_path / "server.db").read_bytes()
+    assert token.encode() not in raw
+    with pytest.raises(ServerError, match="already exists"):
+        sdb.add_device("handheld-1")
+    with pytest.raises(ServerError, match="device name"):
+        sdb.add_device("")
+
+
+@pytest.mark.parametrize("body, ctype, status, words", [
+    (b'{"protocol": 1, "items": [', "application/json", 400, "malformed JSON"),
+    (b'{"protocol": 1, "items": [{"item_id": 5, "kind": "sighting", "replaces": null, "sha256": "ab", '
+     b'"payload": {}}]}', "application/json", 422, "items[0].item_id: expected a UUID string, got integer"),
+    (b"protocol=1", "application/x-www-form-urlencoded", 415, "application/json"),
+    (b"x" * (MAX_BODY + 1), "application/json", 413, "larger than"),
+])
+def test_malformed_wrong_types_oversized_are_4xx_and_store_nothing(env, body, ctype, status, words):
+    sdb, token, client, _ = env
+    r = client.post("/v1/batches", content=body,
+                    headers={"Authorization": f"Bearer {token}", "Content-Type": ctype})
+    assert r.status_code == status, r.text
+    assert words in r.json()["message"]
+    assert held(sdb) == {}
+
+
+def test_one_bad_item_rejects_the_whole_batch(env):
+    sdb, token, client, store = env
+    make_sightings(store, 3)
+    items = outbox_items(store)
+    items[2]["payload"]["observations"][0]["sampled"] = "many"
+    r = post(client, token, items)
+    assert r.status_code == 422
+    errs = r.json()["errors"]
+    assert {e["item_id"] for e in errs} == {items[2]["item_id"]}
+    assert "observations[0].sampled" in errs[0]["field"]
+    assert held(sdb) == {}
+
+
+def test_diverging_payload_under_the_same_uuid_is_409_and_rolls_back_the_batch(env):
+    sdb, token, client, store = env
+    make_sightings(store, 2)
+    items = outbox_items(store)
+    assert post(client, token, items[:1]).status_code == 200
+    forged = copy.deepcopy(items[0])
+    forged["payload"]["notes"] = "someone else's version"
+    forged["sha256"] = payload_sha256(forged["payload"])
+    r = post(client, token, [items[1], forged])
+    assert r.status_code == 409
+    (c,) = r.json()["conflicts"]
+    assert c["item_id"] == items[0]["item_id"] and c["reason"] == "diverging-payload"
+    assert c["server_sha256"] == items[0]["sha256"]
+    assert held(sdb) == {items[0]["item_id"]: items[0]["sha256"]}  # items[1] was not stored either
+    assert sdb.counts()["conflicts"] == 1
+
+
+def test_stale_edit_and_unknown_base_are_409(env):
+    sdb, token, client, store = env
+    (sid,) = make_sightings(store, 1)
+    base = outbox_items(store)[0]
+    v2 = store.revise(sid, {"notes": "edit A"})
+    edit_a = outbox_items(store)[1]
+    # a second edit of the same base, made on another copy of the device database
+    edit_b = copy.deepcopy(edit_a)
+    edit_b["item_id"] = edit_b["payload"]["id"] = str(uuid.uuid4())
+    edit_b["payload"]["notes"] = "edit B"
+    edit_b["sha256"] = payload_sha256(edit_b["payload"])
+
+    r = post(client, token, [edit_a])
+    assert r.status_code == 409 and r.json()["conflicts"][0]["reason"] == "unknown-base"
+    assert post(client, token, [base, edit_a]).status_code == 200  # base and its revision in one batch
+    r = post(client, token, [edit_b])
+    assert r.status_code == 409
+    c = r.json()["conflicts"][0]
+    assert c["reason"] == "stale-edit" and c["current_id"] == v2
+    current = [i["item_id"] for i in sdb.list_items(current=True)]
+    assert current == [v2]
+
+
+def test_items_listing_and_exports(env):
+    sdb, token, client, store = env
+    ids = make_sightings(store, 3, seed=11)
+    v2 = store.revise(ids[0], {"notes": "=HYPERLINK(\"http://evil\")"})
+    assert post(client, token, outbox_items(store)).status_code == 200
+    auth = {"Authorization": f"Bearer {token}"}
+    r = client.get("/v1/items", headers=auth)
+    assert len(r.json()["items"]) == 4
+    r = client.get("/v1/items?kind=sighting&current=1&payload=1&limit=2", headers=auth)
+    got = r.json()
+    assert len(got["items"]) == 2 and got["next_since"] == got["items"][-1]["server_seq"]
+    assert all(i["current"] and i["payload"]["id"] == i["item_id"] for i in got["items"])
+    assert client.get("/v1/items?limit=0", headers=auth).status_code == 422
+
+    r = client.get("/v1/export.csv", headers=auth)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    assert sorted(row["sighting_id"] for row in rows) == sorted([v2, ids[1], ids[2]])  # current versions only
+    assert all(row["device"] == "handheld-1" for row in rows)
+    evil = [row for row in rows if row["sighting_id"] == v2][0]
+    assert evil["notes"].startswith("'=")  # a spreadsheet will not run it
+    all_rows = list(csv.DictReader(io.StringIO(client.get("/v1/export.csv?versions=all", headers=auth).text)))
+    assert len(all_rows) == 4
+
+    gj = client.get("/v1/export.geojson", headers=auth).json()
+    assert gj["type"] == "FeatureCollection" and len(gj["features"]) == 3
+    f = [f for f in gj["features"] if f["id"] == ids[1]][0]
+    s = store.get_sighting(ids[1])
+    assert f["geometry"] == {"type": "Point", "coordinates": [s["lon"], s["lat"]]}
+
+
+def test_server_cli_devices_and_export(tmp_path, capsys):
+    db = str(tmp_path / "s.db")
+    assert server_main(["add-device", "tablet 2", "--db", db]) == 0
+    token = capsys.readouterr().out.strip()
+    assert token.startswith("fl_") and len(token) > 30
+    assert server_main(["--db", db, "add-device", "tablet 2"]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert server_main(["revoke-device", "nope", "--db", db]) == 1
+    assert server_main(["revoke-device", "tablet 2", "--db", db]) == 0
+    assert server_main(["devices", "--db", db]) == 0
+    assert "revoked" in capsys.readouterr().out
+    assert server_main(["export", "csv", "--db", db, "-o", str(tmp_path / "out.csv")]) == 0
+    assert (tmp_path / "out.csv").read_text().startswith("sighting_id,")
+    assert server_main(["--port", "0"]) == 2
