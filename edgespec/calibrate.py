@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import statistics
 import time
 from pathlib import Path
 
@@ -33,8 +32,11 @@ def _cache_path(model_path: str, n_threads: int) -> Path:
     return base / "calibration" / f"{key}.json"
 
 
-def measure_curve(model, sizes=SIZES, *, context_len: int = 128, repeats: int = 3) -> CostCurve:
-    """Time decodes of each batch size at a realistic context length (all logits requested)."""
+def measure_curve(model, sizes=SIZES, *, context_len: int = 128, repeats: int = 5) -> CostCurve:
+    """Time decodes of each batch size at a realistic context length (all logits requested).
+
+    The minimum over repeats, interleaved across sizes: other processes only ever add time, so the
+    minimum is the least disturbed estimate of what the kernels cost."""
     filler = [int(t) for t in model.tokenize("The vineyard block was scouted for pests and diseases. " * 40)]
     filler = filler[: max(1, min(context_len, model.n_ctx - max(sizes) - 1))]
     model.reset()
@@ -44,15 +46,14 @@ def measure_curve(model, sizes=SIZES, *, context_len: int = 128, repeats: int = 
     # warm up the kernels and allocator
     model.decode(probe[:4], logits_at=list(range(4)))
     model.trim(base)
-    secs = []
-    for n in sizes:
-        samples = []
-        for _ in range(repeats):
+    best = {n: float("inf") for n in sizes}
+    for _ in range(repeats):
+        for n in sizes:
             t0 = time.perf_counter()
             model.decode(probe[:n], logits_at=list(range(n)))
-            samples.append(time.perf_counter() - t0)
+            best[n] = min(best[n], time.perf_counter() - t0)
             model.trim(base)
-        secs.append(statistics.median(samples))
+    secs = [best[n] for n in sizes]
     model.reset()
     return CostCurve(list(sizes), secs)
 

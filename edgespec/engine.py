@@ -54,6 +54,10 @@ class Engine:
         self.controller_params = controller_params or ControllerParams()
         self.span_guard = span_guard  # object with may_skip_verification(prefix_text, draft_text)
         self.adaptive = adaptive  # False: always draft d_max (used by tests and the bench's ablation)
+        # what the policy learned (acceptance per source/bucket, drafting cost) carries over to the
+        # next report: a fieldlog session writes many similar reports with one engine
+        self._estimates: dict = {}
+        self._draft_cost: dict = {}
 
     # ------------------------------------------------------------------ helpers
     def _pick(self, logits: np.ndarray, sp: SamplingParams, rng) -> int:
@@ -79,7 +83,7 @@ class Engine:
         rng = np.random.default_rng(sp.seed)
         spec = None if sp.greedy else SamplingSpec(sp.temperature, sp.top_k, sp.top_p, sp.seed)
         cp = ControllerParams(**{**self.controller_params.__dict__, "d_max": params.d_max, "d_min": params.d_min})
-        ctl = DraftController(self.curve, cp)
+        ctl = DraftController(self.curve, cp, estimates=self._estimates, draft_cost=self._draft_cost)
         stats = Stats(drafter=getattr(self.drafter, "name", "none") if self.drafter else "none", prompt_tokens=len(prompt))
         calls0 = oracle.decode_calls
 

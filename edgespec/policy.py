@@ -135,11 +135,10 @@ def prior_estimate(bucket: str) -> AcceptanceEstimate:
 class ControllerParams:
     d_max: int = 16
     d_min: int = 1
-    probe_interval: int = 16  # plain tokens before the first probe of a switched-off source
+    probe_interval: int = 32  # tokens between probes of sources the estimates have written off
     probe_interval_max: int = 512  # probes back off exponentially while they keep failing
-    probe_len: int = 4
     min_speedup: float = 1.02  # predicted speedup a draft must reach to be worth it
-    optimistic_alpha: float = 0.95  # acceptance assumed when asking "could this source ever pay?"
+    optimistic_alpha: float = 0.9  # acceptance assumed when asking "could this draft ever pay?"
     realized_window: int = 8  # drafting cycles of measured throughput before trusting it over the model
     tolerance: float = 0.97  # measured drafting rate below tolerance x plain rate turns drafting off
 
@@ -196,22 +195,29 @@ class DraftController:
         return d if s >= self.params.min_speedup else 0
 
     def plan(self, bucket: str, d_cap: int, position: int) -> tuple[int, bool]:
-        """(tokens to draft, is_probe) for this cycle."""
+        """(tokens to draft, is_probe) for this cycle.
+
+        A bucket whose estimate says "does not pay" is re-tried only by a probe: at
+        most one probe per ``probe_interval`` tokens overall, each bucket backing off
+        exponentially while its probes fail, and only when a draft of the available
+        length could pay at all with near-perfect acceptance (on this CPU a
+        2-token verify costs ~2.4x a 1-token step, so short drafts never can).
+        """
         if position < self.off_until_token or d_cap <= 0:
             return 0, False
         d = self.draft_budget(bucket, d_cap)
         if d > 0:
             return d, False
-        if position < self.next_probe_at.get(bucket, 0):
+        if position < max(self.next_probe_at.get(bucket, 0), self.next_probe_at.get("*", 0)):
             return 0, False
-        # would this source pay even if nearly every draft were accepted? if not, probing is waste
-        _, s_best = self._budget(bucket, d_cap, alpha=self.params.optimistic_alpha)
+        d_opt, s_opt = self._budget(bucket, d_cap, alpha=self.params.optimistic_alpha)
+        if s_opt < self.params.min_speedup or d_opt == 0:
+            return 0, False
         gap = self.probe_gap.get(bucket, self.params.probe_interval)
         self.probe_gap[bucket] = min(gap * 2, self.params.probe_interval_max)
         self.next_probe_at[bucket] = position + gap
-        if s_best < self.params.min_speedup:
-            return 0, False
-        return min(self.params.probe_len, d_cap), True
+        self.next_probe_at["*"] = position + self.params.probe_interval
+        return d_opt, True
 
     def record_draft_time(self, source: str, seconds: float, n_tokens: int) -> None:
         if n_tokens <= 0:

@@ -157,6 +157,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         kwargs = {k: v for k, v in (("oracle", args.oracle), ("drafter", args.drafter),
                                      ("draft_model", args.draft_model)) if v is not None}
+        kwargs["history_db"] = str(args.db_path)  # the history drafter learns from this log's own reports
         print("loading models…", file=sys.stderr, flush=True)
         try:
             gen = open_generator(**kwargs)

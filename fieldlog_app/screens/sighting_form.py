@@ -1,0 +1,299 @@
+"""The sighting form: one scouting stop with several observations.
+
+Three modes, chosen by what is opened: a new sighting, an existing draft
+(saved in place), or a finalized sighting (saving makes a new version through
+``store.revise`` — finalized records are never edited in place). Validation
+runs as the user types (per field) and again on save: lenient for a draft,
+complete for finalize, and anything the store still rejects is pinned back to
+the field it names.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Header, Input, Label, Static
+
+from ..widgets.fields import FormField, ObservationRow
+from .common import short_id
+from .form_model import TOP_FIELDS, WIDE_FIELDS, FormResult, error_key, note_to_form, parse_form
+
+
+class SightingFormScreen(Screen):
+    """New sighting, edit a draft, or revise a finalized sighting."""
+
+    BINDINGS = [
+        Binding("ctrl+s", "save_draft", "Save draft"),
+        Binding("ctrl+f", "finalize", "Finalize"),
+        Binding("ctrl+o", "add_observation", "Add obs"),
+        Binding("escape", "leave", "Back"),
+    ]
+
+    def __init__(self, sighting: dict | None = None) -> None:
+        super().__init__()
+        self.sighting = sighting
+        self.sighting_id: str | None = sighting.get("id") if sighting else None
+        status = (sighting or {}).get("status") or "draft"
+        self.mode = "revise" if sighting and status == "finalized" else ("draft" if sighting else "new")
+        self._saved_snapshot: tuple | None = None
+
+    # ---------------------------------------------------------------- layout
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        if self.sighting:
+            top, obs = note_to_form(self.sighting)
+        else:
+            top, obs = {"date": self.app.today().isoformat()}, []
+        if not obs:
+            obs = [{}]
+        with VerticalScroll(id="form-scroll"):
+            yield Static("", id="form-message")
+            with Grid(id="form-top"):
+                for spec in TOP_FIELDS:
+                    wide = " -wide-field" if spec.key in WIDE_FIELDS else ""
+                    yield FormField(spec, top.get(spec.key, ""), input_id=f"f-{spec.key}",
+                                    classes=f"top-{spec.key}{wide}", label_width=9)
+            with Horizontal(id="form-obs-head"):
+                yield Label("Observations", classes="section-title")
+                yield Button("+ add observation", id="form-add-obs", compact=True, variant="primary")
+            with Vertical(id="form-obs"):
+                for i, values in enumerate(obs, 1):
+                    yield ObservationRow(values, pests=self.app.pests, number=i)
+            with Horizontal(id="form-buttons"):
+                if self.mode == "revise":
+                    yield Button("Save new version", id="form-revise", variant="success", compact=True)
+                else:
+                    yield Button("Save draft", id="form-save", variant="primary", compact=True)
+                    yield Button("Finalize", id="form-finalize", variant="success", compact=True)
+                yield Button("Back", id="form-back", compact=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = {
+            "new": "new sighting",
+            "draft": f"draft {short_id(self.sighting_id)}",
+            "revise": f"revise {short_id(self.sighting_id)} (saves a new version)",
+        }[self.mode]
+        self._saved_snapshot = self._snapshot() if self.mode != "new" else None
+        self.query_one("#f-block", Input).focus()
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action == "finalize" and self.mode == "revise":
+            return False
+        return True
+
+    # ---------------------------------------------------------------- reading the form
+
+    def obs_rows(self) -> list[ObservationRow]:
+        return list(self.query(ObservationRow))
+
+    def top_field(self, key: str) -> FormField:
+        return self.query_one(f".top-{key}", FormField)
+
+    def raw_values(self) -> tuple[dict[str, str], list[dict[str, str]]]:
+        top = {spec.key: self.top_field(spec.key).value for spec in TOP_FIELDS}
+        return top, [row.values() for row in self.obs_rows()]
+
+    def _snapshot(self) -> tuple:
+        top, obs = self.raw_values()
+        return tuple(sorted(top.items())), tuple(tuple(sorted(o.items())) for o in obs if any(v.strip() for v in o.values()))
+
+    @property
+    def dirty(self) -> bool:
+        snap = self._snapshot()
+        if self._saved_snapshot is None:
+            # a new, never-saved form is dirty once anything beyond the default date is typed
+            top, obs = dict(snap[0]), snap[1]
+            return bool(obs) or any(v.strip() for k, v in top.items() if k != "date")
+        return snap != self._saved_snapshot
+
+    def validate_form(self, *, strict: bool) -> FormResult:
+        top, obs = self.raw_values()
+        result = parse_form(top, obs, strict=strict)
+        self.show_errors(result.errors)
+        return result
+
+    # ---------------------------------------------------------------- errors
+
+    def _field_for(self, key: str) -> FormField | None:
+        if key.startswith("observations[") and "]." in key:
+            idx = int(key[len("observations["):key.index("]")])
+            rows = [r for r in self.obs_rows() if any(v.strip() for v in r.values().values())]
+            if idx < len(rows):
+                return rows[idx].field(key.split("].", 1)[1])
+            return None
+        try:
+            return self.top_field(key)
+        except Exception:
+            return None
+
+    def show_errors(self, errors: dict[str, str], extra: str | None = None) -> None:
+        for ff in self.query(FormField):
+            ff.set_error(None)
+        unplaced: list[str] = []
+        first: FormField | None = None
+        for key, msg in errors.items():
+            ff = self._field_for(key)
+            if ff is None:
+                unplaced.append(f"{key}: {msg}")
+                continue
+            ff.set_error(msg)
+            first = first or ff
+        msg_widget = self.query_one("#form-message", Static)
+        if errors or extra:
+            n = len(errors)
+            text = Text()
+            if n:
+                text.append(f"Fix {n} field{'s' if n != 1 else ''} marked in red before saving.", style="bold red")
+            for u in unplaced:
+                text.append(("\n" if text else "") + u, style="red")
+            if extra:
+                text.append(("\n" if text else "") + extra, style="red")
+            msg_widget.update(text)
+            msg_widget.add_class("-error", "-shown")
+        else:
+            msg_widget.update("")
+            msg_widget.remove_class("-error", "-shown")
+        if first is not None:
+            first.input.focus()
+            first.scroll_visible()
+        elif errors or extra:
+            msg_widget.scroll_visible()
+
+    def _store_rejected(self, exc: Exception) -> None:
+        key, msg = error_key(str(exc))
+        key = getattr(exc, "field", None) or key
+        if key is not None and self._field_for(key) is not None:
+            self.show_errors({key: msg})
+        else:
+            self.show_errors({}, extra=str(exc))
+
+    def _info(self, message: str) -> None:
+        w = self.query_one("#form-message", Static)
+        w.remove_class("-error")
+        w.add_class("-shown")
+        w.update(Text(message, style="green"))
+
+    # ---------------------------------------------------------------- actions
+
+    def _save_draft(self) -> bool:
+        result = self.validate_form(strict=False)
+        if not result.ok:
+            return False
+        store = self.app.store
+        try:
+            new_id = store.save_draft(result.note, id=self.sighting_id) if self.sighting_id else store.save_draft(result.note)
+        except Exception as e:  # the store's own validation or a disk error: keep the form as typed
+            self._store_rejected(e)
+            return False
+        self.sighting_id = new_id
+        if self.mode == "new":
+            self.mode = "draft"
+            self.sub_title = f"draft {short_id(new_id)}"
+        self._saved_snapshot = self._snapshot()
+        return True
+
+    def action_save_draft(self) -> None:
+        if self.mode == "revise":
+            self.action_revise()
+            return
+        if self._save_draft():
+            self._info(f"Draft saved ({short_id(self.sighting_id)}). Finalize when the stop is complete.")
+            self.notify("Draft saved", timeout=2)
+
+    def action_finalize(self) -> None:
+        if self.mode == "revise":
+            return
+        result = self.validate_form(strict=True)
+        if not result.ok:
+            return
+        if not self._save_draft():
+            return
+        try:
+            self.app.store.finalize(self.sighting_id)
+        except Exception as e:
+            self._store_rejected(e)
+            return
+        self.notify("Sighting finalized", timeout=3)
+        self._open_detail(self.sighting_id)
+
+    def action_revise(self) -> None:
+        result = self.validate_form(strict=True)
+        if not result.ok:
+            return
+        try:
+            new_id = self.app.store.revise(self.sighting_id, result.note)
+        except Exception as e:
+            self._store_rejected(e)
+            return
+        self.notify(f"Saved as a new version ({short_id(new_id)})", timeout=3)
+        self._open_detail(new_id)
+
+    def _open_detail(self, sighting_id: str | None) -> None:
+        from .sighting_detail import SightingDetailScreen
+
+        # replace the form (and a detail screen of the old version below it) with the fresh detail
+        below = self.app.screen_stack[-2] if len(self.app.screen_stack) >= 2 else None
+        self.app.pop_screen()
+        if isinstance(below, SightingDetailScreen):
+            if below.sighting_id == sighting_id:
+                return  # it reloads itself on resume
+            self.app.pop_screen()
+        self.app.push_screen(SightingDetailScreen(sighting_id))
+
+    async def action_add_observation(self) -> None:
+        rows = self.obs_rows()
+        row = ObservationRow({}, pests=self.app.pests, number=len(rows) + 1)
+        await self.query_one("#form-obs", Vertical).mount(row)
+        row.field("pest").input.focus()
+        row.scroll_visible()
+
+    @on(ObservationRow.RemoveRequested)
+    async def _remove_observation(self, event: ObservationRow.RemoveRequested) -> None:
+        await event.row.remove()
+        for i, row in enumerate(self.obs_rows(), 1):
+            row.set_number(i)
+
+    def action_leave(self) -> None:
+        if not self.dirty:
+            self.app.pop_screen()
+            return
+        from .confirm import ConfirmScreen
+
+        def _answer(discard: bool | None) -> None:
+            if discard:
+                self.app.pop_screen()
+
+        self.app.push_screen(ConfirmScreen("Leave without saving? Unsaved changes are lost.",
+                                           yes="Discard", no="Keep editing"), _answer)
+
+    @on(Button.Pressed, "#form-save")
+    def _b_save(self) -> None:
+        self.action_save_draft()
+
+    @on(Button.Pressed, "#form-finalize")
+    def _b_finalize(self) -> None:
+        self.action_finalize()
+
+    @on(Button.Pressed, "#form-revise")
+    def _b_revise(self) -> None:
+        self.action_revise()
+
+    @on(Button.Pressed, "#form-add-obs")
+    async def _b_add(self) -> None:
+        await self.action_add_observation()
+
+    @on(Button.Pressed, "#form-back")
+    def _b_back(self) -> None:
+        self.action_leave()
+
+    @on(Input.Submitted)
+    def _next_field(self, event: Input.Submitted) -> None:
+        # Enter moves on like Tab: handheld keyboards reach Enter more easily
+        event.stop()
+        self.focus_next()
