@@ -84,6 +84,7 @@ class Engine:
         spec = None if sp.greedy else SamplingSpec(sp.temperature, sp.top_k, sp.top_p, sp.seed)
         cp = ControllerParams(**{**self.controller_params.__dict__, "d_max": params.d_max, "d_min": params.d_min})
         ctl = DraftController(self.curve, cp, estimates=self._estimates, draft_cost=self._draft_cost)
+        ctl.new_generation()
         stats = Stats(drafter=getattr(self.drafter, "name", "none") if self.drafter else "none", prompt_tokens=len(prompt))
         calls0 = oracle.decode_calls
 
@@ -162,7 +163,8 @@ class Engine:
                     keep = min(len(draft.tokens), d_cap)
                     # a cascade plans its own lengths; plain match drafts are trimmed by their bucket's odds
                     if self.adaptive and cheap and keep and not getattr(self.drafter, "plans_length", False):
-                        keep_b, probe_b = ctl.plan(bucket, keep, len(emitted))
+                        long_match = draft.match_len is None or draft.match_len >= cp.probe_min_match
+                        keep_b, _ = ctl.plan(bucket, keep, len(emitted), allow_probe=long_match)
                         keep = min(keep, keep_b)
                     draft = self._truncate(draft, keep)
                     if draft.probs is not None and spec is None:

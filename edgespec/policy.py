@@ -139,6 +139,9 @@ class ControllerParams:
     probe_interval_max: int = 512  # probes back off exponentially while they keep failing
     min_speedup: float = 1.02  # predicted speedup a draft must reach to be worth it
     optimistic_alpha: float = 0.9  # acceptance assumed when asking "could this draft ever pay?"
+    probe_min_match: int = 8  # match-based drafts shorter than this are judged by their prior alone
+    probe_evidence: float = 6.0  # a bucket with this much evidence is not probed, only re-learned over reports
+    generation_decay: float = 0.7  # evidence kept from one report to the next (text drifts; probes resume)
     realized_window: int = 8  # drafting cycles of measured throughput before trusting it over the model
     tolerance: float = 0.97  # measured drafting rate below tolerance x plain rate turns drafting off
 
@@ -168,6 +171,12 @@ class DraftController:
     probe_gap: dict[str, int] = field(default_factory=dict)
     next_probe_at: dict[str, int] = field(default_factory=dict)
 
+    def new_generation(self) -> None:
+        """Carry learned estimates into a new report, with less weight so stale verdicts get re-tested."""
+        for est in self.estimates.values():
+            est.accepted *= self.params.generation_decay
+            est.rejected *= self.params.generation_decay
+
     def estimate(self, bucket: str) -> AcceptanceEstimate:
         est = self.estimates.get(bucket)
         if est is None:
@@ -194,7 +203,7 @@ class DraftController:
         d, s = self._budget(bucket, d_cap)
         return d if s >= self.params.min_speedup else 0
 
-    def plan(self, bucket: str, d_cap: int, position: int) -> tuple[int, bool]:
+    def plan(self, bucket: str, d_cap: int, position: int, *, allow_probe: bool = True) -> tuple[int, bool]:
         """(tokens to draft, is_probe) for this cycle.
 
         A bucket whose estimate says "does not pay" is re-tried only by a probe: at
@@ -208,8 +217,11 @@ class DraftController:
         d = self.draft_budget(bucket, d_cap)
         if d > 0:
             return d, False
-        if position < max(self.next_probe_at.get(bucket, 0), self.next_probe_at.get("*", 0)):
+        if not allow_probe or position < max(self.next_probe_at.get(bucket, 0), self.next_probe_at.get("*", 0)):
             return 0, False
+        est = self.estimate(bucket)
+        if est.accepted + est.rejected >= self.params.probe_evidence:
+            return 0, False  # enough evidence that it loses; it decays between reports (see new_generation)
         d_opt, s_opt = self._budget(bucket, d_cap, alpha=self.params.optimistic_alpha)
         if s_opt < self.params.min_speedup or d_opt == 0:
             return 0, False

@@ -75,7 +75,21 @@ def cmd_app(args: argparse.Namespace) -> int:
         from . import app
     except ImportError as e:
         raise CliError(f"the fieldlog app cannot start in this install ({e})") from None
-    app.run(path, demo=args.demo)
+    sync_callback = auto = None
+    try:  # sync is optional: no server configured (FIELDLOG_SERVER / FIELDLOG_TOKEN) means no button action
+        from .sync.client import AutoSync, app_sync_callback
+
+        sync_callback = app_sync_callback(path)
+        if sync_callback is not None:
+            auto = AutoSync(path)  # syncs by itself whenever the farm office becomes reachable
+            auto.start()
+    except Exception as e:  # a broken sync setup must never keep the scout from logging
+        print(f"fieldlog: sync disabled ({e})", file=sys.stderr)
+    try:
+        app.run(path, demo=args.demo, sync_callback=sync_callback)
+    finally:
+        if auto is not None:
+            auto.stop()
     return 0
 
 
