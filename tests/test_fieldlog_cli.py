@@ -49,7 +49,7 @@ def imported(db: Path, n: int = 10) -> list[str]:
 def fake_app(monkeypatch):
     calls = []
     mod = types.ModuleType("fieldlog_app.app")
-    mod.run = lambda db_path, demo=False: calls.append((Path(db_path), demo))
+    mod.run = lambda db_path, demo=False, sync_callback=None: calls.append((Path(db_path), demo))
     monkeypatch.setitem(sys.modules, "fieldlog_app.app", mod)
     monkeypatch.setattr(fieldlog_app, "app", mod, raising=False)
     return calls
@@ -217,7 +217,8 @@ def test_report_streams_stores_and_queues_a_complete_report(db, fake_gen, capsys
     assert rc == 0, err
     gen = fake_gen["gen"]
     assert out.startswith("Summary: moth larvae in 4 of 50 clusters.")
-    assert fake_gen["kwargs"] == {"drafter": "lookup"} and gen.max_tokens == 64
+    # the history drafter learns from this log's own reports
+    assert fake_gen["kwargs"] == {"drafter": "lookup", "history_db": str(db)} and gen.max_tokens == 64
     assert gen.note["block"] == "B4" and "id" not in gen.note  # the field note, not store fields
     assert gen.closed and gen.history == ["Summary: moth larvae in 4 of 50 clusters."]
     with Store(db) as s:

@@ -106,8 +106,11 @@ def identity(oracle: LlamaModel, prompt: list[int], ref: list[int], got: list[in
         return "yes"
     if i >= min(len(ref), len(got)):
         return "NO (length)"
+    # the oracle's logits at the divergence as one-token-at-a-time decoding computes them
     oracle.reset()
-    logits = oracle.sync(prompt + ref[:i])
+    logits = oracle.sync(prompt)
+    for t in ref[:i]:
+        logits = oracle.step(t)
     oracle.reset()
     top = set(np.argsort(logits)[-2:].tolist())
     if {ref[i], got[i]} <= top and top2_gap(logits) <= NEAR_TIE:

@@ -1,0 +1,1 @@
+"""Helpers for tests: tiny random-weight GGUF models written on the fly."""
