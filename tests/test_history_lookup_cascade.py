@@ -620,11 +620,14 @@ def test_cascade_turns_away_from_a_failing_cheap_bucket_to_the_model():
 
 def test_cascade_with_only_cheap_sources_decodes_plainly_when_nothing_pays():
     target = list(range(2_000))
-    wrong = ScriptedCheap("lookup", lambda ctx: ([-5] * 8, 2))
+    # a short match is never even probed: its prior says it cannot pay
+    short = CascadeDrafter([ScriptedCheap("lookup", lambda ctx: ([-5] * 8, 2))], probe_interval=8)
+    assert run_cascade(short, target, 5, 400).count("lookup") == 0
+    wrong = ScriptedCheap("lookup", lambda ctx: ([-5] * 8, 9))  # long-looking matches that always fail
     cascade = CascadeDrafter([wrong], probe_interval=8)
     used = run_cascade(cascade, target, 5, 400)
     assert used.count("none") > 0.9 * len(used)
-    # the losing bucket is re-tried with short probes whose spacing doubles
+    # the losing bucket is re-tried with probes whose spacing doubles
     tries = [i for i, u in enumerate(used) if u == "lookup"]
     assert 3 <= len(tries) <= 10
     gaps = [b - a for a, b in zip(tries[1:], tries[2:])]

@@ -162,7 +162,8 @@ class CascadeDrafter:
         self.stats: dict[str, AcceptanceEstimate] = {}
         self.probe_interval = probe_interval
         self.probe_interval_max = probe_interval_max
-        self.probe_len = probe_len
+        self.probe_len = probe_len  # kept for API compatibility; probes use the optimistic best length
+        self.probe_min_match = 8
         self.optimistic_alpha = optimistic_alpha
         self._probes: dict[str, _Probe] = {}
         self._step = 0
@@ -208,12 +209,18 @@ class CascadeDrafter:
             pr = self._probes.get(c.bucket)
             if pr is None or self._step < pr.next_at:
                 continue
-            # only probe what could pay if it were accepted as often as a good source is
-            if plan(self.stats, [c], self.cost, alpha_override=optimistic) is None:
+            # a short match is judged by its prior alone: on a CPU where a 2-token verify costs
+            # ~2.4x a 1-token step, probing it only burns oracle passes
+            if c.draft is not None and (c.draft.match_len or 0) < self.probe_min_match:
+                continue
+            # only probe what could pay if it were accepted as often as a good source is, at the
+            # length that would pay most (short probes cannot pay on a batch-cost curve like this one)
+            opt = plan(self.stats, [c], self.cost, alpha_override=optimistic)
+            if opt is None:
                 continue
             pr.gap = min(pr.gap * 2, self.probe_interval_max)
             pr.next_at = self._step + pr.gap
-            return Choice(i, min(self.probe_len, c.available), 0.0)
+            return Choice(i, opt.n_tokens, 0.0)
         return None
 
     def propose(self, context: list[int], max_tokens: int, *, sample: SamplingSpec | None = None) -> Draft:
