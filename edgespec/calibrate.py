@@ -66,6 +66,10 @@ def load_or_measure(model, *, refresh: bool = False) -> CostCurve:
             return CostCurve(d["sizes"], d["seconds"])
         except (ValueError, KeyError):
             pass  # a damaged cache file is simply re-measured
+    import sys
+
+    print(f"edgespec: measuring the verify-cost curve of {Path(model.path).name} (once per model and thread count)…",
+          file=sys.stderr, flush=True)
     curve = measure_curve(model)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
