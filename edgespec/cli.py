@@ -47,6 +47,8 @@ def _add_models(sub) -> None:
     p.add_argument("name")
     e = msub.add_parser("export-onnx", help="convert a llama-architecture drafter to ONNX in the model cache")
     e.add_argument("name")
+    e.add_argument("--weight-format", choices=["int4", "f32"], default="int4")
+    e.add_argument("--force", action="store_true")
     c = msub.add_parser("calibrate", help="measure (and cache) a model's verify-cost curve")
     c.add_argument("name")
     c.add_argument("--threads", type=int, default=None)
@@ -121,7 +123,7 @@ def cmd_models(args) -> int:
     if c == "export-onnx":
         from .onnx.convert import export_onnx
 
-        print(export_onnx(args.name))
+        print(export_onnx(args.name, weight_format=args.weight_format, force=args.force, fetch=True))
         return 0
     if c == "calibrate":
         from .calibrate import load_or_measure

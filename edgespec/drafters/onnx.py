@@ -9,9 +9,14 @@ from .model import ModelDrafter
 
 
 def _same_vocab(lm, oracle) -> bool:
-    if lm.n_vocab != oracle.n_vocab:
+    from .. import IncompatibleModelsError
+    from ..llama import check_same_vocab
+
+    try:
+        check_same_vocab(oracle, lm)
+    except IncompatibleModelsError:
         return False
-    return all(lm.token_bytes(i) == oracle.token_bytes(i) for i in range(oracle.n_vocab))
+    return True
 
 
 def make_onnx_drafter(name_or_path: str, oracle, *, n_threads: int = 1, providers=("CPUExecutionProvider",),
@@ -20,7 +25,7 @@ def make_onnx_drafter(name_or_path: str, oracle, *, n_threads: int = 1, provider
     from ..onnx.convert import export_onnx
     from ..onnx.runtime import OnnxCausalLM
 
-    onnx_dir = export_onnx(name_or_path, fetch=fetch)
+    onnx_dir = export_onnx(name_or_path, fetch=True)
     lm = OnnxCausalLM(onnx_dir, providers=providers, n_threads=n_threads)
     if _same_vocab(lm, oracle):
         drafter = ModelDrafter(lm, oracle_vocab=oracle.n_vocab)
