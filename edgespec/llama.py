@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from . import EdgespecError, ModelFileError, PromptError
 _backend_lock = threading.Lock()
 _backend_ready = False
 _log_cb = None  # keep the ctypes callback alive for the life of the process
+_BEYOND_UNICODE = re.compile(rb"(?:\xf4[\x90-\xbf]|[\xf5-\xf7][\x80-\xbf])[\x80-\xbf]{2}")
 
 
 def _ensure_backend() -> None:
@@ -81,7 +83,12 @@ class LlamaModel:
         n_threads: int | None = None,
         n_batch: int = 512,
         vocab_only: bool = False,
+        flash_attn: bool | None = None,
+        kv_f32: bool = False,
     ) -> None:
+        """``flash_attn=False`` with ``kv_f32=True`` makes llama.cpp's CPU kernels (nearly)
+        batch-invariant on F32 models (one-token vs batched logits differ by ~4e-6 instead of ~1e-3):
+        the setting the strict greedy-identity tests use. Defaults are llama.cpp's (fastest)."""
         self.path = str(path)
         self.info = precheck_gguf(path)
         _ensure_backend()
@@ -117,6 +124,13 @@ class LlamaModel:
         cparams.n_threads = self.n_threads
         cparams.n_threads_batch = self.n_threads
         cparams.no_perf = True
+        if flash_attn is not None:
+            cparams.flash_attn_type = (
+                llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+            )
+        if kv_f32:
+            cparams.type_k = llama_cpp.GGML_TYPE_F32
+            cparams.type_v = llama_cpp.GGML_TYPE_F32
         self._ctx = llama_cpp.llama_init_from_model(self._model, cparams)
         if not self._ctx:
             self.close()
@@ -128,6 +142,9 @@ class LlamaModel:
     # ---------------------------------------------------------------- vocabulary
     def tokenize(self, text: str | bytes, *, add_bos: bool = False, special: bool = True) -> list[int]:
         data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+        # llama.cpp throws (and the process aborts) on 4-byte sequences above U+10FFFF, which a
+        # drafter's raw bytes can contain: replace them with U+FFFD as it does other invalid bytes
+        data = _BEYOND_UNICODE.sub(b"\xef\xbf\xbd", data)
         n_max = len(data) + 16
         buf = (self._lib.llama_token * n_max)()
         n = self._lib.llama_tokenize(self._vocab, data, len(data), buf, n_max, add_bos, special)

@@ -20,28 +20,28 @@ WORDS = "the vine leaf moth mite row block larva cluster spray rain dry scout co
 
 @pytest.fixture(scope="module")
 def oracle(tiny_oracle_path):
-    m = LlamaModel(tiny_oracle_path, n_ctx=512, n_threads=1)
+    m = LlamaModel(tiny_oracle_path, n_ctx=512, n_threads=1, flash_attn=False, kv_f32=True)
     yield m
     m.close()
 
 
 @pytest.fixture(scope="module")
 def close_lm(tiny_drafter_close_path):
-    m = LlamaModel(tiny_drafter_close_path, n_ctx=512, n_threads=1)
+    m = LlamaModel(tiny_drafter_close_path, n_ctx=512, n_threads=1, flash_attn=False, kv_f32=True)
     yield m
     m.close()
 
 
 @pytest.fixture(scope="module")
 def far_lm(tiny_drafter_path):
-    m = LlamaModel(tiny_drafter_path, n_ctx=512, n_threads=1)
+    m = LlamaModel(tiny_drafter_path, n_ctx=512, n_threads=1, flash_attn=False, kv_f32=True)
     yield m
     m.close()
 
 
 @pytest.fixture(scope="module")
 def other_lm(tiny_other_vocab_path):
-    m = LlamaModel(tiny_other_vocab_path, n_ctx=512, n_threads=1)
+    m = LlamaModel(tiny_other_vocab_path, n_ctx=512, n_threads=1, flash_attn=False, kv_f32=True)
     yield m
     m.close()
 
@@ -137,7 +137,7 @@ def test_rewind_leaves_exactly_accepted_tokens(oracle, far_lm, tiny_oracle_path)
     assert d.stats.accepted_tokens < d.stats.drafted_tokens  # there were rejections to rewind
     assert oracle.tokens == prompt + d.tokens[:-1]
     cont = oracle.step(d.tokens[-1])
-    with LlamaModel(tiny_oracle_path, n_ctx=512, n_threads=1) as fresh:
+    with LlamaModel(tiny_oracle_path, n_ctx=512, n_threads=1, flash_attn=False, kv_f32=True) as fresh:
         ref = fresh.sync(prompt + d.tokens)
     np.testing.assert_allclose(cont, ref, rtol=0, atol=1e-4)
     # the drafter's cache is re-synced from the committed context, reusing its prefix
@@ -230,7 +230,7 @@ def test_empty_and_overlong_prompts(oracle, tiny_oracle_path):
     eng = Engine(oracle, None)
     with pytest.raises(PromptError, match="empty"):
         list(eng.generate([], GenerationParams()))
-    with LlamaModel(tiny_oracle_path, n_ctx=32, n_threads=1) as small:
+    with LlamaModel(tiny_oracle_path, n_ctx=32, n_threads=1, flash_attn=False, kv_f32=True) as small:
         long_prompt = small.tokenize(" ".join(["vine"] * 200))
         with pytest.raises(PromptError, match="context"):
             list(Engine(small, None).generate(long_prompt, GenerationParams()))
@@ -276,3 +276,9 @@ def test_model_drafter_refuses_other_vocabulary_through_api(tiny_oracle_path, ti
 
     with pytest.raises(IncompatibleModelsError, match="bridge"):
         open_generator(oracle=str(tiny_oracle_path), drafter="model", draft_model=str(tiny_other_vocab_path), n_ctx=256)
+
+
+def test_bytes_beyond_unicode_do_not_abort_the_process(oracle):
+    """llama.cpp throws on 4-byte sequences above U+10FFFF; a drafter's raw bytes can contain them."""
+    toks = oracle.tokenize(b"A\xf4\x90\x80\x80A\xf7\xbf\xbf\xbfB")
+    assert oracle.detokenize(toks).startswith(b"A") and oracle.detokenize(toks).endswith(b"B")

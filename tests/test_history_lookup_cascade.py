@@ -699,7 +699,7 @@ def tiny_pair(request):
     from edgespec.llama import LlamaModel
 
     oracle_path = _fixture(request, "tiny_oracle_path")
-    oracle = LlamaModel(oracle_path, n_ctx=512, n_threads=1)
+    oracle = LlamaModel(oracle_path, n_ctx=512, n_threads=1, flash_attn=False, kv_f32=True)
     yield oracle, request
     oracle.close()
 
@@ -773,7 +773,7 @@ def test_engine_greedy_identical_with_cascade(tiny_pair):
     oracle, request = tiny_pair
     drafter_path = _fixture(request, "tiny_drafter_close_path")
     idx, tokenize = _seeded_history(oracle)
-    with LlamaModel(drafter_path, n_ctx=512, n_threads=1) as lm:
+    with LlamaModel(drafter_path, n_ctx=512, n_threads=1, flash_attn=False, kv_f32=True) as lm:
         model = ModelDrafter(lm, oracle_vocab=oracle.n_vocab)
         model.close = lambda: None  # the `with` block owns the model
         cascade = CascadeDrafter(

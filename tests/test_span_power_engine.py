@@ -21,8 +21,8 @@ NOTES = sorted((Path(__file__).parents[1] / "edgespec" / "samples" / "notes").gl
 
 @pytest.fixture(scope="module")
 def pair(tiny_oracle_path, tiny_drafter_close_path):
-    o = LlamaModel(tiny_oracle_path, n_ctx=512, n_threads=1)
-    d = LlamaModel(tiny_drafter_close_path, n_ctx=512, n_threads=1)
+    o = LlamaModel(tiny_oracle_path, n_ctx=512, n_threads=1, flash_attn=False, kv_f32=True)
+    d = LlamaModel(tiny_drafter_close_path, n_ctx=512, n_threads=1, flash_attn=False, kv_f32=True)
     yield o, d
     o.close()
     d.close()
