@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import EdgespecError, ModelFileError, PromptError
+from .prefix_cache import PrefixCache
 
 _backend_lock = threading.Lock()
 _backend_ready = False
@@ -72,7 +73,7 @@ def precheck_gguf(path: str | Path):
     return None
 
 
-class LlamaModel:
+class LlamaModel(PrefixCache):
     """A GGUF model with one sequence of KV cache that it keeps in step with ``self.tokens``."""
 
     def __init__(
@@ -83,12 +84,14 @@ class LlamaModel:
         n_threads: int | None = None,
         n_batch: int = 512,
         vocab_only: bool = False,
-        flash_attn: bool | None = None,
+        flash_attn: bool | None = False,
         kv_f32: bool = False,
     ) -> None:
         """``flash_attn=False`` with ``kv_f32=True`` makes llama.cpp's CPU kernels (nearly)
         batch-invariant on F32 models (one-token vs batched logits differ by ~4e-6 instead of ~1e-3):
-        the setting the strict greedy-identity tests use. Defaults are llama.cpp's (fastest)."""
+        the setting the strict greedy-identity tests use. Flash attention is off by default, as in
+        llama-cpp-python's ``Llama`` (measured: same speed here), so oracle-only decoding gives the
+        same tokens a user of llama-cpp-python gets; ``None`` leaves llama.cpp's automatic choice."""
         self.path = str(path)
         self.info = precheck_gguf(path)
         _ensure_backend()
@@ -282,21 +285,8 @@ class LlamaModel:
     def reset(self) -> None:
         self.trim(0)
 
-    def common_prefix(self, tokens: list[int]) -> int:
-        n = 0
-        for a, b in zip(self.tokens, tokens):
-            if a != b:
-                break
-            n += 1
-        return n
-
-    def sync(self, tokens: list[int]) -> np.ndarray:
-        """Make the cache hold exactly ``tokens`` reusing the cached prefix; logits after the last one."""
-        if not tokens:
-            raise PromptError("empty token sequence")
-        keep = min(self.common_prefix(tokens), len(tokens) - 1)
-        self.trim(keep)
-        return self.decode(tokens[keep:])[-1]
+    def _decode_last(self, tokens: list[int]) -> np.ndarray:
+        return self.decode(tokens)[-1]
 
     def step(self, token: int) -> np.ndarray:
         return self.decode([token])[0]

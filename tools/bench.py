@@ -264,6 +264,7 @@ def main(argv=None) -> int:
                 "identical_exact": sum(x == "yes" for x in idents),
                 "near_ties": sum(x.startswith("near-tie") for x in idents),
                 "ceiling": round(ceiling(curve, toks // max(1, len(ts))), 2),
+                "per_prompt": [{"speedup": round(x, 3), "identity": ident} for x, ident in zip(speedups, idents)],
             })
         for d in built.values():
             if d is not None and hasattr(d, "close") and not hasattr(d, "index"):

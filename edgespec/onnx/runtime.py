@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import EdgespecError, ModelFileError, PromptError
 from . import ProviderError
+from ..prefix_cache import PrefixCache
 from .convert import read_config
 
 
@@ -45,7 +46,7 @@ def _check_providers(providers) -> list:
     return out
 
 
-class OnnxCausalLM:
+class OnnxCausalLM(PrefixCache):
     """A converted llama-architecture model with one KV-cache sequence kept in step with ``self.tokens``.
 
     ``providers``: execution providers in priority order, names or ``(name, options)``
@@ -217,21 +218,8 @@ class OnnxCausalLM:
         self._kv = [self._empty] * (2 * self.n_layer)
         self.tokens = []
 
-    def common_prefix(self, tokens: list[int]) -> int:
-        n = 0
-        for a, b in zip(self.tokens, tokens):
-            if a != b:
-                break
-            n += 1
-        return n
-
-    def sync(self, tokens: list[int]) -> np.ndarray:
-        """Make the cache hold exactly ``tokens`` reusing the cached prefix; logits after the last one."""
-        if not tokens:
-            raise PromptError("empty token sequence")
-        keep = min(self.common_prefix(tokens), len(tokens) - 1)
-        self.trim(keep)
-        return self.decode(list(tokens[keep:]))
+    def _decode_last(self, tokens: list[int]) -> np.ndarray:
+        return self.decode(tokens)
 
     def step(self, token: int) -> np.ndarray:
         return self.decode([token])
