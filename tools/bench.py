@@ -40,6 +40,7 @@ from edgespec.calibrate import load_or_measure  # noqa: E402
 from edgespec.engine import Engine, GenerationParams  # noqa: E402
 from edgespec.llama import LlamaModel, render_chat  # noqa: E402
 from edgespec.policy import CostCurve  # noqa: E402
+from edgespec.power import EnergyMeter  # noqa: E402
 
 NEAR_TIE = 0.25
 README_BEGIN = "<!-- bench:begin -->"
@@ -83,6 +84,12 @@ class Baselines:
         llm = self.plain if which == "plain" else self.pld
         llm.reset()
         toks = []
+        with EnergyMeter() as meter:
+            t = self._generate(llm, prompt, max_tokens, toks)
+        return toks, t, meter.joules
+
+    @staticmethod
+    def _generate(llm, prompt, max_tokens, toks):
         t0 = time.perf_counter()
         for tok in llm.generate(prompt, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0, reset=True):
             if llm._model.token_is_eog(tok) if hasattr(llm._model, "token_is_eog") else tok == llm.token_eos():
@@ -90,7 +97,7 @@ class Baselines:
             toks.append(int(tok))
             if len(toks) >= max_tokens:
                 break
-        return toks, time.perf_counter() - t0
+        return time.perf_counter() - t0
 
 
 def first_divergence(a: list[int], b: list[int]) -> int | None:
@@ -199,15 +206,17 @@ def main(argv=None) -> int:
             except Exception as e:  # a missing optional backend is reported, not fatal
                 print(f"[bench] skipping drafter {kind}: {e}", file=sys.stderr)
         engines: dict = {}
-        per = {m: {"t": [], "tokens": [], "acc": [], "drafted": [], "ident": []} for m in ["llama-cpp-python", "llama-cpp-python PLD", *built]}
+        per = {m: {"t": [], "tokens": [], "acc": [], "drafted": [], "ident": [], "j": []} for m in ["llama-cpp-python", "llama-cpp-python PLD", *built]}
         for i, note in enumerate(notes):
             prompt = oracle.tokenize(render_chat(oracle, fieldnote.report_messages(note)), special=True)
-            ref, t_ref = base.run("plain", prompt, max_tokens)
+            ref, t_ref, j_ref = base.run("plain", prompt, max_tokens)
+            per["llama-cpp-python"]["j"].append(j_ref)
             top2 = sequential_top2(oracle, prompt, ref)
             per["llama-cpp-python"]["t"].append(t_ref)
             per["llama-cpp-python"]["tokens"].append(len(ref))
             per["llama-cpp-python"]["ident"].append("yes")
-            toks, t = base.run("pld", prompt, max_tokens)
+            toks, t, j = base.run("pld", prompt, max_tokens)
+            per["llama-cpp-python PLD"]["j"].append(j)
             per["llama-cpp-python PLD"]["t"].append(t)
             per["llama-cpp-python PLD"]["tokens"].append(len(toks))
             per["llama-cpp-python PLD"]["ident"].append(identity(top2, ref, toks))
@@ -216,10 +225,12 @@ def main(argv=None) -> int:
                 oracle.reset()
                 eng = engines.setdefault(kind, Engine(oracle, drafter, curve=curve))  # learns across reports
                 done = None
-                t0 = time.perf_counter()
-                for ev in eng.generate(prompt, GenerationParams(max_tokens=max_tokens)):
-                    done = ev
-                t = time.perf_counter() - t0
+                with EnergyMeter() as meter:
+                    t0 = time.perf_counter()
+                    for ev in eng.generate(prompt, GenerationParams(max_tokens=max_tokens)):
+                        done = ev
+                    t = time.perf_counter() - t0
+                per[kind]["j"].append(meter.joules)
                 s = done.stats
                 per[kind]["t"].append(t)
                 per[kind]["tokens"].append(s.tokens)
@@ -264,6 +275,8 @@ def main(argv=None) -> int:
                 "identical_exact": sum(x == "yes" for x in idents),
                 "near_ties": sum(x.startswith("near-tie") for x in idents),
                 "ceiling": round(ceiling(curve, toks // max(1, len(ts))), 2),
+                # device-profile estimate (process CPU time x watts per busy core + idle), per report
+                "energy_j_per_report": round(statistics.mean(d["j"][skip_first:]), 2) if d["j"][skip_first:] else None,
                 "per_prompt": [{"speedup": round(x, 3), "identity": ident} for x, ident in zip(speedups, idents)],
             })
         for d in built.values():
@@ -284,8 +297,8 @@ def main(argv=None) -> int:
 
 
 def render_table(rows, max_tokens, args) -> str:
-    head = ("| workload | method | prompts | tok/s | speedup (median, min–max) | acceptance | identical | ceiling |\n"
-            "|---|---|---|---|---|---|---|---|")
+    head = ("| workload | method | prompts | tok/s | speedup (median, min–max) | acceptance | identical | J/report | ceiling |\n"
+            "|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in rows:
         acc = "–" if r["acceptance_rate"] is None else f"{r['acceptance_rate']:.2f}"
@@ -293,9 +306,13 @@ def render_table(rows, max_tokens, args) -> str:
         if not r["identical"]:
             ident += " **differs**"
         lines.append(f"| {r['workload']} | {r['drafter']} | {r['prompts']} | {r['tokens_per_s']} | "
-                     f"{r['speedup']:.2f}x ({r['speedup_min']:.2f}–{r['speedup_max']:.2f}) | {acc} | {ident} | {r['ceiling']:.2f}x |")
+                     f"{r['speedup']:.2f}x ({r['speedup_min']:.2f}–{r['speedup_max']:.2f}) | {acc} | {ident} | "
+                     f"{r['energy_j_per_report']:.1f} | {r['ceiling']:.2f}x |")
     lines.append(f"\nGreedy, {max_tokens} new tokens per report, oracle Qwen2.5-Coder-0.5B-Instruct (catalog GGUF), "
-                 f"{args.threads} threads; speedup = method tokens/s / plain llama-cpp-python tokens/s on the same prompt (median over prompts).")
+                 f"{args.threads} threads; speedup = method tokens/s / plain llama-cpp-python tokens/s on the same prompt (median over prompts); "
+                 "season = reports 4-8 of a block's weekly season, each with the earlier reports in the history; "
+                 "J/report = process CPU time x the default 2-core handheld power profile; "
+                 "ceiling = free, perfect drafts at the best verify batch size.")
     return "\n".join(lines)
 
 
