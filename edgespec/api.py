@@ -68,10 +68,10 @@ class Generator:
         self.draft_model_path: Path | None = None
         self.drafter = None
         try:
-            self.drafter = self._make_drafter(threads)
             from .calibrate import load_or_measure
 
             self.curve = load_or_measure(self.oracle)
+            self.drafter = self._make_drafter(threads)
         except BaseException:
             self.close()
             raise
@@ -145,13 +145,12 @@ class Generator:
                 return hist
             from .drafters.cascade import CascadeDrafter
             from .drafters.lookup import PromptLookupDrafter
-            from .calibrate import load_or_measure
 
             # cheap sources first; the cross-tokenizer model drafter only where they have nothing and it pays
             sources = [hist, PromptLookupDrafter()]
             if self.config.draft_model:
                 sources.append(self._model_or_bridge(self._load_draft_lm(threads)))
-            return CascadeDrafter(sources, curve=load_or_measure(self.oracle))
+            return CascadeDrafter(sources, curve=self.curve)
         raise EdgespecError(f"unknown drafter {kind!r}")
 
     @property

@@ -29,7 +29,6 @@ import json
 import os
 import re
 import sqlite3
-import tempfile
 import threading
 import uuid
 from contextlib import contextmanager
@@ -762,26 +761,9 @@ class Store:
         rows = self._export_rows(include_drafts, include_superseded)
         if hasattr(out, "write"):
             return writers[fmt](rows, out)
-        target = Path(out).expanduser()
-        if target.is_dir():
-            raise StoreError(f"{target} is a directory")
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
-        except OSError as e:
-            raise StoreError(f"cannot write {target}: {e}") from None
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-                n = writers[fmt](rows, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        return n
+        from ..atomic import atomic_write
+
+        return atomic_write(out, lambda f: writers[fmt](rows, f), error=StoreError)
 
     @_guard
     def import_notes(self, path: str | os.PathLike) -> ImportResult:

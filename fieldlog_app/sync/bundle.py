@@ -26,7 +26,6 @@ import io
 import json
 import os
 import socket
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import IO, Iterable
 
 from fieldlog_app.database.canonical import utc_now
 
+from ..atomic import atomic_write
 from .client import _open_store
 from .protocol import MAX_ITEMS, PROTOCOL, Item, item_to_wire, parse_json, ProtocolError, validate_item
 
@@ -74,27 +74,8 @@ class ImportReport:
 
 
 def _atomic_write(target: Path, write) -> None:
-    """Write through a temp file + fsync + rename: a pulled SD card never holds half a bundle
-    under the real name."""
-    target = target.expanduser()
-    if target.is_dir():
-        raise BundleError(f"{target} is a directory")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent if str(target.parent) else ".")
-    except OSError as e:
-        raise BundleError(f"cannot write {target}: {e}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """A pulled SD card never holds half a bundle under the real name."""
+    atomic_write(target, write, binary=True, error=BundleError)
 
 
 def export_bundle(db, out: str | os.PathLike, *, include_sent: bool = False, device: str | None = None) -> BundleInfo:
