@@ -77,7 +77,7 @@ class Engine:
             )
         if params.max_tokens <= 0:
             raise PromptError("max_tokens must be >= 1")
-        oracle._check_ids(prompt)
+        oracle.check_ids(prompt)
 
         t_start = time.perf_counter()
         rng = np.random.default_rng(sp.seed)

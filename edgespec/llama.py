@@ -163,7 +163,7 @@ class LlamaModel(PrefixCache):
         key = (token, special)
         piece = self._piece_cache.get(key)
         if piece is None:
-            self._check_ids([token])
+            self.check_ids([token])
             buf = ctypes.create_string_buffer(64)
             n = self._lib.llama_token_to_piece(self._vocab, token, buf, 64, 0, special)
             if n < 0:
@@ -216,7 +216,7 @@ class LlamaModel(PrefixCache):
         return buf.value.decode("utf-8", "replace")
 
     # ---------------------------------------------------------------- evaluation
-    def _check_ids(self, tokens) -> None:
+    def check_ids(self, tokens) -> None:
         for t in tokens:
             if not (0 <= int(t) < self.n_vocab):
                 raise PromptError(f"token id {t} is outside this model's vocabulary (0..{self.n_vocab - 1})")
@@ -232,7 +232,7 @@ class LlamaModel(PrefixCache):
         n = len(tokens)
         if n == 0:
             return np.zeros((0, self.n_vocab), dtype=np.float32)
-        self._check_ids(tokens)
+        self.check_ids(tokens)
         if len(self.tokens) + n > self.n_ctx:
             raise PromptError(
                 f"context overflow: {len(self.tokens)} cached + {n} new tokens > n_ctx {self.n_ctx}"

@@ -14,6 +14,7 @@ from edgespec.engine import Engine, GenerationParams
 from edgespec.events import Chunk, Done
 from edgespec.llama import LlamaModel, check_same_vocab
 from edgespec.policy import CostCurve
+from edgespec.testing.reference import oracle_greedy
 
 WORDS = "the vine leaf moth mite row block larva cluster spray rain dry scout count damage edge wood".split()
 
@@ -63,21 +64,6 @@ def run(oracle, drafter, text_or_tokens, *, adaptive=False, **kw) -> Done:
     return events[-1]
 
 
-def oracle_greedy(oracle, text, max_tokens=40):
-    """Reference: the oracle alone, one token at a time."""
-    oracle.reset()
-    toks = oracle.tokenize(text)
-    logits = oracle.sync(toks)
-    out = []
-    for _ in range(max_tokens):
-        t = int(np.argmax(logits))
-        if oracle.is_eog(t):
-            break
-        out.append(t)
-        logits = oracle.step(t)
-    return out
-
-
 def test_tiny_models_load(oracle, close_lm, other_lm):
     assert oracle.n_vocab == close_lm.n_vocab
     check_same_vocab(oracle, close_lm)
@@ -99,7 +85,7 @@ def test_greedy_identical_to_oracle_on_many_prompts(oracle, close_lm, far_lm, ot
         drafter = PromptLookupDrafter()
     total_drafted = 0
     for text in prompts(25, seed=hash(kind) % 1000):
-        ref = oracle_greedy(oracle, text)
+        ref = oracle_greedy(oracle, oracle.tokenize(text), 40)
         for adaptive in (False, True):
             done = run(oracle, drafter, text, adaptive=adaptive)
             assert done.tokens == ref, (kind, text, adaptive)

@@ -26,6 +26,7 @@ from edgespec.drafters.history import (
 )
 from edgespec.drafters.lookup import ContextIndex, PromptLookupDrafter, copy_continuation
 from edgespec.policy import AcceptanceEstimate, CostCurve
+from edgespec.testing.reference import oracle_greedy
 
 
 class WordTokenizer:
@@ -704,19 +705,6 @@ def tiny_pair(request):
     oracle.close()
 
 
-def _oracle_greedy(oracle, prompt: list[int], max_tokens: int) -> list[int]:
-    import numpy as np
-
-    oracle.reset()
-    logits = oracle.sync(list(prompt))
-    out = []
-    for _ in range(max_tokens):
-        t = int(np.argmax(logits))
-        if oracle.is_eog(t):
-            break
-        out.append(t)
-        logits = oracle.step(t)
-    return out
 
 
 def _engine_tokens(oracle, drafter, prompt: list[int], max_tokens: int):
@@ -741,7 +729,7 @@ def _seeded_history(oracle, n_reports: int = 6):
     idx = HistoryIndex(":memory:", seed_templates=False)
     for text in _prompts(n_reports, seed=11):
         toks = tokenize(text)
-        cont = _oracle_greedy(oracle, toks, 48)
+        cont = oracle_greedy(oracle, toks, 48)
         idx.add_report(text + oracle.detokenize(cont, special=False).decode("utf-8", "replace"))
     for text in _prompts(n_reports, seed=12):
         idx.add_report(text + " " + text)
@@ -757,7 +745,7 @@ def test_engine_greedy_identical_with_history_and_lookup(tiny_pair):
     # prompts that overlap the history (long matches) and fresh ones (short or none)
     for text in _prompts(6, seed=11)[:3] + _prompts(10, seed=5):
         prompt = oracle.tokenize(text)
-        ref = _oracle_greedy(oracle, prompt, 40)
+        ref = oracle_greedy(oracle, prompt, 40)
         for drafter in (hist, look):
             done = _engine_tokens(oracle, drafter, prompt, 40)
             assert done.tokens == ref, f"{drafter.name} diverged on {text!r}"
@@ -783,7 +771,7 @@ def test_engine_greedy_identical_with_cascade(tiny_pair):
         used: set[str] = set()
         for text in _prompts(6, seed=11)[:2] + _prompts(8, seed=21):
             prompt = oracle.tokenize(text)
-            ref = _oracle_greedy(oracle, prompt, 40)
+            ref = oracle_greedy(oracle, prompt, 40)
             done = _engine_tokens(oracle, cascade, prompt, 40)
             assert done.tokens == ref, f"cascade diverged on {text!r}"
             used |= {k for k, v in cascade.chosen.items() if v}

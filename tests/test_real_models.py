@@ -18,6 +18,7 @@ from edgespec.acceptance import top2_gap
 from edgespec.engine import Engine, GenerationParams
 from edgespec.llama import LlamaModel, render_chat
 from edgespec.policy import CostCurve
+from edgespec.testing.reference import oracle_greedy
 
 pytestmark = pytest.mark.real
 NEAR_TIE = 0.25
@@ -41,20 +42,6 @@ def oracle(real_paths):
     m = LlamaModel(real_paths["oracle"], n_ctx=2048, n_threads=2)
     yield m
     m.close()
-
-
-def sequential_greedy(oracle, prompt, n):
-    oracle.reset()
-    logits = oracle.sync(prompt)
-    out, gaps = [], []
-    for _ in range(n):
-        t = int(np.argmax(logits))
-        if oracle.is_eog(t):
-            break
-        out.append(t)
-        gaps.append(logits)
-        logits = oracle.step(t)
-    return out, gaps
 
 
 def check_near_tie(ref, ref_logits, got):
@@ -89,7 +76,7 @@ def test_real_pair_greedy_identical_or_near_tie(oracle, real_paths, kind, capsys
     for path in NOTES:
         note = fieldnote.load(path)
         prompt = oracle.tokenize(render_chat(oracle, fieldnote.report_messages(note)), special=True)
-        ref, ref_logits = sequential_greedy(oracle, prompt, MAX_TOKENS)
+        ref, ref_logits = oracle_greedy(oracle, prompt, MAX_TOKENS, keep_logits=True)
         oracle.reset()
         # adaptive=False forces drafting on every step so verification is exercised hard
         eng = Engine(oracle, drafter, curve=CostCurve.linear(0.02), adaptive=False)

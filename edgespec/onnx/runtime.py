@@ -169,7 +169,7 @@ class OnnxCausalLM(PrefixCache):
     def kv_bytes(self) -> int:
         return sum(a.nbytes for a in self._kv)
 
-    def _check_ids(self, tokens) -> None:
+    def check_ids(self, tokens) -> None:
         for t in tokens:
             if not (0 <= int(t) < self.n_vocab):
                 raise PromptError(f"token id {t} is outside this model's vocabulary (0..{self.n_vocab - 1})")
@@ -182,7 +182,7 @@ class OnnxCausalLM(PrefixCache):
         n = len(tokens)
         if n == 0:
             raise PromptError("empty token sequence")
-        self._check_ids(tokens)
+        self.check_ids(tokens)
         if len(self.tokens) + n > self.n_ctx:
             raise PromptError(f"context overflow: {len(self.tokens)} cached + {n} new tokens > n_ctx {self.n_ctx}")
         rows = []
