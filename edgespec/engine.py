@@ -15,7 +15,7 @@ import codecs
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -47,8 +47,11 @@ class Engine:
         controller_params: ControllerParams | None = None,
         span_guard=None,
         adaptive: bool = True,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.oracle = oracle
+        # the policy learns from measured cycle times; a replay (edgespec.testing.replay) passes a virtual clock
+        self.clock = clock
         self.drafter = drafter
         self.curve = curve or CostCurve.linear(1.0)
         self.controller_params = controller_params or ControllerParams()
@@ -79,7 +82,7 @@ class Engine:
             raise PromptError("max_tokens must be >= 1")
         oracle.check_ids(prompt)
 
-        t_start = time.perf_counter()
+        t_start = self.clock()
         rng = np.random.default_rng(sp.seed)
         spec = None if sp.greedy else SamplingSpec(sp.temperature, sp.top_k, sp.top_p, sp.seed)
         cp = ControllerParams(**{**self.controller_params.__dict__, "d_max": params.d_max, "d_min": params.d_min})
@@ -107,7 +110,7 @@ class Engine:
 
         # prefill: the first token comes straight from the oracle
         logits = oracle.sync(list(prompt))
-        stats.prefill_s = time.perf_counter() - t_start
+        stats.prefill_s = self.clock() - t_start
         first = self._pick(logits, sp, rng)
         rec = emit(first, "oracle", True)
         pending = [first]
@@ -138,7 +141,7 @@ class Engine:
                 stop_reason = "context"
                 break
 
-            t_cycle = time.perf_counter()
+            t_cycle = self.clock()
             d_cap = min(params.max_tokens - len(emitted) - 1, room, params.d_max)
             draft = Draft()
             bucket = None
@@ -153,9 +156,9 @@ class Engine:
                     want, probing = ctl.plan(src, d_cap, len(emitted))
                 if want > 0:
                     context = list(prompt) + emitted
-                    t0 = time.perf_counter()
+                    t0 = self.clock()
                     draft = self.drafter.propose(context, want, sample=spec)
-                    dt = time.perf_counter() - t0
+                    dt = self.clock() - t0
                     stats.drafter_passes += draft.passes
                     src = draft.source or src
                     ctl.record_draft_time(src, dt, max(len(draft.tokens), 1))
@@ -224,7 +227,7 @@ class Engine:
             stats.accepted_tokens += n_acc
             if n_draft:
                 stats.accepted_lengths.append(n_acc)
-            ctl.record_cycle(bucket, n_acc, n_draft, time.perf_counter() - t_cycle, len(new), len(emitted))
+            ctl.record_cycle(bucket, n_acc, n_draft, self.clock() - t_cycle, len(new), len(emitted))
             if self.drafter is not None and n_draft:
                 self.drafter.accepted(list(prompt) + emitted, n_acc, n_draft)
             yield Chunk("".join(r.text for r in new), new)
@@ -251,7 +254,7 @@ class Engine:
         stats.stop_reason = stop_reason
         stats.oracle_passes = oracle.decode_calls - calls0
         stats.fallback_events = ctl.fallback_events
-        stats.wall_s = time.perf_counter() - t_start
+        stats.wall_s = self.clock() - t_start
         yield Done(text, [r.token for r in records], records, stats)
 
     @staticmethod

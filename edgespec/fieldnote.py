@@ -28,9 +28,20 @@ OPTIONAL_TEXT = ("variety", "scout", "weather", "notes", "time")
 OBS_REQUIRED = ("pest", "life_stage", "unit", "sampled")
 OBS_NUMBERS = ("infested", "count", "severity_pct", "defoliation_pct")
 
+# One fixed layout for every report: a manager compares this week's report with last week's at a
+# glance, the observation lines restate the note's counts instead of paraphrasing them, and the
+# reports of a season share their wording, which is what the lookup and history drafters copy.
+# Measured on the bundled samples with Qwen2.5-Coder-0.5B (tools/simulate_drafting.py): as many
+# fact-check findings as the free-form prompt it replaced (5 in 18 reports each), shorter reports,
+# and prompt-lookup drafting at ~1.1x instead of ~1.0x.
 SYSTEM_PROMPT = (
     "You are a vineyard IPM assistant. Write a short, factual scouting report from the field note. "
-    "Use only the numbers and pests in the note. Sections: Summary, Observations, Risk, Action."
+    "Use only the numbers and pests in the note. Use exactly this layout:\n"
+    "Summary: <one sentence: block, rows, date, what was found>\n"
+    "Observations:\n"
+    "- <pest> (<life stage>): <infested> of <sampled> <unit> infested (<percent>%)\n"
+    "Risk: <low, moderate or high>, <one sentence why>\n"
+    "Action: <one or two sentences>"
 )
 
 

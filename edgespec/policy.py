@@ -72,6 +72,36 @@ def predicted_speedup(alpha: float, d: int, curve: CostCurve, draft_cost_per_tok
     return expected_emitted(alpha, d) * curve.t(1) / cost
 
 
+def survival_curve(alpha: float, d_max: int) -> np.ndarray:
+    """P(accepted length >= k) for k = 1..d_max under i.i.d. per-token acceptance alpha."""
+    a = min(max(float(alpha), 0.0), 1.0)
+    return a ** np.arange(1, max(d_max, 0) + 1, dtype=np.float64)
+
+
+def best_length_for_survival(
+    survival: np.ndarray,
+    curve: CostCurve,
+    d_max: int,
+    *,
+    d_min: int = 1,
+    draft_cost_per_token: float = 0.0,
+    draft_fixed: float = 0.0,
+) -> tuple[int, float]:
+    """(d, predicted speedup) for a measured acceptance-length distribution.
+
+    ``survival[k-1]`` is P(accepted length >= k). A cycle drafting d tokens emits
+    1 + sum(survival[:d]) tokens on average and costs t(d + 1) plus the drafting.
+    """
+    best_d, best_s = 0, 1.0
+    cum = np.cumsum(np.asarray(survival, dtype=np.float64))
+    t1 = curve.t(1)
+    for d in range(max(1, d_min), min(max(d_max, 0), len(cum)) + 1):
+        s = (1.0 + cum[d - 1]) * t1 / (curve.t(d + 1) + draft_fixed + draft_cost_per_token * d)
+        if s > best_s:
+            best_d, best_s = d, s
+    return best_d, best_s
+
+
 def best_draft_length(
     alpha: float,
     curve: CostCurve,
@@ -117,6 +147,70 @@ class AcceptanceEstimate:
         return self.accepted / (self.accepted + self.rejected)
 
 
+# Draft positions grouped for LengthEstimate: the first token, then the rest. Finer groups
+# (1, 2, 3-4, 5-8, 9-16) were tried in tools/simulate_drafting.py and did no better on the samples.
+POSITION_EDGES = (1,)
+
+
+def _group(pos: int) -> int:
+    return next((g for g, e in enumerate(POSITION_EDGES) if pos <= e), len(POSITION_EDGES))
+
+
+@dataclass
+class LengthEstimate:
+    """Per-position acceptance of one bucket's drafts, so the policy sees how long accepted runs are.
+
+    Measured on scouting reports, accepted lengths are bimodal: a match-based draft
+    is either wrong at its first token or right for many tokens (history drafts on
+    16+-token matches: P(a >= 1) = 0.99, P(a >= 8) = 0.54). One i.i.d. acceptance
+    rate cannot express that and mis-prices long drafts; a hazard per position
+    group (``POSITION_EDGES``) can. Each group holds discounted counts of tokens
+    accepted and rejected at those positions (a Beta posterior each, the same
+    prior in every group).
+    """
+
+    prior_alpha: float = 2.0 / 3.0
+    prior_weight: float = 3.0
+    decay: float = 0.97
+    acc: list[float] = field(default_factory=list)
+    rej: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        n = len(POSITION_EDGES) + 1
+        if not self.acc:
+            self.acc = [self.prior_weight * self.prior_alpha] * n
+        if not self.rej:
+            self.rej = [self.prior_weight * (1.0 - self.prior_alpha)] * n
+
+    def update(self, n_accepted: int, n_drafted: int) -> None:
+        self.scale(self.decay)
+        for pos in range(1, n_accepted + 1):
+            self.acc[_group(pos)] += 1.0
+        if n_accepted < n_drafted:  # tokens after the first rejection were never tested
+            self.rej[_group(n_accepted + 1)] += 1.0
+
+    def scale(self, factor: float) -> None:
+        """Discount the evidence (and the prior with it) so stale verdicts give way to new ones."""
+        self.acc = [a * factor for a in self.acc]
+        self.rej = [r * factor for r in self.rej]
+
+    @property
+    def evidence(self) -> float:
+        """Discounted number of drafts seen (each is tested at its first position), prior included."""
+        return self.acc[0] + self.rej[0]
+
+    @property
+    def alpha(self) -> float:
+        """Acceptance of a draft's first token: the number that decides whether drafting pays at all."""
+        return self.acc[0] / max(self.acc[0] + self.rej[0], 1e-12)
+
+    def survival(self, d_max: int) -> np.ndarray:
+        """P(accepted length >= k) for k = 1..d_max."""
+        p = np.array([a / max(a + r, 1e-12) for a, r in zip(self.acc, self.rej)])
+        per_pos = p[[_group(k) for k in range(1, d_max + 1)]]
+        return np.cumprod(per_pos)
+
+
 # Starting per-token acceptance of match-based drafts by match length, before a bucket has data:
 # measured here, prompt-lookup drafts pay only on matches of >= ~6 tokens (issue 2), so short
 # matches start below break-even and long ones above it. Evidence replaces these within a few cycles.
@@ -124,11 +218,11 @@ MATCH_PRIOR_ALPHA = {"<2": 0.3, "<4": 0.45, "<6": 0.55, "<8": 0.65, "<12": 0.75,
 MATCH_PRIOR_WEIGHT = 3.0
 
 
-def prior_estimate(bucket: str) -> AcceptanceEstimate:
+def prior_estimate(bucket: str) -> LengthEstimate:
     alpha = MATCH_PRIOR_ALPHA.get(bucket.partition(":")[2])
     if alpha is None:
-        return AcceptanceEstimate()
-    return AcceptanceEstimate(accepted=MATCH_PRIOR_WEIGHT * alpha, rejected=MATCH_PRIOR_WEIGHT * (1 - alpha))
+        return LengthEstimate()
+    return LengthEstimate(prior_alpha=alpha, prior_weight=MATCH_PRIOR_WEIGHT)
 
 
 @dataclass
@@ -159,7 +253,7 @@ class DraftController:
 
     curve: CostCurve
     params: ControllerParams = field(default_factory=ControllerParams)
-    estimates: dict[str, AcceptanceEstimate] = field(default_factory=dict)
+    estimates: dict[str, LengthEstimate] = field(default_factory=dict)
     draft_cost: dict[str, float] = field(default_factory=dict)  # seconds per drafted token, EMA
     off_until_token: int = -1
     fallback_events: int = 0
@@ -174,10 +268,9 @@ class DraftController:
     def new_generation(self) -> None:
         """Carry learned estimates into a new report, with less weight so stale verdicts get re-tested."""
         for est in self.estimates.values():
-            est.accepted *= self.params.generation_decay
-            est.rejected *= self.params.generation_decay
+            est.scale(self.params.generation_decay)
 
-    def estimate(self, bucket: str) -> AcceptanceEstimate:
+    def estimate(self, bucket: str) -> LengthEstimate:
         est = self.estimates.get(bucket)
         if est is None:
             est = self.estimates[bucket] = prior_estimate(bucket)
@@ -190,8 +283,9 @@ class DraftController:
         d_max = min(self.params.d_max, d_cap)
         if d_max <= 0:
             return 0, 1.0
-        return best_draft_length(
-            self.alpha(bucket) if alpha is None else alpha,
+        survival = self.estimate(bucket).survival(d_max) if alpha is None else survival_curve(alpha, d_max)
+        return best_length_for_survival(
+            survival,
             self.curve,
             d_max,
             d_min=self.params.d_min,
@@ -220,7 +314,7 @@ class DraftController:
         if not allow_probe or position < max(self.next_probe_at.get(bucket, 0), self.next_probe_at.get("*", 0)):
             return 0, False
         est = self.estimate(bucket)
-        if est.accepted + est.rejected >= self.params.probe_evidence:
+        if est.evidence >= self.params.probe_evidence:
             return 0, False  # enough evidence that it loses; it decays between reports (see new_generation)
         d_opt, s_opt = self._budget(bucket, d_cap, alpha=self.params.optimistic_alpha)
         if s_opt < self.params.min_speedup or d_opt == 0:
@@ -261,7 +355,7 @@ class DraftController:
                 # forget the losing window so the next probe is judged on fresh evidence
                 self.spec_s, self.spec_tokens, self.spec_cycles = 0.0, 0, 0
                 for est in self.estimates.values():
-                    est.accepted *= 0.5
+                    est.acc = [a * 0.5 for a in est.acc]
             elif self.spec_cycles >= 4 * self.params.realized_window:
                 self.spec_s *= 0.5
                 self.spec_tokens //= 2

@@ -97,3 +97,38 @@ def test_acceptance_estimate_counts_one_rejection_per_cycle():
     est = AcceptanceEstimate(accepted=0, rejected=0, decay=1.0)
     est.update(3, 8)
     assert est.alpha == pytest.approx(3 / 4)
+
+
+def test_length_estimate_sees_bimodal_accepted_lengths():
+    """Half the drafts die at their first token, the other half are accepted whole (as measured on
+    scouting reports): the per-position estimate predicts what such drafts really yield, the
+    i.i.d. rate built from the same counts does not."""
+    from edgespec.policy import LengthEstimate, best_length_for_survival, survival_curve
+
+    est = LengthEstimate(prior_weight=0.0, decay=1.0)
+    for _ in range(20):
+        est.update(0, 12)
+        est.update(12, 12)
+    surv = est.survival(12)
+    assert surv[0] == pytest.approx(0.5)
+    assert surv[-1] == pytest.approx(0.5)  # nothing rejected after the first position
+    d, s = best_length_for_survival(surv, QWEN, 12)
+    truth = (0.5 * 1 + 0.5 * (d + 1)) * QWEN.t(1) / QWEN.t(d + 1)  # half the cycles emit 1 token, half d + 1
+    assert d >= 8 and s == pytest.approx(truth) and s > 1.1
+    iid_alpha = 240 / (240 + 20)  # the old estimate: accepted / (accepted + one rejection per failed draft)
+    _, s_iid = best_length_for_survival(survival_curve(iid_alpha, 12), QWEN, 12)
+    assert abs(s_iid - truth) > 0.2
+    # and the pure i.i.d. path agrees with the closed form
+    assert best_length_for_survival(survival_curve(0.95, 16), QWEN, 16) == pytest.approx(best_draft_length(0.95, QWEN, 16))
+
+
+def test_length_estimate_counts_drafts_as_evidence_and_decays():
+    from edgespec.policy import LengthEstimate
+
+    est = LengthEstimate(prior_alpha=0.5, prior_weight=2.0, decay=1.0)
+    assert est.evidence == pytest.approx(2.0)
+    est.update(3, 8)  # one draft: accepted at 1..3, rejected at 4
+    assert est.evidence == pytest.approx(3.0)
+    assert est.alpha == pytest.approx(2.0 / 3.0)
+    est.scale(0.5)
+    assert est.evidence == pytest.approx(1.5)
