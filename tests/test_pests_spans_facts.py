@@ -490,6 +490,9 @@ PLANTED = [
     ("e5-lanternfly", "9 of 30 vines", "9 of 40 vines", "wrong_count", "9 of 40"),
     ("f1-downy", "severity 3%", "severity 30%", "wrong_percent", "30%"),
     ("h7-phylloxera", "row 8", "row 9", "wrong_location", "row 9"),
+    ("b4-berry-moth", "Grape berry moth (larva)", "Grape berry moth (adult)", "wrong_life_stage", "adult"),
+    ("b4-berry-moth", "Grape berry moth larvae were", "Grape berry moth pupae were", "wrong_life_stage", "pupae"),
+    ("a2-leafhopper", "140 nymphs", "140 adult leafhoppers", "wrong_life_stage", "adult"),
 ]
 
 
@@ -507,6 +510,16 @@ def test_planted_hallucinations_are_caught(name, old, new, kind, said):
         assert f.text == said and bad[f.start : f.end] == said
     assert 0 <= f.start < f.end <= len(bad)
     json.dumps([x.to_dict() for x in findings])
+
+
+def test_life_stages_away_from_the_pest_are_not_claims():
+    note = load_note("b4-berry-moth")
+    text = ("Grape berry moth (larva): 4 of 50 clusters damaged (8%).\n"
+            "Risk: adult flight and egg-laying continue; no pupae were seen.\n"
+            "Action: re-scout before the next larval generation.")
+    assert [f for f in check_report(text, note) if f.kind == "wrong_life_stage"] == []
+    negated = "Grape berry moth larvae in 4 of 50 clusters (8%); no grape berry moth adults."
+    assert [f.kind for f in check_report(negated, note)] == []
 
 
 def test_soft_findings_are_warnings():

@@ -447,6 +447,19 @@ def test_csv_export_has_one_row_per_observation_and_parses_back(exported_store):
     assert b4["notes"] == sample("b4-berry-moth")["notes"]
 
 
+def test_csv_export_defuses_spreadsheet_formulas(store):
+    """Free text that a spreadsheet would evaluate (=, +, -, @) is exported with a leading quote."""
+    note = sample("b4-berry-moth")
+    note["notes"] = '=HYPERLINK("http://evil.example","click")'
+    note["scout"] = "@admin"
+    sid = finalized(store, note)
+    buf = io.StringIO()
+    store.export("csv", buf)
+    row = [r for r in csv.DictReader(io.StringIO(buf.getvalue())) if r["sighting_id"] == sid][0]
+    assert row["notes"] == "'" + note["notes"] and row["scout"] == "'@admin"
+    assert row["block"] == "B4" and row["sampled"] == "50"  # ordinary cells untouched
+
+
 def test_geojson_export_has_points_lon_lat_for_sightings_with_coordinates(exported_store, tmp_path):
     store, ids, _ = exported_store
     out = tmp_path / "out.geojson"

@@ -10,9 +10,10 @@ plain llama-cpp-python greedy decoding with the oracle, as a user would run it.
 
 Text identity: greedy output is compared token by token with the baseline; a
 difference counts as a near-tie (still "identical" in the JSON) only when, at the
-first divergence, the two tokens are the oracle's top two with a logit gap
-≤ 0.25 in one-token-at-a-time decoding (llama.cpp's CPU kernels are not
-batch-invariant on quantized models).
+first divergence, both tokens' logits are within 0.25 of the oracle's best in
+one-token-at-a-time decoding — normally the top two; on a many-way tie a batched
+pass may pick the third (llama.cpp's CPU kernels are not batch-invariant on
+quantized models).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from edgespec import fieldnote  # noqa: E402
-from edgespec.acceptance import top2_gap  # noqa: E402
+from edgespec.acceptance import tied_tokens  # noqa: E402
 from edgespec.api import resolve  # noqa: E402
 from edgespec.calibrate import load_or_measure  # noqa: E402
 from edgespec.engine import Engine, GenerationParams  # noqa: E402
@@ -81,8 +82,9 @@ class Baselines:
                                        draft_model=LlamaPromptLookupDecoding(num_pred_tokens=10))
 
     def run(self, which: str, prompt: list[int], max_tokens: int):
+        # no llm.reset(): Llama.generate reuses the prefix this prompt shares with the previous report
+        # (the system prompt), as a long-running app does; edgespec's runs get the same (see `shared`)
         llm = self.plain if which == "plain" else self.pld
-        llm.reset()
         toks = []
         with EnergyMeter() as meter:
             t = self._generate(llm, prompt, max_tokens, toks)
@@ -107,27 +109,28 @@ def first_divergence(a: list[int], b: list[int]) -> int | None:
     return None if len(a) == len(b) else min(len(a), len(b))
 
 
-def sequential_top2(oracle: LlamaModel, prompt: list[int], ref: list[int]) -> list[tuple[set, float]]:
-    """The oracle's top-2 tokens and gap at every reference position, one token at a time (once per prompt)."""
+def sequential_ties(oracle: LlamaModel, prompt: list[int], ref: list[int]) -> tuple[list[set[int]], list[int]]:
+    """At every reference position, one token at a time: the tokens within NEAR_TIE of the oracle's best logit,
+    and the second-best token."""
     oracle.reset()
     logits = oracle.sync(prompt)
-    out = []
+    ties, second = [], []
     for t in ref:
-        out.append((set(np.argsort(logits)[-2:].tolist()), top2_gap(logits)))
+        ties.append(tied_tokens(logits, NEAR_TIE))
+        second.append(int(np.argsort(logits)[-2]))
         logits = oracle.step(t)
-    oracle.reset()
-    return out
+    return ties, second
 
 
-def identity(top2: list[tuple[set, float]], ref: list[int], got: list[int]) -> str:
+def identity(ties: list[set[int]], second_best: list[int], ref: list[int], got: list[int]) -> str:
     i = first_divergence(ref, got)
     if i is None:
         return "yes"
     if i >= min(len(ref), len(got)):
         return "NO (length)"
-    top, gap = top2[i]
-    if {ref[i], got[i]} <= top and gap <= NEAR_TIE:
-        return f"near-tie@{i}"
+    if {ref[i], got[i]} <= ties[i]:
+        # "near-tie(3+)": more than two tokens sit within the tolerance and the batch picked one below second place
+        return f"near-tie@{i}" if len(ties[i]) == 2 or got[i] == second_best[i] else f"near-tie(3+)@{i}"
     return f"NO@{i}"
 
 
@@ -207,11 +210,16 @@ def main(argv=None) -> int:
                 print(f"[bench] skipping drafter {kind}: {e}", file=sys.stderr)
         engines: dict = {}
         per = {m: {"t": [], "tokens": [], "acc": [], "drafted": [], "ident": [], "j": []} for m in ["llama-cpp-python", "llama-cpp-python PLD", *built]}
+        prev_prompt: list[int] = []
         for i, note in enumerate(notes):
             prompt = oracle.tokenize(render_chat(oracle, fieldnote.report_messages(note)), special=True)
+            # every method starts with the prefix shared with the previous report cached (the system prompt),
+            # as in a fieldlog session; llama-cpp-python's Llama does the same by itself
+            shared = len(os.path.commonprefix([prev_prompt, prompt]))
+            prev_prompt = prompt
             ref, t_ref, j_ref = base.run("plain", prompt, max_tokens)
             per["llama-cpp-python"]["j"].append(j_ref)
-            top2 = sequential_top2(oracle, prompt, ref)
+            ties, second = sequential_ties(oracle, prompt, ref)
             per["llama-cpp-python"]["t"].append(t_ref)
             per["llama-cpp-python"]["tokens"].append(len(ref))
             per["llama-cpp-python"]["ident"].append("yes")
@@ -219,10 +227,10 @@ def main(argv=None) -> int:
             per["llama-cpp-python PLD"]["j"].append(j)
             per["llama-cpp-python PLD"]["t"].append(t)
             per["llama-cpp-python PLD"]["tokens"].append(len(toks))
-            per["llama-cpp-python PLD"]["ident"].append(identity(top2, ref, toks))
+            per["llama-cpp-python PLD"]["ident"].append(identity(ties, second, ref, toks))
             texts = {}
             for kind, drafter in built.items():
-                oracle.reset()
+                oracle.trim(shared)
                 eng = engines.setdefault(kind, Engine(oracle, drafter, curve=curve))  # learns across reports
                 done = None
                 with EnergyMeter() as meter:
@@ -236,7 +244,7 @@ def main(argv=None) -> int:
                 per[kind]["tokens"].append(s.tokens)
                 per[kind]["acc"].append(s.accepted_tokens)
                 per[kind]["drafted"].append(s.drafted_tokens)
-                per[kind]["ident"].append(identity(top2, ref, done.tokens))
+                per[kind]["ident"].append(identity(ties, second, ref, done.tokens))
                 texts[kind] = done.text
             # the user's history grows report by report (season workload: report n sees reports 1..n-1)
             for kind in ("history", "cascade"):
@@ -309,7 +317,7 @@ def render_table(rows, max_tokens, args) -> str:
                      f"{r['speedup']:.2f}x ({r['speedup_min']:.2f}–{r['speedup_max']:.2f}) | {acc} | {ident} | "
                      f"{r['energy_j_per_report']:.1f} | {r['ceiling']:.2f}x |")
     lines.append(f"\nGreedy, {max_tokens} new tokens per report, oracle Qwen2.5-Coder-0.5B-Instruct (catalog GGUF), "
-                 f"{args.threads} threads; speedup = method tokens/s / plain llama-cpp-python tokens/s on the same prompt (median over prompts); "
+                 f"{args.threads} threads; speedup = method tokens/s / plain llama-cpp-python tokens/s on the same prompt (median over prompts; every method starts with the system prompt cached from the previous report, as in an app session); "
                  "season = reports 4-8 of a block's weekly season, each with the earlier reports in the history; "
                  "J/report = process CPU time x the default 2-core handheld power profile; "
                  "ceiling = free, perfect drafts at the best verify batch size.")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
-from typing import IO
+from typing import IO, Any
 
 from .validation import GEO_FIELDS, OBS_FIELDS, TEXT_FIELDS
 
@@ -20,6 +20,18 @@ SIGHTING_COLUMNS = (
 CSV_FIELDS = [c for c, _ in SIGHTING_COLUMNS] + ["observation", *OBS_FIELDS]
 PUBLIC_SIGHTING_KEYS = ("id", "status", "version", "replaces", *TEXT_FIELDS, *GEO_FIELDS,
                         "created_at", "updated_at", "finalized_at", "payload_sha256", "latest_report_id")
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(v: Any) -> Any:
+    """CSV cell; text that a spreadsheet would run as a formula gets a leading quote (OWASP CSV injection)."""
+    if v is None:
+        return ""
+    if isinstance(v, str) and v.startswith(_FORMULA_START):
+        return "'" + v
+    return v
 
 
 def _clean_obs(o: dict) -> dict:
@@ -46,7 +58,7 @@ def write_csv(sightings: list[dict], f: IO[str]) -> int:
             if o is not None:
                 row["observation"] = i + 1
                 row.update({k: o.get(k) for k in OBS_FIELDS})
-            w.writerow({k: ("" if v is None else v) for k, v in row.items()})
+            w.writerow({k: csv_cell(v) for k, v in row.items()})
             n += 1
     return n
 

@@ -53,7 +53,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fieldlog_app.database.canonical import canonical_json, utc_now
-from fieldlog_app.database.export import CSV_FIELDS, SIGHTING_COLUMNS
+from fieldlog_app.database.export import CSV_FIELDS, SIGHTING_COLUMNS, csv_cell
 from fieldlog_app.database.validation import OBS_FIELDS
 
 from .protocol import MAX_ITEMS, PROTOCOL, Item, ProtocolError, parse_json, validate_batch
@@ -455,18 +455,6 @@ def _receipt(row: sqlite3.Row, status: str) -> dict:
 
 # ---------------------------------------------------------------------------------- exports
 SERVER_CSV_FIELDS = CSV_FIELDS + ["device", "received_at"]
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _cell(v: Any) -> Any:
-    """CSV cell; text that a spreadsheet would run as a formula gets a leading quote (OWASP CSV injection)."""
-    if v is None:
-        return ""
-    if isinstance(v, str) and v.startswith(_FORMULA_START):
-        return "'" + v
-    return v
-
-
 def write_csv(sightings: Iterable[dict], f) -> int:
     """Same columns as the device's export (fieldlog_app.database.export) plus device and received_at."""
     w = csv.DictWriter(f, fieldnames=SERVER_CSV_FIELDS)
@@ -481,7 +469,7 @@ def write_csv(sightings: Iterable[dict], f) -> int:
             if o is not None:
                 row["observation"] = i + 1
                 row.update({k: o.get(k) for k in OBS_FIELDS})
-            w.writerow({k: _cell(v) for k, v in row.items()})
+            w.writerow({k: csv_cell(v) for k, v in row.items()})
             n += 1
     return n
 
