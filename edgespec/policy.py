@@ -129,24 +129,6 @@ def bucket_of(source: str, match_len: int | None) -> str:
     return f"{source}:<{b}" if b != "16+" else f"{source}:16+"
 
 
-@dataclass
-class AcceptanceEstimate:
-    """Beta-posterior mean of per-token acceptance, discounted so it tracks drift in the text."""
-
-    accepted: float = 2.0  # prior: mildly optimistic so a new source gets tried
-    rejected: float = 1.0
-    decay: float = 0.97
-
-    def update(self, n_accepted: int, n_drafted: int) -> None:
-        # tokens after the first rejection were never tested; count the rejection once
-        self.accepted = self.accepted * self.decay + n_accepted
-        self.rejected = self.rejected * self.decay + (1 if n_accepted < n_drafted else 0)
-
-    @property
-    def alpha(self) -> float:
-        return self.accepted / (self.accepted + self.rejected)
-
-
 # Draft positions grouped for LengthEstimate: the first token, then the rest. Finer groups
 # (1, 2, 3-4, 5-8, 9-16) were tried in tools/simulate_drafting.py and did no better on the samples.
 POSITION_EDGES = (1,)
@@ -165,8 +147,11 @@ class LengthEstimate:
     16+-token matches: P(a >= 1) = 0.99, P(a >= 8) = 0.54). One i.i.d. acceptance
     rate cannot express that and mis-prices long drafts; a hazard per position
     group (``POSITION_EDGES``) can. Each group holds discounted counts of tokens
-    accepted and rejected at those positions (a Beta posterior each, the same
-    prior in every group).
+    accepted and rejected at those positions. The first group starts from the
+    bucket's prior; a later group with little evidence of its own leans on the
+    group before it (``prior_weight`` pseudo-counts at that group's rate), so a
+    bucket that only ever drafted one token is extrapolated as i.i.d. until longer
+    drafts say otherwise.
     """
 
     prior_alpha: float = 2.0 / 3.0
@@ -178,9 +163,9 @@ class LengthEstimate:
     def __post_init__(self) -> None:
         n = len(POSITION_EDGES) + 1
         if not self.acc:
-            self.acc = [self.prior_weight * self.prior_alpha] * n
+            self.acc = [self.prior_weight * self.prior_alpha] + [0.0] * (n - 1)
         if not self.rej:
-            self.rej = [self.prior_weight * (1.0 - self.prior_alpha)] * n
+            self.rej = [self.prior_weight * (1.0 - self.prior_alpha)] + [0.0] * (n - 1)
 
     def update(self, n_accepted: int, n_drafted: int) -> None:
         self.scale(self.decay)
@@ -204,9 +189,18 @@ class LengthEstimate:
         """Acceptance of a draft's first token: the number that decides whether drafting pays at all."""
         return self.acc[0] / max(self.acc[0] + self.rej[0], 1e-12)
 
+    def position_rates(self) -> list[float]:
+        """Posterior acceptance per position group, each later group shrunk toward the one before."""
+        rates = [self.alpha]
+        w = self.prior_weight
+        for a, r in zip(self.acc[1:], self.rej[1:]):
+            n = a + r + w
+            rates.append((a + w * rates[-1]) / n if n > 0 else rates[-1])
+        return rates
+
     def survival(self, d_max: int) -> np.ndarray:
         """P(accepted length >= k) for k = 1..d_max."""
-        p = np.array([a / max(a + r, 1e-12) for a, r in zip(self.acc, self.rej)])
+        p = np.array(self.position_rates())
         per_pos = p[[_group(k) for k in range(1, d_max + 1)]]
         return np.cumprod(per_pos)
 

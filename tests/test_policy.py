@@ -3,7 +3,6 @@
 import pytest
 
 from edgespec.policy import (
-    AcceptanceEstimate,
     ControllerParams,
     CostCurve,
     DraftController,
@@ -91,12 +90,6 @@ def test_realized_throughput_fallback():
     for i in range(8):  # accepted drafts that were nevertheless slow (e.g. an expensive drafter)
         ctl.record_cycle("model", 4, 4, 0.5, 5, 10 + i)
     assert ctl.fallback_events >= 1 and ctl.off_until_token > 10
-
-
-def test_acceptance_estimate_counts_one_rejection_per_cycle():
-    est = AcceptanceEstimate(accepted=0, rejected=0, decay=1.0)
-    est.update(3, 8)
-    assert est.alpha == pytest.approx(3 / 4)
 
 
 def test_length_estimate_sees_bimodal_accepted_lengths():

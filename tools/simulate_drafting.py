@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 from edgespec import fieldnote  # noqa: E402
 from edgespec.api import resolve  # noqa: E402
 from edgespec.calibrate import load_or_measure  # noqa: E402
+from edgespec.drafters.cascade import CascadeDrafter  # noqa: E402
 from edgespec.drafters.history import HistoryDrafter, HistoryIndex  # noqa: E402
 from edgespec.drafters.lookup import PromptLookupDrafter  # noqa: E402
 from edgespec.engine import Engine  # noqa: E402
@@ -92,7 +93,9 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory() as td:
             index = HistoryIndex(os.path.join(td, "history.db"))
             history = HistoryDrafter(index, tokenize, model_id)
-            drafters = {"lookup": PromptLookupDrafter(), "history": history}
+            # the cascade of the cheap sources only: a model drafter's cost would not show on the virtual clock
+            cascade = CascadeDrafter([history, PromptLookupDrafter()], curve=curve)
+            drafters = {"lookup": PromptLookupDrafter(), "history": history, "cascade (history, lookup)": cascade}
             engines = {k: Engine(fake, d, curve=curve, clock=clock) for k, d in drafters.items()}
             per = {k: [] for k in drafters}
             bound = {n: [] for n in n_cands}

@@ -7,8 +7,9 @@ forward pass per token. So each step the cascade asks every cheap source
 (in order) for a draft, estimates for each candidate -- and for the model
 drafter, which is only run if chosen -- the speedup its draft would buy from
 
-* the running per-token acceptance of its (source, match-length bucket), a
-  decayed Beta estimate fed by the engine's verification results, and
+* the acceptance of its (source, match-length bucket) per draft position, the
+  same decayed estimate and priors the engine's policy keeps
+  (``policy.LengthEstimate``, ``policy.prior_estimate``), fed by verification, and
 * the cost: the oracle's verify-cost curve plus the source's measured drafting
   time per token,
 
@@ -26,28 +27,12 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 from .. import EdgespecError
-from ..policy import AcceptanceEstimate, CostCurve, best_draft_length, bucket_of
+from ..policy import CostCurve, LengthEstimate, best_length_for_survival, bucket_of, prior_estimate, survival_curve
 from .base import Draft, Drafter, SamplingSpec
 
 # Verify cost of Qwen2.5-Coder-0.5B measured on this 2-core machine (seconds for a batch of n tokens).
 # Only the shape matters for the decision; pass the calibrated curve of the real oracle when there is one.
 DEFAULT_CURVE = CostCurve([1, 4, 8, 16], [0.019, 0.048, 0.080, 0.117])
-
-
-# Starting per-token acceptance by match length, before a bucket has statistics of its own. Measured here:
-# prompt-lookup drafts pay only on matches of >= ~6 tokens, so short matches start below the ~0.6 at which
-# a one-token draft breaks even on the curve above, long ones well above it. Data replaces these quickly.
-PRIOR_ALPHA = {"<2": 0.3, "<4": 0.45, "<6": 0.55, "<8": 0.65, "<12": 0.75, "<16": 0.8, "16+": 0.85}
-PRIOR_WEIGHT = 3.0  # pseudo-observations behind a prior
-
-
-def prior_estimate(bucket: str) -> AcceptanceEstimate:
-    """The estimate a bucket starts from: by match length for match buckets, the policy's default otherwise."""
-    _, _, tail = bucket.partition(":")
-    alpha = PRIOR_ALPHA.get(tail)
-    if alpha is None:
-        return AcceptanceEstimate()
-    return AcceptanceEstimate(accepted=PRIOR_WEIGHT * alpha, rejected=PRIOR_WEIGHT * (1.0 - alpha))
 
 
 @dataclass(frozen=True)
@@ -83,7 +68,7 @@ class Choice:
 
 
 def plan(
-    stats: Mapping[str, AcceptanceEstimate],
+    stats: Mapping[str, LengthEstimate],
     candidates: Sequence[Candidate],
     cost: CascadeCost,
     *,
@@ -99,18 +84,21 @@ def plan(
         if cand.available <= 0:
             continue
         if alpha_override is not None and cand.bucket in alpha_override:
-            alpha = alpha_override[cand.bucket]
+            survival = survival_curve(alpha_override[cand.bucket], cand.available)
         else:
             est = stats.get(cand.bucket)
-            alpha = (est if est is not None else prior_estimate(cand.bucket)).alpha
-        d, s = best_draft_length(alpha, cost.curve, cand.available, draft_cost_per_token=cost.per_token.get(cand.name, 0.0))
+            est = est if est is not None else prior_estimate(cand.bucket)
+            # an estimate without per-position counts (a plain acceptance rate) is read as i.i.d.
+            survival = est.survival(cand.available) if hasattr(est, "survival") else survival_curve(est.alpha, cand.available)
+        d, s = best_length_for_survival(survival, cost.curve, cand.available,
+                                        draft_cost_per_token=cost.per_token.get(cand.name, 0.0))
         if d > 0 and s >= cost.min_speedup and (best is None or s > best.speedup):
             best = Choice(i, d, s)
     return best
 
 
 def choose_source(
-    stats: Mapping[str, AcceptanceEstimate], candidates: Sequence[Candidate], cost: CascadeCost
+    stats: Mapping[str, LengthEstimate], candidates: Sequence[Candidate], cost: CascadeCost
 ) -> int | None:
     """Index (into ``candidates``) of the source to draft from this step, or None to decode without a draft."""
     choice = plan(stats, candidates, cost)
@@ -159,7 +147,7 @@ class CascadeDrafter:
                     raise EdgespecError(f"{s!r} is not a drafter (no {attr}())")
         self.sources = sources
         self.cost = CascadeCost(curve or DEFAULT_CURVE, dict(draft_costs or {}), min_speedup)
-        self.stats: dict[str, AcceptanceEstimate] = {}
+        self.stats: dict[str, LengthEstimate] = {}
         self.probe_interval = probe_interval
         self.probe_interval_max = probe_interval_max
         self.probe_len = probe_len  # kept for API compatibility; probes use the optimistic best length
