@@ -463,7 +463,7 @@ def _check_thresholds(text, spans, facts: _Facts, sentence_of, pests_in, finding
         claim = _comparison(text[a:clause_end], kw.start() - a)
         if claim and (a, b, "cmp") not in seen_sentences:
             seen_sentences.add((a, b, "cmp"))
-            st = threshold_status(o.raw, facts.date)
+            st = threshold_status(o.raw, facts.date, risk=facts.note.get("risk_class"))
             if st.status in ("above", "below") and st.status != claim:
                 findings.append(Finding("wrong_comparison", f"the report says {claim} the threshold; the record says {st.reason}",
                                         a, b, "error", text[a:b].strip(), [st.status]))

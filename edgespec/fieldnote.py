@@ -10,7 +10,9 @@ A field note is the JSON shape shared by ``edgespec generate --notes``,
      "weather": "22C, dry", "notes": "damage on the wood edge"}
 
 Observation fields: pest, life_stage, unit, sampled (required); infested, count,
-severity_pct, defoliation_pct (optional, numbers). Validation raises
+severity_pct, defoliation_pct (optional, numbers). An optional ``risk_class``
+(low, intermediate, high) picks the threshold that applies where the pest
+catalog has one per block risk class. Validation raises
 FieldNoteError naming the field, so a form or an import can point at it.
 """
 
@@ -27,6 +29,9 @@ REQUIRED = ("block", "rows", "date", "observations")
 OPTIONAL_TEXT = ("variety", "scout", "weather", "notes", "time")
 OBS_REQUIRED = ("pest", "life_stage", "unit", "sampled")
 OBS_NUMBERS = ("infested", "count", "severity_pct", "defoliation_pct")
+# A block's pest-risk class (as in the Cornell/NYS IPM grape berry moth protocol): picks which
+# threshold applies when the catalog has one per class. Optional.
+RISK_CLASSES = ("low", "intermediate", "high")
 
 # One fixed layout for every report: a manager compares this week's report with last week's at a
 # glance, the observation lines restate the note's counts instead of paraphrasing them, and the
@@ -74,6 +79,11 @@ def validate(note: Any) -> dict:
     for key in OPTIONAL_TEXT:
         if note.get(key) is not None:
             out[key] = str(note[key])
+    if note.get("risk_class") not in (None, ""):
+        risk = str(note["risk_class"]).strip().lower()
+        if risk not in RISK_CLASSES:
+            raise FieldNoteError(f"risk_class: {note['risk_class']!r} is not one of {', '.join(RISK_CLASSES)}")
+        out["risk_class"] = risk
     if not isinstance(note["observations"], list):
         raise FieldNoteError("observations: expected a list")
     obs_out = []
@@ -142,6 +152,8 @@ def note_text(note: dict) -> str:
     ]
     if note.get("scout"):
         lines.append(f"Scout: {note['scout']}")
+    if note.get("risk_class"):
+        lines.append(f"Block risk class: {note['risk_class']}")
     lines.append("Observations:")
     lines += [f"- {describe_observation(o)}" for o in note["observations"]]
     if note.get("weather"):

@@ -599,3 +599,20 @@ def test_may_skip_on_fuzzed_texts(seed):
                         violations.append((text[:a][-30:], text[a:b]))
     assert not violations, violations[:5]
     assert allowed > 0
+
+
+def test_block_risk_class_reaches_the_threshold_check():
+    """The 6% July threshold for grape berry moth is for low/intermediate-risk blocks: on a high-risk block
+    it does not apply, so a claim against it is not judged by it."""
+    from edgespec import FieldNoteError
+    from edgespec.fieldnote import note_text, validate
+
+    note = load_note("b4-berry-moth")  # 4 of 50 clusters (8%) on 2026-07-21
+    claim = "Grape berry moth (larva): 4 of 50 clusters (8%), below the action threshold."
+    low = validate({**note, "risk_class": "Low"})
+    assert low["risk_class"] == "low" and "Block risk class: low" in note_text(low)
+    assert [f.kind for f in check_report(claim, low)] == ["wrong_comparison"]
+    high = validate({**note, "risk_class": "high"})
+    assert [f.kind for f in check_report(claim, high)] == []
+    with pytest.raises(FieldNoteError, match="risk_class"):
+        validate({**note, "risk_class": "extreme"})
