@@ -111,13 +111,10 @@ def best_draft_length(
     draft_cost_per_token: float = 0.0,
     draft_fixed: float = 0.0,
 ) -> tuple[int, float]:
-    """(d, predicted speedup) maximising throughput; d = 0 when no draft length beats plain decoding."""
-    best_d, best_s = 0, 1.0
-    for d in range(max(1, d_min), max(d_max, 0) + 1):
-        s = predicted_speedup(alpha, d, curve, draft_cost_per_token, draft_fixed)
-        if s > best_s:
-            best_d, best_s = d, s
-    return best_d, best_s
+    """(d, predicted speedup) maximising throughput for i.i.d. acceptance ``alpha``; d = 0 when no draft
+    length beats plain decoding."""
+    return best_length_for_survival(survival_curve(alpha, d_max), curve, d_max, d_min=d_min,
+                                    draft_cost_per_token=draft_cost_per_token, draft_fixed=draft_fixed)
 
 
 def bucket_of(source: str, match_len: int | None) -> str:
