@@ -8,6 +8,7 @@ the real engine on tiny random-weight models when that fixture exists.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 import time
 
@@ -16,7 +17,7 @@ import pytest
 pytest.importorskip("textual")
 
 from rich.text import Text  # noqa: E402
-from textual.widgets import DataTable, Input, Static  # noqa: E402
+from textual.widgets import DataTable, Input, Select, Static  # noqa: E402
 
 from edgespec import ModelFileError  # noqa: E402
 from edgespec.events import Chunk, Done, Stats, TokenRecord  # noqa: E402
@@ -207,6 +208,9 @@ def test_check_value_rules():
     assert check_value(OBS_BY_KEY["severity_pct"], "100.5")[1] == "must be 0–100"
     assert check_value(OBS_BY_KEY["severity_pct"], "nan")[1] == "enter a number"
     assert check_value(OBS_BY_KEY["count"], "") == (None, None)
+    assert check_value(TOP_BY_KEY["risk_class"], "High") == ("high", None)
+    assert check_value(TOP_BY_KEY["risk_class"], "") == (None, None)
+    assert check_value(TOP_BY_KEY["risk_class"], "severe")[1] == "choose low, intermediate, high or leave it blank"
 
 
 def test_parse_form_draft_vs_final_and_cross_field():
@@ -230,11 +234,13 @@ def test_parse_form_draft_vs_final_and_cross_field():
 def test_parse_form_output_passes_edgespec_validation():
     from edgespec.fieldnote import validate
 
-    top, obs = note_to_form({**NOTE, "lat": 42.5461, "lon": -76.8662, "accuracy_m": 6.0})
+    top, obs = note_to_form({**NOTE, "lat": 42.5461, "lon": -76.8662, "accuracy_m": 6.0, "risk_class": "high"})
+    assert top["risk_class"] == "high"
     result = parse_form(top, obs, strict=True)
     assert result.ok, result.errors
     note = validate(result.note)
-    assert note["observations"][0]["infested"] == 4 and note["accuracy_m"] == 6
+    assert note["observations"][0]["infested"] == 4 and note["accuracy_m"] == 6 and note["risk_class"] == "high"
+    assert parse_form({**top, "risk_class": ""}, obs, strict=True).note["risk_class"] is None
     # and the round trip through the form strings is lossless
     assert note_to_form(result.note) == (top, obs)
 
@@ -378,6 +384,79 @@ async def test_fill_save_draft_then_finalize(store):
         summary = app.screen.query_one("#detail-summary", Static).render()
         assert "[b]damage[/b]" in str(summary)
         assert len(store.list_sightings(include_superseded=True)) == 1  # saved in place, no duplicates
+
+
+@pytest.mark.asyncio
+async def test_risk_class_chosen_in_the_form_is_stored_shown_and_given_to_the_generator(store):
+    gen = FakeGenerator()
+    notes: list[dict] = []
+    stream = gen.stream_report
+    gen.stream_report = lambda note, **kw: (notes.append(note), stream(note, **kw))[1]
+    app = make_app(store, gen)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("n")
+        await pilot.pause()
+        form = app.screen
+        await type_into(pilot, "#f-block", "B4")
+        await type_into(pilot, "#f-rows", "12-18")
+        row = form.obs_rows()[0]
+        for key, value in (("pest", "grape berry moth"), ("life_stage", "larva"), ("unit", "clusters"),
+                           ("sampled", "50"), ("infested", "4")):
+            await type_into(pilot, f"#{row.id}-{key}", value)
+        select = form.top_field("risk_class").input
+        assert isinstance(select, Select) and select.is_blank()
+        select.focus()
+        await pilot.press("enter")  # opens the list on the blank entry
+        await pilot.pause()
+        await pilot.press("down", "down", "down", "enter")  # low, intermediate, high
+        await pilot.pause()
+        assert form.top_field("risk_class").value == "high"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        (draft,) = store.list_sightings(status="draft")
+        assert draft["risk_class"] == "high"
+        await pilot.press("ctrl+f")
+        await wait_for(pilot, lambda: isinstance(app.screen, SightingDetailScreen), what="detail screen")
+        sid = app.screen.sighting_id
+        assert store.get_sighting(sid)["status"] == "finalized"
+        assert json.loads(store.outbox_items()[0]["payload"])["risk_class"] == "high"
+        summary = str(app.screen.query_one("#detail-summary", Static).render())
+        assert "B4 · rows 12-18 · high risk" in summary
+        # the note handed to the engine (and so to the fact check's thresholds) carries it
+        await pilot.press("g")
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await wait_for(pilot, lambda: app.screen.state == "done", what="done")
+        assert [n["risk_class"] for n in notes] == ["high"]
+        (report,) = store.reports_for(sid)
+        app.push_screen(ReportScreen(report["id"]))
+        await pilot.pause()
+        assert "B4 (high risk) · 2026-07-21" in str(app.screen.query_one("#report-meta", Static).render())
+
+
+@pytest.mark.asyncio
+async def test_risk_class_shows_when_editing_and_can_be_cleared_by_a_revision(store):
+    sid = finalized_sighting(store, {**NOTE, "risk_class": "Intermediate"})
+    app = make_app(store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.push_screen(SightingDetailScreen(sid))
+        await pilot.pause()
+        await pilot.press("e")
+        await pilot.pause()
+        form = app.screen
+        assert isinstance(form, SightingFormScreen) and form.mode == "revise"
+        assert form.top_field("risk_class").value == "intermediate" and not form.dirty
+        form.top_field("risk_class").input.focus()
+        await pilot.press("enter", "up", "up", "enter")  # back to the blank entry: not set
+        await pilot.pause()
+        assert form.top_field("risk_class").value == "" and form.dirty
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, SightingDetailScreen) and app.screen.sighting_id != sid,
+                       what="detail of the new version")
+        new = store.get_sighting(app.screen.sighting_id)
+        assert new["risk_class"] is None and new["replaces"] == sid
+        assert store.get_sighting(sid)["risk_class"] == "intermediate"
+        assert "risk" not in str(app.screen.query_one("#detail-summary", Static).render()).splitlines()[0]
 
 
 @pytest.mark.asyncio

@@ -70,6 +70,7 @@ def test_form_with_validation_errors(snap_compare, frozen_store, size):
         screen = pilot.app.screen
         screen.top_field("block").input.value = "B4"
         screen.top_field("date").input.value = "2026-13-01"
+        screen.top_field("risk_class").input.value = "high"
         row = screen.obs_rows()[0]
         row.field("pest").input.value = "grape berry moth"
         row.field("sampled").input.value = "10"

@@ -112,6 +112,25 @@ def test_import_notes_counts_and_lists_bad_lines(db, tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err
 
 
+def test_import_notes_carries_risk_class_and_names_a_bad_one(db, tmp_path, capsys):
+    first = json.loads(NOTES_JSONL.read_text().splitlines()[0])
+    f = tmp_path / "risk.jsonl"
+    f.write_text("\n".join(json.dumps(n) for n in [
+        {**first, "risk_class": "High"},
+        {**first, "block": "B5", "risk_class": "severe"},
+        {**first, "block": "B6"},
+    ]) + "\n")
+    assert cli.main(["import-notes", str(f), "--db", str(db)]) == 1
+    out, err = capsys.readouterr()
+    assert "imported 2 sightings" in out
+    assert f"{f}:2: risk_class: 'severe' is not one of low, intermediate, high" in err
+    with Store(db) as s:
+        assert {x["block"]: x["risk_class"] for x in s.list_sightings()} == {"B4": "high", "B6": None}
+    assert cli.main(["export", "--format", "csv", "--db", str(db)]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert {r["block"]: r["risk_class"] for r in rows} == {"B4": "high", "B6": ""}
+
+
 def test_export_formats_to_stdout_and_file(db, tmp_path, capsys):
     ids = imported(db, 4)
     assert cli.main(["export", "--format", "csv", "--db", str(db)]) == 0
@@ -227,6 +246,16 @@ def test_report_streams_stores_and_queues_a_complete_report(db, fake_gen, capsys
         assert r["stats"]["tokens"] == 4 and [p["source"] for p in r["provenance"]][:2] == ["corrected", "drafted"]
         assert [x["kind"] for x in s.outbox_items()] == ["sighting", "report"]
     assert f"saved report {r['id']}" in err and "acceptance 75%" in err
+
+
+def test_report_hands_the_risk_class_to_the_generator(db, fake_gen, tmp_path, capsys):
+    """The fact check picks the grape berry moth threshold by block risk class: it must reach the note."""
+    f = tmp_path / "risk.jsonl"
+    f.write_text(json.dumps({**json.loads(NOTES_JSONL.read_text().splitlines()[0]), "risk_class": "HIGH"}) + "\n")
+    with Store(db) as s:
+        (sid,) = s.import_notes(f).ids
+    assert cli.main(["report", sid, "--db", str(db)]) == 0, capsys.readouterr().err
+    assert fake_gen["gen"].note["risk_class"] == "high"
 
 
 def test_report_with_findings_is_saved_but_flagged_and_not_learned(db, fake_gen, capsys):

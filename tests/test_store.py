@@ -65,9 +65,9 @@ def outbox(store: Store) -> list[dict]:
 def test_new_database_is_at_latest_schema_with_wal_full_sync_and_foreign_keys(tmp_path):
     path = tmp_path / "sub" / "dir" / "f.db"  # parent folders are created
     with Store(path) as s:
-        assert current_version(s.db) == SCHEMA_VERSION == 2
+        assert current_version(s.db) == SCHEMA_VERSION == 3
         versions = [r["version"] for r in s.db["_migrations"].rows]
-        assert versions == [1, 2]
+        assert versions == [1, 2, 3]
         assert s.db.journal_mode == "wal"
         assert s.db.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
         assert s.db.conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
@@ -113,7 +113,7 @@ def test_migrating_a_v1_database_backfills_outbox_and_search(tmp_path):
     path = tmp_path / "v1.db"
     fx = _v1_fixture(path)
     with Store(path) as s:
-        assert current_version(s.db) == 2
+        assert current_version(s.db) == SCHEMA_VERSION
         # data survived
         got = s.get_sighting(fx["fin"]["id"])
         assert got["status"] == "finalized" and got["observations"][0]["pest"] == "grape berry moth"
@@ -133,6 +133,65 @@ def test_migrating_a_v1_database_backfills_outbox_and_search(tmp_path):
         # guards are active on migrated data
         with pytest.raises(sqlite3.IntegrityError, match="immutable"):
             s.db.conn.execute("UPDATE sightings SET notes = 'x' WHERE id = ?", (fx["fin"]["id"],))
+
+
+def _v2_fixture(path: Path) -> dict:
+    """A database as the v2 app left it (no risk_class column): the v1 rows, migrated to v2."""
+    fx = _v1_fixture(path)
+    db = sqlite_utils.Database(path)
+    assert migrate(db, target=2) == [2]
+    assert "risk_class" not in db["sightings"].columns_dict
+    fx["sightings"] = list(db.query("SELECT * FROM sightings ORDER BY id"))
+    fx["outbox"] = list(db.query("SELECT * FROM outbox ORDER BY seq"))
+    fx["audit"] = list(db.query("SELECT * FROM audit_log ORDER BY id"))
+    db.close()
+    return fx
+
+
+def test_migrating_a_v2_database_adds_risk_class_and_keeps_every_row(tmp_path):
+    path = tmp_path / "v2.db"
+    fx = _v2_fixture(path)
+    with Store(path) as s:
+        assert current_version(s.db) == SCHEMA_VERSION == 3
+        # existing rows are untouched: same values, plus risk_class NULL
+        after = list(s.db.query("SELECT * FROM sightings ORDER BY id"))
+        assert [{k: v for k, v in r.items() if k != "risk_class"} for r in after] == fx["sightings"]
+        assert [r["risk_class"] for r in after] == [None, None]
+        assert list(s.db.query("SELECT * FROM outbox ORDER BY seq")) == fx["outbox"]
+        assert list(s.db.query("SELECT * FROM audit_log ORDER BY id")) == fx["audit"]
+        # an old finalized sighting still hashes as it did (a NULL risk_class is left out of its payload)
+        old = s.get_sighting(fx["fin"]["id"])
+        assert old["risk_class"] is None and "risk_class" not in sighting_payload(old)
+        assert payload_sha256(sighting_payload(old)) == old["payload_sha256"] == fx["fin"]["payload_sha256"]
+        # the immutability guard covers the new column
+        with pytest.raises(sqlite3.IntegrityError, match="immutable"):
+            s.db.conn.execute("UPDATE sightings SET risk_class = 'high' WHERE id = ?", (fx["fin"]["id"],))
+        with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+            s.db.conn.execute("UPDATE sightings SET risk_class = 'extreme' WHERE id = ?", (fx["draft"]["id"],))
+        # the old rows take a risk class the normal way: a draft in place, a finalized one by revision
+        s.save_draft({**note_of(s.get_sighting(fx["draft"]["id"])), "risk_class": "Low"}, id=fx["draft"]["id"])
+        assert s.get_sighting(fx["draft"]["id"])["risk_class"] == "low"
+        v2 = s.revise(fx["fin"]["id"], {"risk_class": "high"})
+        assert s.get_sighting(v2)["risk_class"] == "high" and s.get_sighting(fx["fin"]["id"])["risk_class"] is None
+        assert json.loads(outbox(s)[-1]["payload"])["risk_class"] == "high"
+
+
+def test_the_risk_class_migration_is_one_transaction(tmp_path, monkeypatch):
+    """A failure inside v3 leaves the database at v2, without half of v3 (no column, old trigger)."""
+    from fieldlog_app.database import migrations
+
+    path = tmp_path / "v2.db"
+    _v2_fixture(path)
+    monkeypatch.setattr(migrations, "V3_RISK_CLASS_SQL", migrations.V3_RISK_CLASS_SQL + "SELECT no_such_function();\n")
+    with pytest.raises(StoreError):
+        Store(path)
+    db = sqlite_utils.Database(path)
+    assert current_version(db) == 2 and "risk_class" not in db["sightings"].columns_dict
+    assert db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'sightings_immutable'").fetchone()[0] == 1
+    db.close()
+    monkeypatch.undo()
+    with Store(path) as s:  # and the next open applies it properly
+        assert current_version(s.db) == 3 and "risk_class" in s.db["sightings"].columns_dict
 
 
 def test_a_database_from_a_newer_fieldlog_is_refused(tmp_path):
@@ -172,6 +231,8 @@ def test_a_file_that_is_not_a_database_is_a_store_error(tmp_path):
         ({"blok": "B4"}, "blok"),
         ({"notes": "x" * 10_001}, "notes"),
         ({"block": ["B4"]}, "block"),
+        ({"risk_class": "extreme"}, "risk_class"),
+        ({"risk_class": True}, "risk_class"),
     ],
 )
 def test_draft_typed_fields_must_be_valid_and_errors_name_the_field(store, sighting, field):
@@ -180,6 +241,36 @@ def test_draft_typed_fields_must_be_valid_and_errors_name_the_field(store, sight
     assert ei.value.field == field
     assert str(ei.value).startswith(field + ":")
     assert store.counts()["draft"] == 0  # nothing written
+
+
+def test_risk_class_is_optional_case_insensitive_and_stored_lower_case(store):
+    from edgespec.fieldnote import RISK_CLASSES
+
+    note = sample("b4-berry-moth")
+    assert "risk_class" not in note
+    ids = {}
+    for given, stored in [(" High ", "high"), ("INTERMEDIATE", "intermediate"), ("low", "low"), ("", None), (None, None)]:
+        sid = store.save_draft({**note, "risk_class": given})
+        assert store.get_sighting(sid)["risk_class"] == stored, given
+        ids[given] = sid
+    sid = store.finalize(ids[" High "])
+    s = store.get_sighting(sid)
+    payload = sighting_payload(s)
+    assert payload["risk_class"] == "high" and note_of(s)["risk_class"] == "high"
+    assert json.loads(outbox(store)[0]["payload"]) == payload
+    assert payload_sha256(payload) == s["payload_sha256"]
+    # not set: left out of the note (so notes without it hash as before), not sent as null
+    assert "risk_class" not in note_of(store.get_sighting(ids[""]))
+    # a different risk class is different content: same note otherwise, but not a duplicate
+    assert s["content_sha256"] != payload_sha256(note_of(store.get_sighting(ids["low"])))
+    with pytest.raises(ValidationError) as ei:
+        store.save_draft({**note, "risk_class": "very high"})
+    assert ei.value.field == "risk_class"
+    assert str(ei.value) == "risk_class: 'very high' is not one of " + ", ".join(RISK_CLASSES)
+    with pytest.raises(ValidationError, match="risk_class"):
+        store.revise(sid, {"risk_class": "medium"})
+    v2 = store.revise(sid, {"risk_class": None})  # clearing it is an edit like any other
+    assert store.get_sighting(v2)["risk_class"] is None and store.get_sighting(v2)["version"] == 2
 
 
 def test_validation_error_is_also_a_fieldnote_error():
@@ -445,6 +536,33 @@ def test_csv_export_has_one_row_per_observation_and_parses_back(exported_store):
     b4 = [r for r in rows if r["sighting_id"] == ids["b4-berry-moth"]][0]
     assert (float(b4["lat"]), float(b4["lon"])) == (42.5461, -76.8662)
     assert b4["notes"] == sample("b4-berry-moth")["notes"]
+
+
+def test_exports_include_risk_class(store, tmp_path):
+    with_risk = finalized(store, {**sample("b4-berry-moth"), "risk_class": "High"})
+    without = finalized(store, sample("d3-mixed"))
+    buf = io.StringIO()
+    store.export("csv", buf)
+    rows = list(csv.DictReader(io.StringIO(buf.getvalue())))
+    assert "risk_class" in rows[0]
+    assert {r["risk_class"] for r in rows if r["sighting_id"] == with_risk} == {"high"}
+    assert {r["risk_class"] for r in rows if r["sighting_id"] == without} == {""}
+    out = tmp_path / "out.geojson"
+    store.export("geojson", out)
+    (f,) = [f for f in json.loads(out.read_text())["features"] if f["id"] == with_risk]
+    assert f["properties"]["risk_class"] == "high"
+    buf = io.StringIO()
+    store.export("jsonl", buf)
+    by_id = {x["id"]: x for x in map(json.loads, buf.getvalue().splitlines())}
+    assert by_id[with_risk]["risk_class"] == "high" and by_id[without]["risk_class"] is None
+    # the export imports back with its risk class (and is recognised as already in this log)
+    back = tmp_path / "back.jsonl"
+    back.write_text(buf.getvalue())
+    assert store.import_notes(back).skipped == 2
+    with Store(tmp_path / "other.db") as other:
+        res = other.import_notes(back)
+        assert (res.imported, res.errors) == (2, [])
+        assert {s["block"]: s["risk_class"] for s in other.list_sightings()} == {"B4": "high", "D3": None}
 
 
 def test_csv_export_defuses_spreadsheet_formulas(store):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import shutil
 import sqlite3
@@ -105,6 +107,41 @@ def test_round_trip_n_items_exactly_once(env):
     assert (again.sent, again.duplicate, again.batches, again.remaining) == (0, 0, 0, 0)
     st = outbox_status(env.store)
     assert st.counts["sent"] == 22 and st.pending == 0 and st.last_success_at is not None
+
+
+def test_risk_class_round_trips_to_the_server_and_its_exports(env):
+    ids = make_sightings(env.store, 2, seed=21)
+    v2 = env.store.revise(ids[0], {"risk_class": "HIGH"})
+    draft = env.store.save_draft({"block": "Z9", "risk_class": "low"})  # drafts stay on the device
+    result = env.sync()
+    assert result.ok and result.sent == 3, result
+    assert_server_matches_device(env)
+    held = {r["item_id"]: r["payload"] for r in env.sdb.list_items(with_payload=True)}
+    assert held[v2]["risk_class"] == "high" and "risk_class" not in held[ids[1]] and draft not in held
+    assert held[v2] == json.loads([r for r in env.device_rows() if r["item_id"] == v2][0]["payload"])
+    auth = {"Authorization": f"Bearer {env.token}"}
+    rows = list(csv.DictReader(io.StringIO(httpx.get(env.url + "/v1/export.csv", headers=auth).text)))
+    assert {r["sighting_id"]: r["risk_class"] for r in rows} == {v2: "high", ids[1]: ""}
+    gj = httpx.get(env.url + "/v1/export.geojson", headers=auth).json()
+    assert {f["id"]: f["properties"].get("risk_class") for f in gj["features"]} == {v2: "high", ids[1]: None}
+
+
+def test_a_malformed_risk_class_is_refused_with_the_server_message(env):
+    make_sightings(env.store, 1, seed=22)
+    # an outbox row a buggy or tampered device could hold: hash matches, risk class does not
+    for value in ("extreme", "High"):
+        payload = json.loads(env.device_rows()[0]["payload"])
+        payload.update({"id": str(uuid.uuid4()), "risk_class": value})
+        with sqlite3.connect(env.db_path) as c:
+            c.execute("INSERT INTO outbox (item_id, kind, replaces, payload, sha256, state, attempts, created_at,"
+                      " updated_at) VALUES (?, 'sighting', NULL, ?, ?, 'queued', 0, 'x', 'x')",
+                      (payload["id"], canonical_json(payload), payload_sha256(payload)))
+    result = env.sync(batch_size=10)
+    assert (result.sent, result.failed) == (1, 2)
+    failed = [r for r in env.device_rows() if r["state"] == "failed"]
+    assert len(failed) == 2 and len(env.server_items()) == 1
+    assert "payload.risk_class: 'extreme' is not one of low, intermediate, high" in failed[0]["last_error"]
+    assert "payload.risk_class: 'High' is not one of" in failed[1]["last_error"]
 
 
 def test_dropped_connections_and_5xx_429_are_retried_without_duplicates(env):

@@ -52,6 +52,11 @@ def test_store_payloads_validate_and_hash_round_trips(wire_items):
     (lambda i: i["payload"].__setitem__("block", 7), "payload.block", "string"),
     (lambda i: i["payload"].__setitem__("date", "21/07/2026"), "payload.date", "ISO date"),
     (lambda i: i["payload"].__setitem__("colour", "red"), "payload.colour", "unknown field"),
+    (lambda i: i["payload"].__setitem__("risk_class", "extreme"), "payload.risk_class",
+     "not one of low, intermediate, high"),
+    (lambda i: i["payload"].__setitem__("risk_class", "High"), "payload.risk_class", "lower case"),
+    (lambda i: i["payload"].__setitem__("risk_class", ""), "payload.risk_class", "leave it out"),
+    (lambda i: i["payload"].__setitem__("risk_class", 3), "payload.risk_class", "string"),
     (lambda i: i["payload"].__setitem__("id", str(uuid.uuid4())), "payload.id", "differs"),
     (lambda i: i.__setitem__("item_id", i["item_id"].upper()), "item_id", "canonical"),
     (lambda i: i.__setitem__("kind", "photo"), "kind", "not one of"),
@@ -69,6 +74,18 @@ def test_bad_items_are_named_precisely(wire_items, mutate, field, words):
     assert e.status == 422
     assert all(err["index"] == 1 for err in e.errors), e.errors
     assert any(field in err["field"] and words in err["message"] for err in e.errors), e.errors
+
+
+def test_a_risk_class_from_the_store_validates():
+    store = Store(":memory:")
+    sid = make_sightings(store, 1, seed=4)[0]
+    store.revise(sid, {"risk_class": "Intermediate"})
+    rows = store.outbox_items()
+    store.close()
+    items = [{"item_id": r["item_id"], "kind": r["kind"], "replaces": r["replaces"], "sha256": r["sha256"],
+              "payload": json.loads(r["payload"])} for r in rows]
+    _, got = validate_batch(batch(items))
+    assert "risk_class" not in got[0].payload and got[1].payload["risk_class"] == "intermediate"
 
 
 def test_infested_above_sampled_is_rejected_by_the_device_rules(wire_items):

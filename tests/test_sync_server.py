@@ -215,6 +215,25 @@ def test_items_listing_and_exports(env):
     assert f["geometry"] == {"type": "Point", "coordinates": [s["lon"], s["lat"]]}
 
 
+def test_risk_class_is_accepted_exported_and_a_bad_one_is_422(env):
+    sdb, token, client, store = env
+    ids = make_sightings(store, 2, seed=12)
+    v2 = store.revise(ids[0], {"risk_class": "low"})
+    items = outbox_items(store)
+    bad = copy.deepcopy(items[1])
+    bad["payload"]["risk_class"] = "LOW"
+    bad["sha256"] = payload_sha256(bad["payload"])
+    r = post(client, token, [items[0], bad])
+    assert r.status_code == 422
+    (e,) = r.json()["errors"]
+    assert e["item_id"] == bad["item_id"] and e["field"] == "items[1].payload.risk_class"
+    assert held(sdb) == {}
+    assert post(client, token, items).status_code == 200
+    auth = {"Authorization": f"Bearer {token}"}
+    rows = list(csv.DictReader(io.StringIO(client.get("/v1/export.csv?versions=all", headers=auth).text)))
+    assert {row["sighting_id"]: row["risk_class"] for row in rows} == {ids[0]: "", ids[1]: "", v2: "low"}
+
+
 def test_server_cli_devices_and_export(tmp_path, capsys):
     db = str(tmp_path / "s.db")
     assert server_main(["add-device", "tablet 2", "--db", db]) == 0

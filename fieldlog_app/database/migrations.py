@@ -9,6 +9,8 @@ one, add a new one.
 v1  base tables: sightings, observations, reports, audit_log
 v2  outbox (sync queue, backfilled from what v1 finalized), FTS5 search with
     triggers (sightings.pests column added for it), immutability triggers
+v3  sightings.risk_class (the block's pest-risk class, edgespec.fieldnote.RISK_CLASSES),
+    NULL for every existing row; the immutability trigger covers it
 """
 
 from __future__ import annotations
@@ -143,6 +145,29 @@ CREATE TRIGGER audit_append_only_del BEFORE DELETE ON audit_log
 BEGIN SELECT RAISE(ABORT, 'fieldlog: the audit log is append-only'); END;
 """
 
+# ADD COLUMN leaves existing rows as they are (NULL = not set), so their payloads
+# and hashes are unchanged: note_of() omits a NULL risk_class. The CHECK is defence
+# in depth for hand-run SQL; the store validates and lower-cases before writing.
+V3_RISK_CLASS_SQL = """
+ALTER TABLE sightings ADD COLUMN risk_class TEXT
+    CHECK (risk_class IS NULL OR risk_class IN ('low', 'intermediate', 'high'));
+
+DROP TRIGGER sightings_immutable;
+CREATE TRIGGER sightings_immutable BEFORE UPDATE ON sightings
+WHEN OLD.status <> 'draft' AND (
+     NEW.status NOT IN (OLD.status, 'superseded')
+  OR NEW.id IS NOT OLD.id OR NEW.version IS NOT OLD.version OR NEW.replaces IS NOT OLD.replaces
+  OR NEW.block IS NOT OLD.block OR NEW.variety IS NOT OLD.variety OR NEW.rows IS NOT OLD.rows
+  OR NEW.risk_class IS NOT OLD.risk_class
+  OR NEW.date IS NOT OLD.date OR NEW.time IS NOT OLD.time OR NEW.scout IS NOT OLD.scout
+  OR NEW.weather IS NOT OLD.weather OR NEW.notes IS NOT OLD.notes
+  OR NEW.lat IS NOT OLD.lat OR NEW.lon IS NOT OLD.lon OR NEW.accuracy_m IS NOT OLD.accuracy_m
+  OR NEW.created_at IS NOT OLD.created_at OR NEW.finalized_at IS NOT OLD.finalized_at
+  OR NEW.payload_sha256 IS NOT OLD.payload_sha256 OR NEW.content_sha256 IS NOT OLD.content_sha256
+  OR NEW.pests IS NOT OLD.pests)
+BEGIN SELECT RAISE(ABORT, 'fieldlog: a finalized sighting is immutable; revise it instead'); END;
+"""
+
 SIGHTING_FTS_COLUMNS = ("block", "variety", "scout", "weather", "notes", "pests")
 REPORT_FTS_COLUMNS = ("text",)
 
@@ -195,10 +220,15 @@ def _m002_outbox_fts(db: sqlite_utils.Database) -> None:
     db.executescript(V2_GUARD_SQL)
 
 
+def _m003_risk_class(db: sqlite_utils.Database) -> None:
+    db.executescript(V3_RISK_CLASS_SQL)
+
+
 Migration = tuple[int, str, Callable[[sqlite_utils.Database], None]]
 MIGRATIONS: list[Migration] = [
     (1, "base tables: sightings, observations, reports, audit_log", _m001_base),
     (2, "outbox, full-text search, immutability triggers", _m002_outbox_fts),
+    (3, "sightings.risk_class", _m003_risk_class),
 ]
 LATEST = MIGRATIONS[-1][0]
 

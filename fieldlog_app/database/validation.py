@@ -18,7 +18,10 @@ from edgespec.fieldnote import _num  # the same number checks as the report prom
 
 from .errors import ValidationError
 
-TEXT_FIELDS = ("block", "variety", "rows", "date", "time", "scout", "weather", "notes")
+# risk_class is text with a fixed vocabulary (edgespec.fieldnote.RISK_CLASSES), stored lower-case;
+# it sits next to the other block fields so a CSV export shows it beside block/variety/rows.
+TEXT_FIELDS = ("block", "variety", "rows", "risk_class", "date", "time", "scout", "weather", "notes")
+RISK_CLASSES = fieldnote.RISK_CLASSES
 GEO_FIELDS = ("lat", "lon", "accuracy_m")
 NOTE_FIELDS = TEXT_FIELDS + GEO_FIELDS + ("observations",)
 OBS_TEXT = ("pest", "life_stage", "unit")
@@ -65,6 +68,14 @@ def check_uuid(value: Any, where: str = "id") -> str:
         raise ValidationError(f"{where}: {value!r} is not a UUID") from None
 
 
+def check_risk_class(value: str, where: str = "risk_class") -> str:
+    """One of RISK_CLASSES, any case (a scout may type "High"); returned lower-case."""
+    risk = value.strip().lower()
+    if risk not in RISK_CLASSES:
+        raise ValidationError(f"{where}: {value!r} is not one of {', '.join(RISK_CLASSES)}")
+    return risk
+
+
 def validate_draft(sighting: Any) -> dict:
     """Type- and range-check what is present; return a dict with every note field (None when absent)."""
     if not isinstance(sighting, dict):
@@ -75,6 +86,8 @@ def validate_draft(sighting: Any) -> dict:
     out: dict[str, Any] = {}
     for key in TEXT_FIELDS:
         out[key] = _text(sighting.get(key), key, MAX_LEN.get(key, DEFAULT_MAX_LEN))
+    if out["risk_class"] is not None:
+        out["risk_class"] = check_risk_class(out["risk_class"])
     if out["date"] is not None:
         try:
             _dt.date.fromisoformat(out["date"])

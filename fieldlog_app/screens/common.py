@@ -113,6 +113,8 @@ def sighting_summary(s: dict) -> Text:
     if s.get("variety"):
         head += f" · {s['variety']}"
     head += f" · rows {s.get('rows') or '?'}"
+    if s.get("risk_class"):
+        head += f" · {s['risk_class']} risk"
     t.append(head, style="bold")
     status = s.get("status") or "draft"
     t.append(f"   [{status}", style="bold " + {"draft": "yellow", "finalized": "green"}.get(status, "dim"))

@@ -14,7 +14,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-# kind: text | date | time | int | float. lo/hi are inclusive bounds for numbers.
+from edgespec.fieldnote import RISK_CLASSES
+
+# kind: text | date | time | int | float | choice. lo/hi are inclusive bounds for numbers;
+# choices are the allowed values of a choice field (shown as a Select, blank allowed).
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,7 @@ class FieldSpec:
     hi: float | None = None
     placeholder: str = ""
     max_len: int = 200  # the store's limit for text fields (notes and weather allow more)
+    choices: tuple[str, ...] = ()
 
 
 TOP_FIELDS: tuple[FieldSpec, ...] = (
@@ -41,6 +45,8 @@ TOP_FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("lat", "Lat", kind="float", lo=-90, hi=90, placeholder="optional"),
     FieldSpec("lon", "Lon", kind="float", lo=-180, hi=180, placeholder="optional"),
     FieldSpec("accuracy_m", "GPS ± m", kind="float", lo=0, placeholder="optional"),
+    # last: it fills the free cell next to "GPS ± m" on an 80-column screen (no extra row)
+    FieldSpec("risk_class", "Risk class", kind="choice", choices=RISK_CLASSES, placeholder="not set"),
 )
 # laid out full-width in the form (free text that is often longer than half a handheld screen)
 WIDE_FIELDS = frozenset({"weather", "notes"})
@@ -103,6 +109,10 @@ def check_value(spec: FieldSpec, text: str | None) -> tuple[Any, str | None]:
         return None, None
     if spec.kind == "text":
         return s, None
+    if spec.kind == "choice":
+        if s.lower() in spec.choices:
+            return s.lower(), None
+        return None, f"choose {', '.join(spec.choices)} or leave it blank"
     if spec.kind == "date":
         if not _DATE_RE.match(s):
             return None, "use an ISO date, YYYY-MM-DD"

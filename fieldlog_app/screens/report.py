@@ -96,7 +96,8 @@ class ReportScreen(Screen):
         status = r.get("status") or "complete"
         findings = findings_of(r)
         meta = Text()
-        meta.append(f"{s.get('block') or '?'} · {s.get('date') or '?'}", style="bold")
+        block = f"{s.get('block') or '?'}" + (f" ({s['risk_class']} risk)" if s.get("risk_class") else "")
+        meta.append(f"{block} · {s.get('date') or '?'}", style="bold")
         meta.append(f"  {status}", style="green" if status == "complete" else "yellow")
         created = str(r.get("created_at") or "")[:16].replace("T", " ")
         if created:

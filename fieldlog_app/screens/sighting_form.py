@@ -23,6 +23,11 @@ from .common import short_id
 from .form_model import TOP_FIELDS, WIDE_FIELDS, FormResult, error_key, note_to_form, parse_form
 
 
+# the longest top label ("Risk class") plus the label's right padding and one column of air,
+# so every input in a column starts at the same place
+TOP_LABEL_WIDTH = max(len(spec.label) + spec.required for spec in TOP_FIELDS) + 2
+
+
 class SightingFormScreen(Screen):
     """New sighting, edit a draft, or revise a finalized sighting."""
 
@@ -57,7 +62,7 @@ class SightingFormScreen(Screen):
                 for spec in TOP_FIELDS:
                     wide = " -wide-field" if spec.key in WIDE_FIELDS else ""
                     yield FormField(spec, top.get(spec.key, ""), input_id=f"f-{spec.key}",
-                                    classes=f"top-{spec.key}{wide}", label_width=9)
+                                    classes=f"top-{spec.key}{wide}", label_width=TOP_LABEL_WIDTH)
             with Horizontal(id="form-obs-head"):
                 yield Label("Observations", classes="section-title")
                 yield Button("+ add observation", id="form-add-obs", compact=True, variant="primary")

@@ -270,11 +270,18 @@ def _validate_sighting(p: dict, item_id: str, replaces: Any, where: str, err_) -
     # infested <= sampled, ISO date ...): the same function, so they cannot drift.
     note = {k: p[k] for k in TEXT_FIELDS + GEO_FIELDS + ("observations",) if k in p}
     try:
-        fieldnote.validate(note)
+        norm = fieldnote.validate(note)
     except FieldNoteError as e:
         msg = str(e)
         field, _, rest = msg.partition(": ")
         err(f"{where}.{field}" if rest else where, rest or msg)
+    else:
+        # fieldnote accepts "High" and "" (unset); a payload holds the one spelling the device
+        # stores (lower case, or the key left out), so equal notes hash equally.
+        risk = p.get("risk_class")
+        if risk is not None and risk != norm.get("risk_class"):
+            err(f"{where}.risk_class",
+                f"{risk[:40]!r} is not one of {', '.join(fieldnote.RISK_CLASSES)} (lower case; leave it out when not set)")
     if p.get("time") is not None:
         try:
             _dt.time.fromisoformat(p["time"])

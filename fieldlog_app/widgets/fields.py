@@ -2,7 +2,9 @@
 
 Compact (one-line) inputs so the whole stop fits a handheld's 80x24 terminal.
 Each input validates as the user types (Textual ``Validator``) using the same
-rules as the form model, and shows the reason right under the field.
+rules as the form model, and shows the reason right under the field. A field
+with a fixed set of values (``kind="choice"``) is a compact Select instead,
+with a blank entry for "not set".
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.suggester import SuggestFromList
 from textual.validation import ValidationResult, Validator
-from textual.widgets import Button, Input, Label, Static
+from textual.widget import Widget
+from textual.widgets import Button, Input, Label, Select, Static
 
 from ..screens.form_model import LIFE_STAGES, OBS_FIELDS, UNITS, FieldSpec, check_value
 
@@ -49,7 +52,7 @@ class FormField(Vertical):
     FormField { height: auto; width: 1fr; }
     FormField > Horizontal { height: 1; }
     FormField Label.field-label { width: auto; min-width: 8; padding-right: 1; }
-    FormField Input { width: 1fr; }
+    FormField Input, FormField Select { width: 1fr; }
     FormField .field-error { color: $error; height: auto; display: none; padding-left: 1; }
     FormField.-has-error .field-error { display: block; }
     """
@@ -70,26 +73,41 @@ class FormField(Vertical):
             if self._label_width:
                 lab.styles.width = self._label_width
             yield lab
-            yield FieldInput(
-                self._value,
-                placeholder=self.spec.placeholder,
-                id=self._input_id,
-                compact=True,
-                suggester=SuggestFromList(self._suggestions, case_sensitive=False) if self._suggestions else None,
-                validators=[SpecValidator(self.spec)],
-                validate_on=["changed", "submitted", "blur"],
-                valid_empty=False,
-                max_length=self.spec.max_len if self.spec.kind == "text" else 32,
-            )
+            if self.spec.kind == "choice":
+                yield Select(
+                    [(c, c) for c in self.spec.choices],
+                    prompt=self.spec.placeholder or "not set",
+                    allow_blank=True,
+                    value=self._value if self._value in self.spec.choices else Select.NULL,
+                    id=self._input_id,
+                    compact=True,
+                )
+            else:
+                yield FieldInput(
+                    self._value,
+                    placeholder=self.spec.placeholder,
+                    id=self._input_id,
+                    compact=True,
+                    suggester=SuggestFromList(self._suggestions, case_sensitive=False) if self._suggestions else None,
+                    validators=[SpecValidator(self.spec)],
+                    validate_on=["changed", "submitted", "blur"],
+                    valid_empty=False,
+                    max_length=self.spec.max_len if self.spec.kind == "text" else 32,
+                )
         yield Static("", classes="field-error")
 
     @property
-    def input(self) -> Input:
-        return self.query_one(Input)
+    def input(self) -> Widget:
+        """The editing widget: an Input, or a Select for a choice field (focus it, style it)."""
+        return self.query_one(f"#{self._input_id}")
 
     @property
     def value(self) -> str:
-        return self.input.value
+        """The raw text, as the form model parses it ("" for a blank Select)."""
+        widget = self.input
+        if isinstance(widget, Select):
+            return "" if widget.is_blank() else str(widget.value)
+        return widget.value
 
     _error: str | None = None
 
@@ -110,6 +128,10 @@ class FormField(Vertical):
             self.set_error(None)
         else:
             self.set_error(result.failure_descriptions[0] if result.failure_descriptions else "invalid")
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        # every option is valid; a new pick clears an error the store reported for the old one
+        self.set_error(None)
 
 
 _row_ids = count(1)
