@@ -179,13 +179,15 @@ def main(argv=None) -> int:
     ap.add_argument("--drafters", default=None, help="comma list (default depends on --quick)")
     ap.add_argument("--workloads", default="single,season")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--oracle", default="qwen2.5-coder-0.5b-instruct",
+                    help="catalog name or GGUF path of the oracle (baselines use the same file)")
     args = ap.parse_args(argv)
 
     max_tokens = args.max_tokens or (64 if args.quick else 200)
     default_drafters = "none,lookup,history,cascade" if args.quick else "none,lookup,bridge,model-q4_0,history,cascade,onnx"
     drafters = (args.drafters or default_drafters).split(",")
 
-    paths = {"oracle": str(resolve("qwen2.5-coder-0.5b-instruct", fetch=True)),
+    paths = {"oracle": str(resolve(args.oracle, fetch=True)),
              "smollm2": str(resolve("smollm2-135m-instruct", fetch=True))}
     if "model-q4_0" in drafters:
         paths["q4_0"] = str(resolve("qwen2.5-coder-0.5b-instruct-q4_0", fetch=True))
@@ -304,6 +306,10 @@ def main(argv=None) -> int:
     return 0
 
 
+ORACLE_LABELS = {"qwen2.5-coder-0.5b-instruct": "Qwen2.5-Coder-0.5B-Instruct (catalog GGUF)",
+                 "qwen2.5-coder-0.5b-instruct-q4_0": "Qwen2.5-Coder-0.5B-Instruct requantized to Q4_0 (local)"}
+
+
 def render_table(rows, max_tokens, args) -> str:
     head = ("| workload | method | prompts | tok/s | speedup (median, min–max) | acceptance | identical | J/report | ceiling |\n"
             "|---|---|---|---|---|---|---|---|---|")
@@ -316,7 +322,7 @@ def render_table(rows, max_tokens, args) -> str:
         lines.append(f"| {r['workload']} | {r['drafter']} | {r['prompts']} | {r['tokens_per_s']} | "
                      f"{r['speedup']:.2f}x ({r['speedup_min']:.2f}–{r['speedup_max']:.2f}) | {acc} | {ident} | "
                      f"{r['energy_j_per_report']:.1f} | {r['ceiling']:.2f}x |")
-    lines.append(f"\nGreedy, {max_tokens} new tokens per report, oracle Qwen2.5-Coder-0.5B-Instruct (catalog GGUF), "
+    lines.append(f"\nGreedy, {max_tokens} new tokens per report, oracle {ORACLE_LABELS.get(args.oracle, Path(args.oracle).name)}, "
                  f"{args.threads} threads; speedup = method tokens/s / plain llama-cpp-python tokens/s on the same prompt (median over prompts; every method starts with the system prompt cached from the previous report, as in an app session); "
                  "season = reports 4-8 of a block's weekly season, each with the earlier reports in the history; "
                  "J/report = process CPU time x the default 2-core handheld power profile; "
