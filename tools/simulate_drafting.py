@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Judge draft policies in seconds: replay recorded greedy reports through the real Engine.
 
-    python tools/simulate_drafting.py [--quick] [--candidates 1,2,4] [--json OUT]
+    python tools/simulate_drafting.py [--quick] [--oracle NAME] [--candidates 1,2,4] [--json OUT]
 
 Step 1 (once per oracle, system prompt and sample set; cached under
 ~/.cache/edgespec/sim): the oracle decodes every sample note greedily, one token
@@ -73,11 +73,12 @@ def main(argv=None) -> int:
     ap.add_argument("--candidates", default="1,2,4", help="candidate counts for the hindsight bound")
     ap.add_argument("--json", metavar="OUT")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--oracle", default="qwen2.5-coder-0.5b-instruct", help="catalog name or GGUF path")
     args = ap.parse_args(argv)
     max_tokens = args.max_tokens or (64 if args.quick else 200)
     n_cands = [int(x) for x in args.candidates.split(",") if x]
 
-    oracle = LlamaModel(str(resolve("qwen2.5-coder-0.5b-instruct", fetch=True)), n_ctx=4096, n_threads=args.threads)
+    oracle = LlamaModel(str(resolve(args.oracle, fetch=True)), n_ctx=4096, n_threads=args.threads)
     curve = load_or_measure(oracle)
     tokenize = lambda s: oracle.tokenize(s, add_bos=False, special=False)  # noqa: E731
     model_id = oracle.vocab_fingerprint()
