@@ -30,3 +30,17 @@ class SamplingParamsError(EdgespecError, ValueError):
 
 class FieldNoteError(EdgespecError, ValueError):
     """A field note (sighting JSON) that does not match the documented shape."""
+
+
+def read_json_file(path, error: type[EdgespecError]):
+    """Parse a JSON file; a missing file or bad JSON raises ``error`` naming the file (not a traceback)."""
+    import json
+    from pathlib import Path
+
+    p = Path(path)
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{p}: no such file") from None
+    except json.JSONDecodeError as e:
+        raise error(f"{p}: not valid JSON ({e})") from None

@@ -19,11 +19,10 @@ FieldNoteError naming the field, so a form or an import can point at it.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 from pathlib import Path
 from typing import Any
 
-from . import FieldNoteError
+from . import FieldNoteError, read_json_file
 
 REQUIRED = ("block", "rows", "date", "observations")
 OPTIONAL_TEXT = ("variety", "scout", "weather", "notes", "time")
@@ -119,14 +118,7 @@ def validate(note: Any) -> dict:
 
 
 def load(path: str | Path) -> dict:
-    p = Path(path)
-    try:
-        raw = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FieldNoteError(f"{p}: no such file") from None
-    except json.JSONDecodeError as e:
-        raise FieldNoteError(f"{p}: not valid JSON ({e})") from None
-    return validate(raw)
+    return validate(read_json_file(path, FieldNoteError))
 
 
 def describe_observation(o: dict) -> str:

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import difflib
-import json
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from . import EdgespecError, FieldNoteError
+from . import EdgespecError, FieldNoteError, read_json_file
 
 CATALOG_PATH = Path(__file__).with_name("pest_catalog.json")
 
@@ -252,14 +251,7 @@ def parse_catalog(data: Any) -> dict[str, Pest]:
 
 
 def load_catalog(path: str | Path = CATALOG_PATH) -> dict[str, Pest]:
-    p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PestCatalogError(f"{p}: no such file") from None
-    except json.JSONDecodeError as e:
-        raise PestCatalogError(f"{p}: not valid JSON ({e})") from None
-    return parse_catalog(data)
+    return parse_catalog(read_json_file(path, PestCatalogError))
 
 
 PEST_CATALOG: dict[str, Pest] = load_catalog()

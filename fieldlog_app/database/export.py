@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
-from typing import IO, Any
+from typing import IO, Any, Iterable, Sequence
 
 from .validation import GEO_FIELDS, OBS_FIELDS, TEXT_FIELDS
 
@@ -45,13 +45,17 @@ def public_sighting(s: dict) -> dict:
     return out
 
 
-def write_csv(sightings: list[dict], f: IO[str]) -> int:
-    """One row per observation, sighting fields repeated; a sighting with none gets one row."""
-    w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="raise")
+def write_csv(sightings: Iterable[dict], f: IO[str], *, extra: Sequence[str] = ()) -> int:
+    """One row per observation, sighting fields repeated; a sighting with none gets one row.
+
+    ``extra``: more sighting keys to add as trailing columns (the office server adds device and received_at).
+    """
+    w = csv.DictWriter(f, fieldnames=CSV_FIELDS + list(extra), extrasaction="raise")
     w.writeheader()
     n = 0
     for s in sightings:
         base = {col: s.get(key) for col, key in SIGHTING_COLUMNS}
+        base.update({k: s.get(k) for k in extra})
         observations = s.get("observations") or [None]
         for i, o in enumerate(observations):
             row = dict(base)

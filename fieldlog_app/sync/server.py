@@ -31,7 +31,6 @@ either the whole batch or none of it.
 from __future__ import annotations
 
 import contextlib
-import csv
 import hashlib
 import io
 import json
@@ -53,8 +52,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fieldlog_app.database.canonical import canonical_json, utc_now
-from fieldlog_app.database.export import CSV_FIELDS, SIGHTING_COLUMNS, csv_cell
-from fieldlog_app.database.validation import OBS_FIELDS
+from fieldlog_app.database.export import CSV_FIELDS
+from fieldlog_app.database.export import write_csv as device_write_csv
 
 from .protocol import MAX_ITEMS, PROTOCOL, Item, ProtocolError, parse_json, validate_batch
 
@@ -454,24 +453,13 @@ def _receipt(row: sqlite3.Row, status: str) -> dict:
 
 
 # ---------------------------------------------------------------------------------- exports
-SERVER_CSV_FIELDS = CSV_FIELDS + ["device", "received_at"]
+SERVER_EXTRA_COLUMNS = ("device", "received_at")
+SERVER_CSV_FIELDS = CSV_FIELDS + list(SERVER_EXTRA_COLUMNS)
+
+
 def write_csv(sightings: Iterable[dict], f) -> int:
     """Same columns as the device's export (fieldlog_app.database.export) plus device and received_at."""
-    w = csv.DictWriter(f, fieldnames=SERVER_CSV_FIELDS)
-    w.writeheader()
-    n = 0
-    for s in sightings:
-        base = {col: s.get(key) for col, key in SIGHTING_COLUMNS}
-        base["device"] = s.get("device")
-        base["received_at"] = s.get("received_at")
-        for i, o in enumerate(s.get("observations") or [None]):
-            row = dict(base)
-            if o is not None:
-                row["observation"] = i + 1
-                row.update({k: o.get(k) for k in OBS_FIELDS})
-            w.writerow({k: csv_cell(v) for k, v in row.items()})
-            n += 1
-    return n
+    return device_write_csv(sightings, f, extra=SERVER_EXTRA_COLUMNS)
 
 
 def write_geojson(sightings: Iterable[dict], f) -> int:
