@@ -2,8 +2,9 @@
 
 On quantized models llama.cpp's CPU kernels are not batch-invariant, so the
 speculative text may part from one-token-at-a-time decoding, but only at a
-near-tie: at the first divergence both tokens must be the oracle's top two with
-a logit gap <= 0.25. The identical rate is printed (pytest -s shows it).
+near-tie: at the first divergence both tokens' logits must be within 0.25 of the
+oracle's best in one-token-at-a-time decoding (normally its top two). The
+identical rate is printed (pytest -s shows it).
 """
 
 from __future__ import annotations
@@ -97,3 +98,25 @@ def test_real_incompatible_same_vocab_pair_is_refused(real_paths):
 
     with pytest.raises(IncompatibleModelsError, match="bridge"):
         open_generator(oracle=str(real_paths["oracle"]), drafter="model", draft_model=str(real_paths["smollm2"]))
+
+
+def test_policy_on_real_reports_replayed_never_loses_much(oracle):
+    """The engine + prompt lookup replayed against the oracle's own greedy reports on a virtual clock
+    charged with a Qwen2.5-Coder-0.5B-like curve (2 tokens 2.4x one): the text is the recording and
+    no report comes out more than 3% slower than plain decoding, while some drafting happens."""
+    from edgespec.drafters.lookup import PromptLookupDrafter
+    from edgespec.testing.replay import ReplayOracle, VirtualClock, replay
+
+    curve = CostCurve([1, 2, 4, 8, 16, 17], [0.017, 0.040, 0.053, 0.070, 0.083, 0.102])
+    clock = VirtualClock()
+    fake = ReplayOracle(curve, clock, n_vocab=oracle.n_vocab, eog=oracle.eos_token())
+    engine = Engine(fake, PromptLookupDrafter(), curve=curve, clock=clock)
+    drafted = 0
+    for path in NOTES[:3]:
+        prompt = oracle.tokenize(render_chat(oracle, fieldnote.report_messages(fieldnote.load(path))), special=True)
+        ref = oracle_greedy(oracle, prompt, 160)
+        res = replay(engine, fake, prompt, ref)
+        assert res.tokens == ref
+        assert res.speedup >= 0.97, (path.name, res.speedup)
+        drafted += res.drafted
+    assert drafted > 0
