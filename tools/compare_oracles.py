@@ -30,6 +30,9 @@ from edgespec.facts import check_report  # noqa: E402
 from edgespec.llama import LlamaModel, render_chat  # noqa: E402
 from edgespec.testing.reference import oracle_greedy  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "tools"))
+from bench import first_divergence  # noqa: E402
+
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -61,10 +64,7 @@ def main(argv=None) -> int:
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, d in out.items():
         c = curves[name]
-        prefix = []
-        for a, b in zip(ref["toks"], d["toks"]):
-            n = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-            prefix.append(n)
+        prefix = [len(a) if (k := first_divergence(a, b)) is None else k for a, b in zip(ref["toks"], d["toks"])]
         same = sum(a == b for a, b in zip(ref["toks"], d["toks"]))
         errors = sum(sum(f.severity == "error" for f in check_report(t, n)) for t, n in zip(d["texts"], notes))
         print(f"| {name} | {c.t(1) * 1e3:.1f} | {c.t(8) * 1e3:.1f} | {c.t(16) * 1e3:.1f} | "

@@ -87,9 +87,7 @@ def plan(
             survival = survival_curve(alpha_override[cand.bucket], cand.available)
         else:
             est = stats.get(cand.bucket)
-            est = est if est is not None else prior_estimate(cand.bucket)
-            # an estimate without per-position counts (a plain acceptance rate) is read as i.i.d.
-            survival = est.survival(cand.available) if hasattr(est, "survival") else survival_curve(est.alpha, cand.available)
+            survival = (est if est is not None else prior_estimate(cand.bucket)).survival(cand.available)
         d, s = best_length_for_survival(survival, cost.curve, cand.available,
                                         draft_cost_per_token=cost.per_token.get(cand.name, 0.0))
         if d > 0 and s >= cost.min_speedup and (best is None or s > best.speedup):
