@@ -140,7 +140,7 @@ class Generator:
             from .drafters.history import HistoryDrafter, HistoryIndex
 
             self.history_index = HistoryIndex(self.config.history_db)
-            hist = HistoryDrafter(self.history_index, self._history_tokenize, self.model_id)
+            hist = HistoryDrafter.for_oracle(self.history_index, self.oracle)
             if kind == "history":
                 return hist
             from .drafters.cascade import CascadeDrafter

@@ -269,7 +269,10 @@ def test_history_index_is_bounded_by_tokens_and_drafter_forgets_evicted(index):
     assert idx.total_tokens("words") <= 20
     assert idx.count() == 2
     d.begin(ctx)
-    assert d.propose(ctx, 2).tokens == []  # the evicted report no longer drafts
+    draft = d.propose(ctx, 2)
+    # the evicted report no longer drafts: now nothing matches the prompt's end, so the drafter stands at
+    # the start of a report and offers how the newest one began
+    assert tok.words(draft.tokens) == ["red", "orange"] and draft.source == "history-start"
     assert d.n_docs == 2
     idx.close()
 
@@ -446,6 +449,50 @@ def test_history_also_matches_inside_the_context(index):
     d_off = HistoryDrafter(index, tok, "words", use_context=False)
     d_off.begin(prompt)
     assert d_off.propose(prompt, 4).tokens == []  # history alone has only a 1-token match
+
+
+def test_history_takes_numbers_from_the_note_and_wording_from_the_history(index):
+    """Last week's report matches longer, but this week's count is in the note; the note's lower-case pest
+    name loses to how the reports spell it even where the note matches as long."""
+    tok = WordTokenizer()
+    index.add_report("Report for B4 rows 12-18 . - Grape berry moth : 50 sampled , 1 infested .")
+    note = tok("note : B4 rows 12-18 . - grape berry moth : 50 sampled , 4 infested . report :")
+    so_far = tok("Summary : B4 rows 12-18 . -")  # history and note both match "B4 rows 12-18 . -"
+    line = tok("Grape berry moth : 50 sampled ,")  # history matches 11 tokens here and says 1; the note 5, says 4
+    text_of = lambda t: tok.words([t])[0]  # noqa: E731
+
+    plain = HistoryDrafter(index, tok, "words")  # no token texts: the longer match, the context on ties
+    plain.begin(note)
+    assert tok.words(plain.propose(note + so_far, 1).tokens) == ["grape"]
+    assert tok.words(plain.propose(note + so_far + line, 1).tokens) == ["1"]
+
+    d = HistoryDrafter(index, tok, "words", token_text=text_of)
+    d.begin(note)
+    assert tok.words(d.propose(note + so_far, 1).tokens) == ["Grape"]
+    assert tok.words(d.propose(note + so_far + line, 2).tokens) == ["4", "infested"]
+    with pytest.raises(HistoryError):
+        HistoryDrafter(index, tok, "words", token_text="not callable")  # type: ignore[arg-type]
+
+
+def test_history_drafts_the_start_of_a_report_from_how_earlier_ones_began(index):
+    tok = WordTokenizer()
+    index.add_report("Summary : block C1 rows 1-4 . nothing found")
+    index.add_report("Summary : block B4 rows 12-18 . moth larvae on the edge")
+    d = HistoryDrafter(index, tok, "words")
+    prompt = tok("<chat> field note : B4 , moth , 4 of 50 <assistant>")  # its end matches nothing
+    d.begin(prompt)
+    first = d.propose(prompt, 3)
+    assert tok.words(first.tokens) == ["Summary", ":", "block"] and first.source == "history-start"
+    ctx = prompt + tok("Summary : block B4")
+    nxt = d.propose(ctx, 2)
+    # still matched from the start (B4 leads to the newest report's rows); the match is as deep as it has run
+    assert tok.words(nxt.tokens) == ["rows", "12-18"] and nxt.source == "history-start" and nxt.match_len == 8 + 4
+    ctx = ctx + tok("rows 99")  # a value no report has: the match falls back and leaves the report start
+    assert d.propose(ctx + tok("."), 2).source == "history"
+    # a prompt whose end already matches (a raw continuation, not a new report) is not moved to the start
+    raw = tok("moth larvae on")
+    d.begin(raw)
+    assert tok.words(d.propose(raw, 2).tokens) == ["the", "edge"]
 
 
 # ---------------------------------------------------------------------------------------------------- cascade

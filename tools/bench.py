@@ -149,7 +149,7 @@ def make_drafter(kind: str, oracle: LlamaModel, paths: dict, threads: int, histo
         from edgespec.drafters.history import HistoryDrafter, HistoryIndex
 
         index = HistoryIndex(history_db)
-        hist = HistoryDrafter(index, lambda s: oracle.tokenize(s, add_bos=False, special=False), oracle.vocab_fingerprint())
+        hist = HistoryDrafter.for_oracle(index, oracle)
         hist.index = index
         if kind == "history":
             return hist

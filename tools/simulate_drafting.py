@@ -80,8 +80,6 @@ def main(argv=None) -> int:
 
     oracle = LlamaModel(str(resolve(args.oracle, fetch=True)), n_ctx=4096, n_threads=args.threads)
     curve = load_or_measure(oracle)
-    tokenize = lambda s: oracle.tokenize(s, add_bos=False, special=False)  # noqa: E731
-    model_id = oracle.vocab_fingerprint()
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgespec" / "sim"
     clock = VirtualClock()
     fake = ReplayOracle(curve, clock, n_vocab=oracle.n_vocab, eog=oracle.eos_token())
@@ -93,7 +91,7 @@ def main(argv=None) -> int:
         skip = 3 if wname == "season" else 0  # as the bench: season scores reports 4.. with the earlier ones in history
         with tempfile.TemporaryDirectory() as td:
             index = HistoryIndex(os.path.join(td, "history.db"))
-            history = HistoryDrafter(index, tokenize, model_id)
+            history = HistoryDrafter.for_oracle(index, oracle)
             # the cascade of the cheap sources only: a model drafter's cost would not show on the virtual clock
             cascade = CascadeDrafter([history, PromptLookupDrafter()], curve=curve)
             drafters = {"lookup": PromptLookupDrafter(), "history": history, "cascade (history, lookup)": cascade}

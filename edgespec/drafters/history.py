@@ -44,6 +44,7 @@ from .base import SamplingSpec
 from .lookup import ContextIndex, MatchDraft, copy_continuation
 
 DEFAULT_MAX_DOCS = 500
+START_MATCH_LEN = 8  # how deep the start of a report counts as matched (the policy's bucket for its drafts)
 DEFAULT_MAX_TOKENS = 120_000  # per model_id (tokenizer); bounds the in-memory automaton (< ~50 MB)
 MAX_REPORT_CHARS = 100_000  # one report; anything longer is not a scouting report
 SCHEMA_VERSION = 1
@@ -417,11 +418,18 @@ class _Transaction:
             self.index._lock.release()
 
 
+# Every document starts with this symbol: the state after it is "a report begins here", so the
+# first tokens of a new report can be drafted from how earlier reports began (see HistoryDrafter.begin).
+REPORT_START = -(1 << 40)
+
+
 class SuffixAutomaton:
     """Suffix automaton over many token documents, with occurrence counts.
 
-    Each document is followed by its own negative separator symbol, so no match
-    crosses a document boundary and a continuation stops where a report ended.
+    Each document starts with ``REPORT_START`` and is followed by its own
+    negative separator symbol, so no match crosses a document boundary, a
+    continuation stops where a report ended, and ``start_state`` is where
+    every report began.
     ``cnt[v]`` is how many times the strings of state ``v`` occur and
     ``last[v]`` the end position of their most recent occurrence (ties between
     equally frequent continuations go to the newest report). Construction is
@@ -438,6 +446,7 @@ class SuffixAutomaton:
         self.last: list[int] = [0]
         self._own: list[int] = [0]  # end position a state was created for; 0 for clones and the root
         self._tail = 0
+        self._n_syms = 0  # symbols appended (tokens, start marks, separators): the end positions
         self.n_docs = 0
         self.n_tokens = 0
         self._best: dict[int, int] = {}  # state -> best child state (cache, reset on every change)
@@ -454,12 +463,12 @@ class SuffixAutomaton:
         # One automaton of the concatenation doc1 sep1 doc2 sep2 ...: the separators are unique, so no
         # match spans two reports, and the plain (single-string) construction stays correct.
         tail = self._tail
+        pos = self._n_syms
         for tokens in docs:
-            pos = self.n_tokens + self.n_docs
             syms = list(tokens)
             self.n_tokens += len(syms)
             self.n_docs += 1
-            syms.append(-self.n_docs)
+            syms = [REPORT_START, *syms, -self.n_docs]
             for c in syms:
                 pos += 1
                 cur = len(ln)
@@ -488,6 +497,7 @@ class SuffixAutomaton:
                         link[cur] = clone
                 tail = cur
         self._tail = tail
+        self._n_syms = pos
         self._recount()
 
     def _recount(self) -> None:
@@ -502,6 +512,11 @@ class SuffixAutomaton:
                 last[p] = last[v]
         self.cnt, self.last = cnt, last
         self._best = {}
+
+    @property
+    def start_state(self) -> int:
+        """The state right after ``REPORT_START`` (0 while the automaton is empty)."""
+        return self.next[0].get(REPORT_START, 0)
 
     def step(self, state: int, length: int, token: int) -> tuple[int, int]:
         """Matching statistics: extend the match (state, length) by ``token``; shorten it as needed."""
@@ -606,8 +621,21 @@ class HistoryDrafter:
     """Draft the continuation that most often followed the context's longest suffix in past reports.
 
     Also matches within the current context (like prompt lookup), because block
-    names and numbers repeat from the field note: the longer of the two matches
-    wins, the context on ties (it is specific to this report).
+    names and numbers repeat from the field note. Which of the two drafts to use
+    (``_prefer_context``): numbers from the note, wording from the history. When
+    both drafts start with a number, the context's wins (a season's reports
+    share their sentences but not their counts and dates); when they differ only
+    in letter case, the history's wins (the note writes "grape berry moth", the
+    reports "Grape berry moth"); otherwise the longer match, the context on ties.
+    Measured in the replay (tools/simulate_drafting.py) on the season samples,
+    the number rule alone lifts history drafting from 1.16x to 1.19x.
+
+    A report whose prompt ends in no match (a chat prompt ends in the assistant
+    header) starts in the automaton's ``start_state``, as if matched
+    ``START_MATCH_LEN`` tokens deep: its first tokens are drafted from how
+    earlier reports began. Those drafts (until the match falls back) are labelled
+    source "history-start", so the policy learns their odds apart from other
+    history drafts: they pay over a season and rarely on unrelated reports.
 
     ``k_max``: longest draft; ``min_match``: shortest suffix worth drafting from;
     ``min_confidence``: stop a history draft at the first token whose empirical
@@ -618,7 +646,8 @@ class HistoryDrafter:
     ``tokenize`` must turn report text into oracle ids exactly as generation
     would produce them: e.g. ``lambda s: oracle.tokenize(s, add_bos=False,
     special=False)``; ``model_id`` names that tokenizer (the oracle's
-    ``vocab_fingerprint()``). One drafter serves one generation at a time;
+    ``vocab_fingerprint()``); ``token_text`` (token id -> its text) enables the
+    number and letter-case rules. ``HistoryDrafter.for_oracle`` wires all three. One drafter serves one generation at a time;
     other threads save reports through the (thread-safe) ``HistoryIndex`` and
     the drafter picks them up at the next ``begin``.
     """
@@ -637,6 +666,7 @@ class HistoryDrafter:
         min_confidence: float = 0.0,
         use_context: bool = True,
         context_max_match: int = 16,
+        token_text: Callable[[int], str] | None = None,
     ):
         if isinstance(k_max, bool) or not isinstance(k_max, int) or k_max < 1:
             raise HistoryError(f"k_max must be a positive integer, got {k_max!r}")
@@ -648,7 +678,11 @@ class HistoryDrafter:
             raise HistoryError("tokenize must be callable (text -> oracle token ids)")
         if not isinstance(model_id, str) or not model_id:
             raise HistoryError(f"model_id must be a non-empty string, got {model_id!r}")
+        if token_text is not None and not callable(token_text):
+            raise HistoryError("token_text must be callable (token id -> text)")
         self.index = index
+        self.token_text = token_text
+        self._texts: dict[int, str] = {}
         self.tokenize = tokenize
         self.model_id = model_id
         self.k_max = k_max
@@ -660,9 +694,21 @@ class HistoryDrafter:
         self._doc_ids: list[int] = []
         self._version: tuple[int, int] | None = None
         self._state = (0, 0)  # (automaton state, match length) after the synced context
+        self._from_start = False  # the match still reaches back to the start of the report
         self.last_match_len = 0
         self.stats = _Stats()
         self.refresh()
+
+    @classmethod
+    def for_oracle(cls, index: HistoryIndex, oracle, **kwargs) -> "HistoryDrafter":
+        """A drafter in ``oracle``'s token space (a ``LlamaModel``): tokenizer, id and token texts from it."""
+        return cls(
+            index,
+            lambda s: oracle.tokenize(s, add_bos=False, special=False),
+            oracle.vocab_fingerprint(),
+            token_text=lambda t: oracle.token_bytes(t, special=False).decode("utf-8", "replace"),
+            **kwargs,
+        )
 
     # -- index ----------------------------------------------------------------------------------------------------
 
@@ -695,6 +741,7 @@ class HistoryDrafter:
         self._doc_ids = kept
         self._version = self.index.version()
         self._state = (0, 0)
+        self._from_start = False
         self._ctx.reset()  # the automaton changed: re-walk the context on the next propose
 
     def add_report(self, text: str, *, source: str = "report") -> int:
@@ -706,29 +753,39 @@ class HistoryDrafter:
     # -- Drafter protocol -----------------------------------------------------------------------------------------
 
     def begin(self, prompt_tokens: list[int]) -> None:
+        """A new report: match the prompt; where its end matches nothing, in the history or earlier in the
+        prompt (a chat prompt ends in the assistant header), stand at the start of a report instead."""
         self.refresh()
         self._ctx.reset()
         self._state = (0, 0)
+        self._from_start = False
         self._sync(list(prompt_tokens))
+        start = self._sam.start_state
+        if start and self._state[1] < self.min_match and self._ctx.longest_match()[0] < self.min_match:
+            self._state = (start, START_MATCH_LEN)
+            self._from_start = True
         self.last_match_len = 0
 
     def _sync(self, context: list[int]) -> None:
         """Catch the context index and the automaton match up with ``context`` (only new tokens cost)."""
         kept = self._ctx.sync(context)
         state, length = self._state if kept else (0, 0)
+        from_start = self._from_start and kept > 0
         step = self._sam.step
         for tok in context[kept:]:
-            state, length = step(state, length, tok)
+            state, new_length = step(state, length, tok)
+            from_start = from_start and new_length == length + 1  # any fallback leaves the report start
+            length = new_length
         self._state = (state, length)
+        self._from_start = from_start
 
     def _history_draft(self, max_tokens: int) -> MatchDraft:
         state, length = self._state
+        source = "history-start" if self._from_start else "history"
         if length < self.min_match:
-            return MatchDraft(match_len=length, source="history")
+            return MatchDraft(match_len=length, source=source)
         toks, confs = self._sam.greedy(state, max_tokens, self.min_confidence)
-        return MatchDraft(
-            tokens=toks, match_len=length, source="history", support=self._sam.cnt[state], confidence=confs
-        )
+        return MatchDraft(tokens=toks, match_len=length, source=source, support=self._sam.cnt[state], confidence=confs)
 
     def _context_draft(self, max_tokens: int) -> MatchDraft:
         if not self.use_context:
@@ -747,19 +804,30 @@ class HistoryDrafter:
             return MatchDraft(match_len=0, source=self.name)
         hist = self._history_draft(limit)
         ctx = self._context_draft(limit)
-        best = self._pick(hist, ctx)
+        best = ctx if self._prefer_context(hist, ctx) else hist
         self.last_match_len = best.match_len
         self.stats.proposals += 1
         return best
 
-    @staticmethod
-    def _pick(hist: MatchDraft, ctx: MatchDraft) -> MatchDraft:
-        """The draft from the longer match; the context's on ties (it is specific to this report)."""
-        if hist.tokens and ctx.tokens:
-            return hist if hist.match_len > ctx.match_len else ctx
-        if hist.tokens or ctx.tokens:
-            return hist if hist.tokens else ctx
-        return hist if hist.match_len > ctx.match_len else ctx
+    def _text(self, token: int) -> str:
+        text = self._texts.get(token)
+        if text is None:
+            text = self._texts[token] = self.token_text(token) if self.token_text is not None else ""
+        return text
+
+    def _prefer_context(self, hist: MatchDraft, ctx: MatchDraft) -> bool:
+        """Numbers from the note, wording from the history; else the longer match, the context on ties."""
+        if not (hist.tokens and ctx.tokens):
+            if hist.tokens or ctx.tokens:
+                return bool(ctx.tokens)
+            return hist.match_len <= ctx.match_len
+        if self.token_text is not None and hist.tokens[0] != ctx.tokens[0]:
+            h, c = self._text(hist.tokens[0]).strip(), self._text(ctx.tokens[0]).strip()
+            if h.isdigit() and c.isdigit():
+                return True
+            if h.lower() == c.lower():
+                return False
+        return hist.match_len <= ctx.match_len
 
     def propose_candidates(self, context: list[int], max_tokens: int, n: int = 4) -> list[MatchDraft]:
         """Up to ``n`` distinct drafts where continuations branch, best first (the first is ``propose``'s).
@@ -787,11 +855,11 @@ class HistoryDrafter:
                     toks, confs = toks[:cut], confs[:cut]
                 if toks:
                     cands.append(
-                        MatchDraft(tokens=toks, match_len=length, source="history", support=support, confidence=confs)
+                        MatchDraft(tokens=toks, match_len=length, source=greedy.source, support=support, confidence=confs)
                     )
         ctx = self._context_draft(limit)
         if ctx.tokens:
-            if ctx.match_len >= length or not cands:
+            if not cands or self._prefer_context(cands[0], ctx):
                 cands.insert(0, ctx)
             else:
                 cands.append(ctx)
