@@ -60,6 +60,14 @@ def _num(value: Any, where: str, *, integer: bool = False, lo: float = 0, hi: fl
     return int(value) if integer else value
 
 
+def risk_class(value: Any, where: str = "risk_class") -> str:
+    """One of RISK_CLASSES, any case (a scout may type "High"); returned lower-case."""
+    risk = str(value).strip().lower()
+    if risk not in RISK_CLASSES:
+        raise FieldNoteError(f"{where}: {value!r} is not one of {', '.join(RISK_CLASSES)}")
+    return risk
+
+
 def validate(note: Any) -> dict:
     """Return a normalised copy of ``note`` or raise FieldNoteError naming the bad field."""
     if not isinstance(note, dict):
@@ -79,10 +87,7 @@ def validate(note: Any) -> dict:
         if note.get(key) is not None:
             out[key] = str(note[key])
     if note.get("risk_class") not in (None, ""):
-        risk = str(note["risk_class"]).strip().lower()
-        if risk not in RISK_CLASSES:
-            raise FieldNoteError(f"risk_class: {note['risk_class']!r} is not one of {', '.join(RISK_CLASSES)}")
-        out["risk_class"] = risk
+        out["risk_class"] = risk_class(note["risk_class"])
     if not isinstance(note["observations"], list):
         raise FieldNoteError("observations: expected a list")
     obs_out = []

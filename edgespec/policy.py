@@ -176,6 +176,10 @@ class LengthEstimate:
         self.acc = [a * factor for a in self.acc]
         self.rej = [r * factor for r in self.rej]
 
+    def doubt(self, factor: float = 0.5) -> None:
+        """Discount only the accepted evidence: drafting measurably lost, so the estimate was too hopeful."""
+        self.acc = [a * factor for a in self.acc]
+
     @property
     def evidence(self) -> float:
         """Discounted number of drafts seen (each is tested at its first position), prior included."""
@@ -346,7 +350,7 @@ class DraftController:
                 # forget the losing window so the next probe is judged on fresh evidence
                 self.spec_s, self.spec_tokens, self.spec_cycles = 0.0, 0, 0
                 for est in self.estimates.values():
-                    est.acc = [a * 0.5 for a in est.acc]
+                    est.doubt(0.5)
             elif self.spec_cycles >= 4 * self.params.realized_window:
                 self.spec_s *= 0.5
                 self.spec_tokens //= 2

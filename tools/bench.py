@@ -54,6 +54,16 @@ def ceiling(curve: CostCurve, n_tokens: int, d_max: int = 16) -> float:
     return curve.t(1) / per_tok
 
 
+SEASON_SCORED = 8  # a season scores its last 8 reports (the 13th..20th of 20), each with all earlier ones in the history
+WARMUP = 3  # reports before the first scored one that every method runs too, so the engines' estimates are warm
+
+
+def first_scored(workload: str, n_reports: int) -> int:
+    """Index of the first scored report: single notes are all scored; a season its last ``SEASON_SCORED``
+    (at least 3 earlier reports in the history, as in the quick run)."""
+    return max(3, n_reports - SEASON_SCORED) if workload == "season" else 0
+
+
 def load_workloads(quick: bool) -> dict[str, list[dict]]:
     notes_dir = ROOT / "edgespec" / "samples" / "notes"
     notes = [fieldnote.load(p) for p in sorted(notes_dir.glob("*.json"))]
@@ -129,6 +139,16 @@ def identity(ties: list[list[int]], ref: list[int], got: list[int]) -> str:
         # "near-tie(3+)": more than two tokens sit within the tolerance and the batch picked one below second place
         return f"near-tie@{i}" if got[i] in ties[i][:2] else f"near-tie(3+)@{i}"
     return f"NO@{i}"
+
+
+def add_to_history(built: dict, oracle: LlamaModel, report: list[int]) -> None:
+    """The user's history grows report by report (report n drafts from reports 1..n-1), as the app saves them."""
+    text = oracle.detokenize(report, special=False).decode("utf-8", "replace")
+    for kind in ("history", "cascade"):
+        idx = getattr(built.get(kind), "index", None)
+        if idx is not None and text.strip():
+            idx.add_report(text, tokenize=lambda s: oracle.tokenize(s, add_bos=False, special=False),
+                           model_id=oracle.vocab_fingerprint())
 
 
 def make_drafter(kind: str, oracle: LlamaModel, paths: dict, threads: int, history_db: str | None):
@@ -210,6 +230,8 @@ def main(argv=None) -> int:
         engines: dict = {}
         per = {m: {"t": [], "tokens": [], "acc": [], "drafted": [], "ident": [], "j": []} for m in ["llama-cpp-python", "llama-cpp-python PLD", *built]}
         prev_prompt: list[int] = []
+        scored_from = first_scored(wname, len(notes))
+        run_from = max(0, scored_from - WARMUP)  # earlier reports only go into the history (as plain decoding wrote them)
         for i, note in enumerate(notes):
             prompt = oracle.tokenize(render_chat(oracle, fieldnote.report_messages(note)), special=True)
             # every method starts with the prefix shared with the previous report cached (the system prompt),
@@ -217,6 +239,10 @@ def main(argv=None) -> int:
             shared = len(os.path.commonprefix([prev_prompt, prompt]))
             prev_prompt = prompt
             ref, t_ref, j_ref = base.run("plain", prompt, max_tokens)
+            if i < run_from:
+                add_to_history(built, oracle, ref)
+                print(f"[bench] {wname} {i + 1}/{len(notes)} into the history ({time.time() - t_start:.0f}s)", file=sys.stderr)
+                continue
             per["llama-cpp-python"]["j"].append(j_ref)
             ties = sequential_ties(oracle, prompt, ref)
             per["llama-cpp-python"]["t"].append(t_ref)
@@ -227,7 +253,6 @@ def main(argv=None) -> int:
             per["llama-cpp-python PLD"]["t"].append(t)
             per["llama-cpp-python PLD"]["tokens"].append(len(toks))
             per["llama-cpp-python PLD"]["ident"].append(identity(ties, ref, toks))
-            texts = {}
             for kind, drafter in built.items():
                 oracle.trim(shared)
                 eng = engines.setdefault(kind, Engine(oracle, drafter, curve=curve))  # learns across reports
@@ -244,18 +269,10 @@ def main(argv=None) -> int:
                 per[kind]["acc"].append(s.accepted_tokens)
                 per[kind]["drafted"].append(s.drafted_tokens)
                 per[kind]["ident"].append(identity(ties, ref, done.tokens))
-                texts[kind] = done.text
-            # the user's history grows report by report (season workload: report n sees reports 1..n-1)
-            for kind in ("history", "cascade"):
-                d = built.get(kind)
-                if d is not None and "none" in texts:
-                    idx = getattr(d, "index", None)
-                    if idx is not None:
-                        idx.add_report(texts["none"], tokenize=lambda s: oracle.tokenize(s, add_bos=False, special=False),
-                                       model_id=oracle.vocab_fingerprint())
+            add_to_history(built, oracle, ref)
             print(f"[bench] {wname} {i + 1}/{len(notes)} done ({time.time() - t_start:.0f}s)", file=sys.stderr)
 
-        skip_first = 3 if wname == "season" else 0  # season: score reports 4.. (history = earlier reports)
+        skip_first = scored_from - run_from  # the warm-up reports ran but are not scored
         base_d = per["llama-cpp-python"]
         base_rate = [n / t for n, t in zip(base_d["tokens"][skip_first:], base_d["t"][skip_first:])]
         for method, d in per.items():
@@ -291,7 +308,7 @@ def main(argv=None) -> int:
                 with contextlib.suppress(Exception):
                     d.close()
 
-    table = render_table(rows, max_tokens, args)
+    table = render_table(rows, max_tokens, args, weeks=len(workloads.get("season", [])))
     print(table)
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "max_tokens": max_tokens, "curve": curve.to_dict(),
@@ -307,7 +324,7 @@ ORACLE_LABELS = {"qwen2.5-coder-0.5b-instruct": "Qwen2.5-Coder-0.5B-Instruct (ca
                  "qwen2.5-coder-0.5b-instruct-q4_0": "Qwen2.5-Coder-0.5B-Instruct requantized to Q4_0 (local)"}
 
 
-def render_table(rows, max_tokens, args) -> str:
+def render_table(rows, max_tokens, args, weeks: int = 0) -> str:
     head = ("| workload | method | prompts | tok/s | speedup (median, min–max) | acceptance | identical | J/report | ceiling |\n"
             "|---|---|---|---|---|---|---|---|---|")
     lines = [head]
@@ -321,7 +338,7 @@ def render_table(rows, max_tokens, args) -> str:
                      f"{r['energy_j_per_report']:.1f} | {r['ceiling']:.2f}x |")
     lines.append(f"\nGreedy, {max_tokens} new tokens per report, oracle {ORACLE_LABELS.get(args.oracle, Path(args.oracle).name)}, "
                  f"{args.threads} threads; speedup = method tokens/s / plain llama-cpp-python tokens/s on the same prompt (median over prompts; every method starts with the system prompt cached from the previous report, as in an app session); "
-                 "season = reports 4-8 of a block's weekly season, each with the earlier reports in the history; "
+                 f"season = reports {first_scored('season', weeks) + 1}-{weeks} of a block's {weeks}-week season, each with every earlier report in the history; "
                  "J/report = process CPU time x the default 2-core handheld power profile; "
                  "ceiling = free, perfect drafts at the best verify batch size.")
     return "\n".join(lines)

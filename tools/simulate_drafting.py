@@ -44,7 +44,7 @@ from edgespec.testing.reference import oracle_greedy  # noqa: E402
 from edgespec.testing.replay import ReplayOracle, VirtualClock, hindsight_speedup, replay  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "tools"))
-from bench import load_workloads  # noqa: E402
+from bench import first_scored, load_workloads  # noqa: E402
 
 
 def record(oracle: LlamaModel, notes: list[dict], max_tokens: int, cache_dir: Path) -> list[dict]:
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     t_start = time.time()
     for wname, notes in load_workloads(args.quick).items():
         refs = record(oracle, notes, max_tokens, cache)
-        skip = 3 if wname == "season" else 0  # as the bench: season scores reports 4.. with the earlier ones in history
+        skip = first_scored(wname, len(refs))  # as the bench: a season scores its last reports, earlier ones in the history
         with tempfile.TemporaryDirectory() as td:
             index = HistoryIndex(os.path.join(td, "history.db"))
             history = HistoryDrafter.for_oracle(index, oracle)

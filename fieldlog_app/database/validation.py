@@ -69,11 +69,11 @@ def check_uuid(value: Any, where: str = "id") -> str:
 
 
 def check_risk_class(value: str, where: str = "risk_class") -> str:
-    """One of RISK_CLASSES, any case (a scout may type "High"); returned lower-case."""
-    risk = value.strip().lower()
-    if risk not in RISK_CLASSES:
-        raise ValidationError(f"{where}: {value!r} is not one of {', '.join(RISK_CLASSES)}")
-    return risk
+    """The field note's rule (``edgespec.fieldnote.risk_class``), reported as a form/sync validation error."""
+    try:
+        return fieldnote.risk_class(value, where)
+    except FieldNoteError as e:
+        raise ValidationError(str(e)) from None
 
 
 def validate_draft(sighting: Any) -> dict:
