@@ -434,17 +434,23 @@ async def test_risk_class_chosen_in_the_form_is_stored_shown_and_given_to_the_ge
         assert "B4 (high risk) · 2026-07-21" in str(app.screen.query_one("#report-meta", Static).render())
 
 
+async def open_form_for(app, pilot, sighting_id: str) -> SightingFormScreen:
+    """Open a sighting's detail screen and press "e": the form the user edits it in."""
+    app.push_screen(SightingDetailScreen(sighting_id))
+    await pilot.pause()
+    await pilot.press("e")
+    await pilot.pause()
+    assert isinstance(app.screen, SightingFormScreen)
+    return app.screen
+
+
 @pytest.mark.asyncio
 async def test_risk_class_shows_when_editing_and_can_be_cleared_by_a_revision(store):
     sid = finalized_sighting(store, {**NOTE, "risk_class": "Intermediate"})
     app = make_app(store)
     async with app.run_test(size=(80, 24)) as pilot:
-        app.push_screen(SightingDetailScreen(sid))
-        await pilot.pause()
-        await pilot.press("e")
-        await pilot.pause()
-        form = app.screen
-        assert isinstance(form, SightingFormScreen) and form.mode == "revise"
+        form = await open_form_for(app, pilot, sid)
+        assert form.mode == "revise"
         assert form.top_field("risk_class").value == "intermediate" and not form.dirty
         form.top_field("risk_class").input.focus()
         await pilot.press("enter", "up", "up", "enter")  # back to the blank entry: not set
@@ -527,12 +533,8 @@ async def test_editing_a_draft_saves_in_place_and_clean_form_leaves_without_aski
                             "observations": [{"pest": "grape leafhopper", "sampled": 20}]})
     app = make_app(store)
     async with app.run_test(size=(80, 24)) as pilot:
-        app.push_screen(SightingDetailScreen(sid))
-        await pilot.pause()
-        await pilot.press("e")
-        await pilot.pause()
-        form = app.screen
-        assert isinstance(form, SightingFormScreen) and form.mode == "draft"
+        form = await open_form_for(app, pilot, sid)
+        assert form.mode == "draft"
         assert form.top_field("time").value == "06:30"
         assert form.obs_rows()[0].field("sampled").value == "20"
         assert not form.dirty
@@ -553,12 +555,8 @@ async def test_revise_a_finalized_sighting_makes_a_new_version(store):
     sid = finalized_sighting(store)
     app = make_app(store)
     async with app.run_test(size=(80, 24)) as pilot:
-        app.push_screen(SightingDetailScreen(sid))
-        await pilot.pause()
-        await pilot.press("e")
-        await pilot.pause()
-        form = app.screen
-        assert isinstance(form, SightingFormScreen) and form.mode == "revise"
+        form = await open_form_for(app, pilot, sid)
+        assert form.mode == "revise"
         assert form.top_field("block").value == "B4"
         await type_into(pilot, "#f-notes", "Re-checked: damage also in row 19.")
         await pilot.press("ctrl+s")  # in revise mode this saves the new version
