@@ -434,14 +434,19 @@ async def test_risk_class_chosen_in_the_form_is_stored_shown_and_given_to_the_ge
         assert "B4 (high risk) · 2026-07-21" in str(app.screen.query_one("#report-meta", Static).render())
 
 
-async def open_form_for(app, pilot, sighting_id: str) -> SightingFormScreen:
-    """Open a sighting's detail screen and press "e": the form the user edits it in."""
+async def from_detail(pilot, app, sighting_id: str, key: str, screen_type):
+    """Open a sighting's detail screen and press ``key``; the screen it leads to must be a ``screen_type``."""
     app.push_screen(SightingDetailScreen(sighting_id))
     await pilot.pause()
-    await pilot.press("e")
+    await pilot.press(key)
     await pilot.pause()
-    assert isinstance(app.screen, SightingFormScreen)
+    assert isinstance(app.screen, screen_type)
     return app.screen
+
+
+async def open_form_for(app, pilot, sighting_id: str) -> SightingFormScreen:
+    """The form the user edits a sighting in ("e" on its detail screen)."""
+    return await from_detail(pilot, app, sighting_id, "e", SightingFormScreen)
 
 
 @pytest.mark.asyncio
@@ -595,12 +600,7 @@ async def test_delete_draft_needs_confirmation(store):
 
 
 async def open_generate(pilot, app, sid):
-    app.push_screen(SightingDetailScreen(sid))
-    await pilot.pause()
-    await pilot.press("g")
-    await pilot.pause()
-    assert isinstance(app.screen, GenerateScreen)
-    return app.screen
+    return await from_detail(pilot, app, sid, "g", GenerateScreen)
 
 
 @pytest.mark.asyncio
