@@ -48,15 +48,15 @@ from bench import first_scored, load_workloads  # noqa: E402
 
 
 def record(oracle: LlamaModel, notes: list[dict], max_tokens: int, cache_dir: Path) -> list[dict]:
-    """Greedy reports of ``notes`` (prompt ids, continuation ids, text), cached by everything they depend on."""
-    key = hashlib.sha256(json.dumps([oracle.path, os.path.getsize(oracle.path), fieldnote.SYSTEM_PROMPT,
-                                     notes, max_tokens], sort_keys=True).encode()).hexdigest()[:16]
+    """Greedy reports of ``notes`` (prompt ids, continuation ids, text), cached by everything they depend on:
+    the model file and the prompts exactly as tokenized (so any change to how a note is rendered re-records)."""
+    prompts = [oracle.tokenize(render_chat(oracle, fieldnote.report_messages(note)), special=True) for note in notes]
+    key = hashlib.sha256(json.dumps([oracle.path, os.path.getsize(oracle.path), prompts, max_tokens]).encode()).hexdigest()[:16]
     path = cache_dir / f"refs-{key}.json"
     if path.exists():
         return json.loads(path.read_text())
     out = []
-    for i, note in enumerate(notes):
-        prompt = oracle.tokenize(render_chat(oracle, fieldnote.report_messages(note)), special=True)
+    for i, prompt in enumerate(prompts):
         ref = oracle_greedy(oracle, prompt, max_tokens)
         out.append({"prompt": prompt, "ref": ref,
                     "text": oracle.detokenize(ref, special=False).decode("utf-8", "replace")})
