@@ -44,9 +44,9 @@ from .base import SamplingSpec
 from .lookup import ContextIndex, MatchDraft, copy_continuation
 
 DEFAULT_MAX_DOCS = 500
-START_MATCH_LEN = 8  # how deep the start of a report counts as matched (the policy's bucket for its drafts)
 DEFAULT_MAX_TOKENS = 120_000  # per model_id (tokenizer); bounds the in-memory automaton (< ~50 MB)
 MAX_REPORT_CHARS = 100_000  # one report; anything longer is not a scouting report
+START_MATCH_LEN = 8  # how deep the start of a report counts as matched (the policy's bucket for its drafts)
 SCHEMA_VERSION = 1
 # Tokenized once per model_id; a changed result means the tokenizer behind that id changed.
 _PROBE_TEXT = "Summary: 4 of 50 clusters (8%) infested with grape berry moth larvae in block B4, rows 12-18."
@@ -627,8 +627,8 @@ class HistoryDrafter:
     share their sentences but not their counts and dates); when they differ only
     in letter case, the history's wins (the note writes "grape berry moth", the
     reports "Grape berry moth"); otherwise the longer match, the context on ties.
-    Measured in the replay (tools/simulate_drafting.py) on the season samples,
-    the number rule alone lifts history drafting from 1.16x to 1.19x.
+    Measured in the replay (tools/simulate_drafting.py) on the former 8-week
+    season, the two rules alone lift history drafting from 1.16x to 1.19x.
 
     A report whose prompt ends in no match (a chat prompt ends in the assistant
     header) starts in the automaton's ``start_state``, as if matched
@@ -647,9 +647,10 @@ class HistoryDrafter:
     would produce them: e.g. ``lambda s: oracle.tokenize(s, add_bos=False,
     special=False)``; ``model_id`` names that tokenizer (the oracle's
     ``vocab_fingerprint()``); ``token_text`` (token id -> its text) enables the
-    number and letter-case rules. ``HistoryDrafter.for_oracle`` wires all three. One drafter serves one generation at a time;
-    other threads save reports through the (thread-safe) ``HistoryIndex`` and
-    the drafter picks them up at the next ``begin``.
+    number and letter-case rules. ``HistoryDrafter.for_oracle`` wires all three.
+    One drafter serves one generation at a time; other threads save reports
+    through the (thread-safe) ``HistoryIndex`` and the drafter picks them up at
+    the next ``begin``.
     """
 
     name = "history"
