@@ -300,13 +300,34 @@ def test_summarize_sync_results():
 # --------------------------------------------------------------------------- form
 
 
+async def open_new_form(pilot, app) -> SightingFormScreen:
+    """The empty form for a new sighting ("n" on the log screen)."""
+    await pilot.press("n")
+    await pilot.pause()
+    assert isinstance(app.screen, SightingFormScreen)
+    return app.screen
+
+
+async def from_detail(pilot, app, sighting_id: str, key: str, screen_type):
+    """Open a sighting's detail screen and press ``key``; the screen it leads to must be a ``screen_type``."""
+    app.push_screen(SightingDetailScreen(sighting_id))
+    await pilot.pause()
+    await pilot.press(key)
+    await pilot.pause()
+    assert isinstance(app.screen, screen_type)
+    return app.screen
+
+
+async def open_form_for(pilot, app, sighting_id: str) -> SightingFormScreen:
+    """The form the user edits a sighting in ("e" on its detail screen)."""
+    return await from_detail(pilot, app, sighting_id, "e", SightingFormScreen)
+
+
 @pytest.mark.asyncio
 async def test_validation_errors_are_shown_inline_and_nothing_is_saved(store):
     app = make_app(store)
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.press("n")
-        await pilot.pause()
-        form = app.screen
+        form = await open_new_form(pilot, app)
         assert isinstance(form, SightingFormScreen)
         assert form.top_field("date").value == "2026-07-21"  # defaults to today
         await type_into(pilot, "#f-block", "B4")
@@ -341,9 +362,7 @@ async def test_validation_errors_are_shown_inline_and_nothing_is_saved(store):
 async def test_fill_save_draft_then_finalize(store):
     app = make_app(store)
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.press("n")
-        await pilot.pause()
-        form = app.screen
+        form = await open_new_form(pilot, app)
         await type_into(pilot, "#f-block", "B4")
         await type_into(pilot, "#f-variety", "Riesling")
         await type_into(pilot, "#f-time", "07:45")
@@ -394,9 +413,7 @@ async def test_risk_class_chosen_in_the_form_is_stored_shown_and_given_to_the_ge
     gen.stream_report = lambda note, **kw: (notes.append(note), stream(note, **kw))[1]
     app = make_app(store, gen)
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.press("n")
-        await pilot.pause()
-        form = app.screen
+        form = await open_new_form(pilot, app)
         await type_into(pilot, "#f-block", "B4")
         await type_into(pilot, "#f-rows", "12-18")
         row = form.obs_rows()[0]
@@ -434,27 +451,12 @@ async def test_risk_class_chosen_in_the_form_is_stored_shown_and_given_to_the_ge
         assert "B4 (high risk) · 2026-07-21" in str(app.screen.query_one("#report-meta", Static).render())
 
 
-async def from_detail(pilot, app, sighting_id: str, key: str, screen_type):
-    """Open a sighting's detail screen and press ``key``; the screen it leads to must be a ``screen_type``."""
-    app.push_screen(SightingDetailScreen(sighting_id))
-    await pilot.pause()
-    await pilot.press(key)
-    await pilot.pause()
-    assert isinstance(app.screen, screen_type)
-    return app.screen
-
-
-async def open_form_for(app, pilot, sighting_id: str) -> SightingFormScreen:
-    """The form the user edits a sighting in ("e" on its detail screen)."""
-    return await from_detail(pilot, app, sighting_id, "e", SightingFormScreen)
-
-
 @pytest.mark.asyncio
 async def test_risk_class_shows_when_editing_and_can_be_cleared_by_a_revision(store):
     sid = finalized_sighting(store, {**NOTE, "risk_class": "Intermediate"})
     app = make_app(store)
     async with app.run_test(size=(80, 24)) as pilot:
-        form = await open_form_for(app, pilot, sid)
+        form = await open_form_for(pilot, app, sid)
         assert form.mode == "revise"
         assert form.top_field("risk_class").value == "intermediate" and not form.dirty
         form.top_field("risk_class").input.focus()
@@ -474,9 +476,7 @@ async def test_risk_class_shows_when_editing_and_can_be_cleared_by_a_revision(st
 async def test_several_observations_add_remove_and_autocomplete(store):
     app = make_app(store, pests=["grape berry moth", "grape leafhopper", "powdery mildew"])
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.press("n")
-        await pilot.pause()
-        form = app.screen
+        form = await open_new_form(pilot, app)
         await type_into(pilot, "#f-block", "C1")
         await type_into(pilot, "#f-rows", "1-3")
         for i, (prefix, sampled) in enumerate((("pow", "20"), ("grape l", "30"), ("grape b", "40"))):
@@ -538,7 +538,7 @@ async def test_editing_a_draft_saves_in_place_and_clean_form_leaves_without_aski
                             "observations": [{"pest": "grape leafhopper", "sampled": 20}]})
     app = make_app(store)
     async with app.run_test(size=(80, 24)) as pilot:
-        form = await open_form_for(app, pilot, sid)
+        form = await open_form_for(pilot, app, sid)
         assert form.mode == "draft"
         assert form.top_field("time").value == "06:30"
         assert form.obs_rows()[0].field("sampled").value == "20"
@@ -560,7 +560,7 @@ async def test_revise_a_finalized_sighting_makes_a_new_version(store):
     sid = finalized_sighting(store)
     app = make_app(store)
     async with app.run_test(size=(80, 24)) as pilot:
-        form = await open_form_for(app, pilot, sid)
+        form = await open_form_for(pilot, app, sid)
         assert form.mode == "revise"
         assert form.top_field("block").value == "B4"
         await type_into(pilot, "#f-notes", "Re-checked: damage also in row 19.")
