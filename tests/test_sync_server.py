@@ -43,6 +43,14 @@ def env(tmp_path, http_server):
     store.close()
 
 
+def resigned(item: dict, **payload_changes) -> dict:
+    """A copy of an outbox item with its payload edited and its checksum recomputed (a well-formed forgery)."""
+    out = copy.deepcopy(item)
+    out["payload"].update(payload_changes)
+    out["sha256"] = payload_sha256(out["payload"])
+    return out
+
+
 def post(client, token, items, **kw):
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return client.post("/v1/batches", json={"protocol": 1, "batch_id": str(uuid.uuid4()), "items": items},
@@ -149,9 +157,7 @@ def test_diverging_payload_under_the_same_uuid_is_409_and_rolls_back_the_batch(e
     make_sightings(store, 2)
     items = outbox_items(store)
     assert post(client, token, items[:1]).status_code == 200
-    forged = copy.deepcopy(items[0])
-    forged["payload"]["notes"] = "someone else's version"
-    forged["sha256"] = payload_sha256(forged["payload"])
+    forged = resigned(items[0], notes="someone else's version")
     r = post(client, token, [items[1], forged])
     assert r.status_code == 409
     (c,) = r.json()["conflicts"]
@@ -168,10 +174,8 @@ def test_stale_edit_and_unknown_base_are_409(env):
     v2 = store.revise(sid, {"notes": "edit A"})
     edit_a = outbox_items(store)[1]
     # a second edit of the same base, made on another copy of the device database
-    edit_b = copy.deepcopy(edit_a)
-    edit_b["item_id"] = edit_b["payload"]["id"] = str(uuid.uuid4())
-    edit_b["payload"]["notes"] = "edit B"
-    edit_b["sha256"] = payload_sha256(edit_b["payload"])
+    new_id = str(uuid.uuid4())
+    edit_b = {**resigned(edit_a, id=new_id, notes="edit B"), "item_id": new_id}
 
     r = post(client, token, [edit_a])
     assert r.status_code == 409 and r.json()["conflicts"][0]["reason"] == "unknown-base"
@@ -220,9 +224,7 @@ def test_risk_class_is_accepted_exported_and_a_bad_one_is_422(env):
     ids = make_sightings(store, 2, seed=12)
     v2 = store.revise(ids[0], {"risk_class": "low"})
     items = outbox_items(store)
-    bad = copy.deepcopy(items[1])
-    bad["payload"]["risk_class"] = "LOW"
-    bad["sha256"] = payload_sha256(bad["payload"])
+    bad = resigned(items[1], risk_class="LOW")
     r = post(client, token, [items[0], bad])
     assert r.status_code == 422
     (e,) = r.json()["errors"]

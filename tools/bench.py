@@ -144,9 +144,13 @@ def identity(ties: list[list[int]], ref: list[int], got: list[int]) -> str:
 def add_to_history(built: dict, oracle: LlamaModel, report: list[int]) -> None:
     """The user's history grows report by report (report n drafts from reports 1..n-1), as the app saves them."""
     text = oracle.detokenize(report, special=False).decode("utf-8", "replace")
+    if not text.strip():
+        return
+    done: set[str] = set()
     for kind in ("history", "cascade"):
         idx = getattr(built.get(kind), "index", None)
-        if idx is not None and text.strip():
+        if idx is not None and idx.path not in done:  # history and cascade share one database file
+            done.add(idx.path)
             idx.add_report(text, tokenize=lambda s: oracle.tokenize(s, add_bos=False, special=False),
                            model_id=oracle.vocab_fingerprint())
 
