@@ -41,10 +41,10 @@ class EngineUnavailable(Exception):
 
 
 def default_generator_factory() -> Any:
-    """Open the default drafter/oracle pair through ``edgespec.api.open_generator``."""
-    from edgespec.api import open_generator  # imported late: the app must start without the engine
+    """A ``vineyard.writer.ReportWriter`` over the default drafter/oracle pair."""
+    from vineyard.writer import open_writer  # imported late: the app must start without the engine
 
-    return open_generator()
+    return open_writer()
 
 
 class FieldlogApp(App):

@@ -22,9 +22,11 @@ import math
 import re
 from dataclasses import asdict, dataclass, field
 
+from edgespec.spans import Span
+
 from .fieldnote import validate
 from .pests import GENERIC_TERMS, Pest, lookup, lookup_member, normalize, singular, stage_forms, threshold_status
-from .spans import CatalogSpanPolicy, Span, sentence_start
+from .spans import CatalogSpanPolicy, sentence_start
 
 SEVERITIES = ("error", "warning")
 FINDING_KINDS = (
@@ -255,9 +257,14 @@ def check_report(text: str, note: dict) -> list[Finding]:
     if not isinstance(text, str):
         raise TypeError(f"report text must be a str, got {type(text).__name__}")
     note = validate(note)
-    facts = _Facts(note)
     policy = CatalogSpanPolicy(note)
-    spans = policy.find_spans(text)
+    return check_spans(text, note, policy, policy.find_spans(text))
+
+
+def check_spans(text: str, note: dict, policy: CatalogSpanPolicy, spans: list[Span]) -> list[Finding]:
+    """``check_report`` for a note already validated, given the policy built for it and the spans it
+    found in ``text`` (the report writer shares them with the span audit instead of finding them twice)."""
+    facts = _Facts(note)
     findings: list[Finding] = []
     pest_spans = [s for s in spans if s.kind == "pest"]
     action_spans = [s for s in spans if s.kind == "action"]
