@@ -18,7 +18,8 @@ from edgespec.events import TokenRecord
 from edgespec.spans import Span, SpanGuard, audit
 from vineyard import FieldNoteError
 from vineyard import pests as P
-from vineyard.facts import Finding, check_report, check_spans, matches
+from vineyard.facts import Finding, check_report, check_spans
+from vineyard.record import matches
 from vineyard.spans import CRITICAL_KINDS, CatalogSpanPolicy, SpanPolicy, StrictSpanPolicy, default_policy, find_spans
 
 NOTES_DIR = Path(__file__).resolve().parents[1] / "vineyard" / "samples" / "notes"

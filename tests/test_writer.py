@@ -76,7 +76,7 @@ def test_each_step_runs_once_per_report(writer, monkeypatch):
     monkeypatch.setattr(CatalogSpanPolicy, "_compile", counting("policy", CatalogSpanPolicy._compile))
     find_spans = CatalogSpanPolicy.find_spans
     monkeypatch.setattr(CatalogSpanPolicy, "find_spans", lambda self, text, *a: (searched.append(text), find_spans(self, text, *a))[1])
-    monkeypatch.setattr(facts, "_Facts", counting("check", facts._Facts))
+    monkeypatch.setattr(facts, "Facts", counting("check", facts.Facts))
     done = list(writer.stream_report(note(), max_tokens=16))[-1]
     writer.report_record(done)
     assert calls == {"validate": 1, "policy": 1, "check": 1}
