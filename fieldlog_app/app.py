@@ -19,6 +19,8 @@ from typing import Any, Callable
 from textual.app import App
 from textual.binding import Binding
 
+from edgespec import ModelFileError
+
 from .screens.form_model import pest_names
 
 GeneratorFactory = Callable[[], Any]
@@ -127,10 +129,6 @@ class FieldlogApp(App):
         with self._generator_load_lock:
             if self._generator is not None:
                 return self._generator
-            try:
-                from edgespec import ModelFileError
-            except Exception:  # pragma: no cover - edgespec is a hard dependency
-                ModelFileError = FileNotFoundError  # type: ignore[misc,assignment]
             try:
                 gen = self.generator_factory()
             except (ModelFileError, FileNotFoundError) as e:
