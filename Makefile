@@ -23,7 +23,7 @@ models: setup
 	$(BIN)/edgespec models fetch
 
 report: models
-	$(BIN)/edgespec generate --notes edgespec/samples/notes/b4-berry-moth.json
+	$(BIN)/edgespec generate --notes vineyard/samples/notes/b4-berry-moth.json
 
 demo: report
 	@if [ -t 1 ]; then $(BIN)/fieldlog --demo; else echo "(no terminal: skipping the fieldlog UI; run $(BIN)/fieldlog --demo)"; fi

@@ -28,10 +28,6 @@ class SamplingParamsError(EdgespecError, ValueError):
     """Temperature / top-k / top-p / seed out of range."""
 
 
-class FieldNoteError(EdgespecError, ValueError):
-    """A field note (sighting JSON) that does not match the documented shape."""
-
-
 def read_json_file(path, error: type[EdgespecError]):
     """Parse a JSON file; a missing file or bad JSON raises ``error`` naming the file (not a traceback)."""
     import json

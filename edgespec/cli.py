@@ -12,10 +12,11 @@ from . import EdgespecError, __version__
 
 
 def _add_generate(sub) -> None:
-    g = sub.add_parser("generate", help="generate text or a scouting report with speculative decoding")
+    g = sub.add_parser("generate", help="generate text, or a report through an installed writer (--notes), with speculative decoding")
     src = g.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="raw text given to the oracle as-is (no chat template)")
-    src.add_argument("--notes", metavar="FILE", help="field-note JSON; the report prompt uses the oracle's chat template")
+    src.add_argument("--notes", metavar="FILE", help="an input file for the installed `notes` report writer (vineyard: a "
+                     "field-note JSON); its prompt uses the oracle's chat template")
     g.add_argument("--drafter", default=None, help="none|model|bridge|lookup|history|cascade|onnx (default: cascade)")
     g.add_argument("--draft-model", default=None, help="catalog name or path to a GGUF drafter")
     g.add_argument("--oracle", default=None, help="catalog name or path to a GGUF oracle")
@@ -64,9 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_generate(args) -> int:
-    from . import api, fieldnote
+    from . import api
+    from .plugins import load_writer
 
-    note = fieldnote.load(args.notes) if args.notes else None
+    # the notes front-end reads (and validates) its file before any model is loaded
+    writer_factory = load_writer("notes") if args.notes else None
+    note = writer_factory.load(args.notes) if writer_factory is not None else None
     if args.prompt is not None and not args.prompt.strip():
         raise EdgespecError("empty prompt")
     gen = api.open_generator(
@@ -84,13 +88,16 @@ def cmd_generate(args) -> int:
     cancel = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: cancel.set())
     try:
-        if note is not None:
-            events = gen.stream_report(note, max_tokens=args.max_tokens, temperature=args.temperature,
-                                       seed=args.seed, top_k=args.top_k, top_p=args.top_p, cancel=cancel)
+        if writer_factory is not None:
+            writer = writer_factory(gen)
+            events = writer.stream_report(note, max_tokens=args.max_tokens, temperature=args.temperature,
+                                          seed=args.seed, top_k=args.top_k, top_p=args.top_p, cancel=cancel)
+            record = writer.report_record
         else:
             params = gen.generation_params(max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k,
                                            top_p=args.top_p, seed=args.seed, stop=args.stop)
             events = gen.stream(gen.raw_prompt(args.prompt), params, cancel)
+            record = gen.record
         done = None
         for ev in events:
             if hasattr(ev, "stats"):
@@ -98,16 +105,16 @@ def cmd_generate(args) -> int:
             elif not args.json:
                 sys.stdout.write(ev.text)
                 sys.stdout.flush()
+        rec = record(done)
         if args.json:
-            rec = gen.report_record(done)
             out = {"text": done.text, "tokens": done.tokens, "stats": rec["stats"], "model_pair": rec["model_pair"],
-                   "policy": rec["policy"], "spans": rec["spans"], "findings": rec["findings"]}
+                   "policy": rec["policy"], "spans": rec.get("spans", []), "findings": rec.get("findings", [])}
             print(json.dumps(out, ensure_ascii=False))
         else:
             s = done.stats
             print(f"\n\n[{s.tokens} tokens, {s.tokens_per_s:.1f} tok/s, acceptance {s.acceptance_rate:.2f}, "
                   f"oracle passes {s.oracle_passes}, drafter {s.drafter}, stop: {s.stop_reason}]", file=sys.stderr)
-            for f in getattr(done, "findings", []) or []:
+            for f in rec.get("findings", []):
                 print(f"[finding] {f.get('message', f)}", file=sys.stderr)
         return 0
     finally:

@@ -86,5 +86,3 @@ class Done:
     tokens: list[int]
     records: list[TokenRecord]
     stats: Stats
-    spans: list = field(default_factory=list)  # critical spans with their verification record
-    findings: list = field(default_factory=list)  # fact-check findings against the sighting

@@ -19,6 +19,8 @@ from typing import Any, Callable
 from textual.app import App
 from textual.binding import Binding
 
+from edgespec import ModelFileError
+
 from .screens.form_model import pest_names
 
 GeneratorFactory = Callable[[], Any]
@@ -41,10 +43,10 @@ class EngineUnavailable(Exception):
 
 
 def default_generator_factory() -> Any:
-    """Open the default drafter/oracle pair through ``edgespec.api.open_generator``."""
-    from edgespec.api import open_generator  # imported late: the app must start without the engine
+    """A ``vineyard.writer.ReportWriter`` over the default drafter/oracle pair."""
+    from vineyard.writer import open_writer  # imported late: the app must start without the engine
 
-    return open_generator()
+    return open_writer()
 
 
 class FieldlogApp(App):
@@ -127,10 +129,6 @@ class FieldlogApp(App):
         with self._generator_load_lock:
             if self._generator is not None:
                 return self._generator
-            try:
-                from edgespec import ModelFileError
-            except Exception:  # pragma: no cover - edgespec is a hard dependency
-                ModelFileError = FileNotFoundError  # type: ignore[misc,assignment]
             try:
                 gen = self.generator_factory()
             except (ModelFileError, FileNotFoundError) as e:

@@ -47,10 +47,10 @@ def resolve_db(arg: str | None, *, demo: bool = False) -> Path:
 
 
 def open_generator(**kwargs: Any):
-    """Factory for the report engine; tests monkeypatch this to inject a fake generator."""
-    from edgespec.api import open_generator as _open
+    """Factory for the report writer (``vineyard.writer.ReportWriter``); tests monkeypatch this to inject a fake."""
+    from vineyard.writer import open_writer
 
-    return _open(**kwargs)
+    return open_writer(**kwargs)
 
 
 class UsageError(Exception):
@@ -153,8 +153,8 @@ def _record_fields(record: dict | None, done: Any) -> dict:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from edgespec import fieldnote
     from edgespec.events import Chunk, Done
+    from vineyard import fieldnote
 
     if args.max_tokens is not None and args.max_tokens < 1:
         raise UsageError("--max-tokens must be at least 1")

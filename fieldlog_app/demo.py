@@ -1,4 +1,4 @@
-"""Demo data for ``fieldlog --demo``: the edgespec sample field notes, so a newcomer
+"""Demo data for ``fieldlog --demo``: the vineyard sample field notes, so a newcomer
 sees a populated log (and can generate a report) the moment the app opens."""
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ DEMO_DRAFT = {
 
 
 def sample_notes_path():
-    """A Traversable for edgespec/samples/notes.jsonl (works installed or from a checkout)."""
-    return resources.files("edgespec").joinpath("samples", "notes.jsonl")
+    """A Traversable for vineyard/samples/notes.jsonl (works installed or from a checkout)."""
+    return resources.files("vineyard").joinpath("samples", "notes.jsonl")
 
 
 def seed_demo(store: Any) -> int:

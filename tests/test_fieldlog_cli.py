@@ -21,7 +21,7 @@ from fieldlog_app import cli
 from fieldlog_app.database import Store
 
 ROOT = Path(__file__).resolve().parent.parent
-NOTES_JSONL = ROOT / "edgespec" / "samples" / "notes.jsonl"
+NOTES_JSONL = ROOT / "vineyard" / "samples" / "notes.jsonl"
 
 
 @pytest.fixture(autouse=True)

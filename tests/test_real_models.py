@@ -14,16 +14,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgespec import fieldnote
 from edgespec.acceptance import tied_tokens, top2_gap
 from edgespec.engine import Engine, GenerationParams
 from edgespec.llama import LlamaModel, render_chat
 from edgespec.policy import CostCurve
 from edgespec.testing.reference import oracle_greedy
+from vineyard import fieldnote
+from vineyard.prompt import report_messages
 
 pytestmark = pytest.mark.real
 NEAR_TIE = 0.25
-NOTES = sorted((Path(__file__).parents[1] / "edgespec" / "samples" / "notes").glob("*.json"))[:4]
+NOTES = sorted((Path(__file__).parents[1] / "vineyard" / "samples" / "notes").glob("*.json"))[:4]
 MAX_TOKENS = 64
 
 
@@ -76,7 +77,7 @@ def test_real_pair_greedy_identical_or_near_tie(oracle, real_paths, kind, capsys
     drafted = 0
     for path in NOTES:
         note = fieldnote.load(path)
-        prompt = oracle.tokenize(render_chat(oracle, fieldnote.report_messages(note)), special=True)
+        prompt = oracle.tokenize(render_chat(oracle, report_messages(note)), special=True)
         ref, ref_logits = oracle_greedy(oracle, prompt, MAX_TOKENS, keep_logits=True)
         oracle.reset()
         # adaptive=False forces drafting on every step so verification is exercised hard
@@ -113,7 +114,7 @@ def test_policy_on_real_reports_replayed_never_loses_much(oracle):
     engine = Engine(fake, PromptLookupDrafter(), curve=curve, clock=clock)
     drafted = 0
     for path in NOTES[:3]:
-        prompt = oracle.tokenize(render_chat(oracle, fieldnote.report_messages(fieldnote.load(path))), special=True)
+        prompt = oracle.tokenize(render_chat(oracle, report_messages(fieldnote.load(path))), special=True)
         ref = oracle_greedy(oracle, prompt, 160)
         res = replay(engine, fake, prompt, ref)
         assert res.tokens == ref

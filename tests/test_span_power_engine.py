@@ -8,15 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgespec import fieldnote
 from edgespec.acceptance import validate_sampling
 from edgespec.drafters.model import ModelDrafter
 from edgespec.engine import Engine, GenerationParams
 from edgespec.llama import LlamaModel
 from edgespec.policy import CostCurve
-from edgespec.spans import audit, default_policy, find_spans
+from edgespec.spans import audit
+from vineyard import fieldnote
+from vineyard.spans import default_policy, find_spans
 
-NOTES = sorted((Path(__file__).parents[1] / "edgespec" / "samples" / "notes").glob("*.json"))
+NOTES = sorted((Path(__file__).parents[1] / "vineyard" / "samples" / "notes").glob("*.json"))
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +71,9 @@ def test_lossless_default_verifies_everything(pair):
 @pytest.mark.real
 @pytest.mark.parametrize("mode", ["performance", "balanced", "saver", "critical"])
 def test_real_reports_critical_spans_fully_verified_in_every_mode(mode):
-    from edgespec.api import open_generator
+    from vineyard.writer import open_writer
 
-    gen = open_generator(drafter="cascade", power_mode=mode, allow_relaxed=True, history_db=":memory:")
+    gen = open_writer(drafter="cascade", power_mode=mode, allow_relaxed=True, history_db=":memory:")
     try:
         for path in NOTES[:2]:
             note = fieldnote.load(path)

@@ -30,7 +30,7 @@ from fieldlog_app.database import (
 from fieldlog_app.database.payloads import note_of
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLES = ROOT / "edgespec" / "samples"
+SAMPLES = ROOT / "vineyard" / "samples"
 
 
 def sample(name: str) -> dict:
@@ -244,7 +244,7 @@ def test_draft_typed_fields_must_be_valid_and_errors_name_the_field(store, sight
 
 
 def test_risk_class_is_optional_case_insensitive_and_stored_lower_case(store):
-    from edgespec.fieldnote import RISK_CLASSES
+    from vineyard.fieldnote import RISK_CLASSES
 
     note = sample("b4-berry-moth")
     assert "risk_class" not in note
@@ -274,7 +274,7 @@ def test_risk_class_is_optional_case_insensitive_and_stored_lower_case(store):
 
 
 def test_validation_error_is_also_a_fieldnote_error():
-    from edgespec import FieldNoteError
+    from vineyard import FieldNoteError
 
     assert issubclass(ValidationError, FieldNoteError) and issubclass(ValidationError, StoreError)
 

@@ -24,7 +24,7 @@ import pytest
 from fieldlog_app.database import Store, payload_sha256, report_payload, sighting_payload
 
 ROOT = Path(__file__).resolve().parent.parent
-NOTES = ROOT / "edgespec" / "samples" / "notes.jsonl"
+NOTES = ROOT / "vineyard" / "samples" / "notes.jsonl"
 ROUNDS = 15
 
 CHILD = textwrap.dedent(

@@ -32,7 +32,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edgespec import fieldnote  # noqa: E402
 from edgespec.acceptance import tied_tokens  # noqa: E402
 from edgespec.api import resolve  # noqa: E402
 from edgespec.calibrate import load_or_measure  # noqa: E402
@@ -40,6 +39,8 @@ from edgespec.engine import Engine, GenerationParams  # noqa: E402
 from edgespec.llama import LlamaModel, render_chat  # noqa: E402
 from edgespec.policy import CostCurve  # noqa: E402
 from edgespec.power import EnergyMeter  # noqa: E402
+from vineyard import fieldnote  # noqa: E402
+from vineyard.prompt import report_messages  # noqa: E402
 
 NEAR_TIE = 0.25
 README_BEGIN = "<!-- bench:begin -->"
@@ -65,10 +66,10 @@ def first_scored(workload: str, n_reports: int) -> int:
 
 
 def load_workloads(quick: bool) -> dict[str, list[dict]]:
-    notes_dir = ROOT / "edgespec" / "samples" / "notes"
+    notes_dir = ROOT / "vineyard" / "samples" / "notes"
     notes = [fieldnote.load(p) for p in sorted(notes_dir.glob("*.json"))]
     w = {"single": notes[:6] if quick else notes}
-    season_dir = ROOT / "edgespec" / "samples" / "season"
+    season_dir = ROOT / "vineyard" / "samples" / "season"
     if season_dir.is_dir():
         season = [fieldnote.load(p) for p in sorted(season_dir.glob("*.json"))][: 6 if quick else None]
         w["season"] = season
@@ -237,7 +238,7 @@ def main(argv=None) -> int:
         scored_from = first_scored(wname, len(notes))
         run_from = max(0, scored_from - WARMUP)  # earlier reports only go into the history (as plain decoding wrote them)
         for i, note in enumerate(notes):
-            prompt = oracle.tokenize(render_chat(oracle, fieldnote.report_messages(note)), special=True)
+            prompt = oracle.tokenize(render_chat(oracle, report_messages(note)), special=True)
             # every method starts with the prefix shared with the previous report cached (the system prompt),
             # as in a fieldlog session; llama-cpp-python's Llama does the same by itself
             shared = len(os.path.commonprefix([prev_prompt, prompt]))

@@ -23,12 +23,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edgespec import fieldnote  # noqa: E402
 from edgespec.api import resolve  # noqa: E402
 from edgespec.calibrate import measure_curve  # noqa: E402
-from edgespec.facts import check_report  # noqa: E402
 from edgespec.llama import LlamaModel, render_chat  # noqa: E402
 from edgespec.testing.reference import oracle_greedy  # noqa: E402
+from vineyard import fieldnote  # noqa: E402
+from vineyard.facts import check_report  # noqa: E402
+from vineyard.prompt import report_messages  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "tools"))
 from bench import first_divergence  # noqa: E402
@@ -42,14 +43,14 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
 
-    notes = [fieldnote.load(p) for p in sorted((ROOT / "edgespec" / "samples" / "notes").glob("*.json"))]
+    notes = [fieldnote.load(p) for p in sorted((ROOT / "vineyard" / "samples" / "notes").glob("*.json"))]
     models = {name: LlamaModel(str(resolve(name, fetch=True)), n_ctx=4096, n_threads=args.threads)
               for name in (args.oracle, args.other)}
     curves = {name: measure_curve(m) for name, m in models.items()}
     out = {name: {"tokens": 0, "seconds": 0.0, "texts": [], "toks": []} for name in models}
     for i, note in enumerate(notes):
         for name, m in models.items():  # interleaved, so both see the same machine conditions
-            prompt = m.tokenize(render_chat(m, fieldnote.report_messages(note)), special=True)
+            prompt = m.tokenize(render_chat(m, report_messages(note)), special=True)
             t0 = time.perf_counter()
             toks = oracle_greedy(m, prompt, args.max_tokens)
             out[name]["seconds"] += time.perf_counter() - t0

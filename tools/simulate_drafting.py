@@ -32,7 +32,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edgespec import fieldnote  # noqa: E402
 from edgespec.api import resolve  # noqa: E402
 from edgespec.calibrate import load_or_measure  # noqa: E402
 from edgespec.drafters.cascade import CascadeDrafter  # noqa: E402
@@ -42,6 +41,7 @@ from edgespec.engine import Engine  # noqa: E402
 from edgespec.llama import LlamaModel, render_chat  # noqa: E402
 from edgespec.testing.reference import oracle_greedy  # noqa: E402
 from edgespec.testing.replay import ReplayOracle, VirtualClock, hindsight_speedup, replay  # noqa: E402
+from vineyard.prompt import report_messages  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "tools"))
 from bench import first_scored, load_workloads  # noqa: E402
@@ -50,7 +50,7 @@ from bench import first_scored, load_workloads  # noqa: E402
 def record(oracle: LlamaModel, notes: list[dict], max_tokens: int, cache_dir: Path) -> list[dict]:
     """Greedy reports of ``notes`` (prompt ids, continuation ids, text), cached by everything they depend on:
     the model file and the prompts exactly as tokenized (so any change to how a note is rendered re-records)."""
-    prompts = [oracle.tokenize(render_chat(oracle, fieldnote.report_messages(note)), special=True) for note in notes]
+    prompts = [oracle.tokenize(render_chat(oracle, report_messages(note)), special=True) for note in notes]
     key = hashlib.sha256(json.dumps([oracle.path, os.path.getsize(oracle.path), prompts, max_tokens]).encode()).hexdigest()[:16]
     path = cache_dir / f"refs-{key}.json"
     if path.exists():

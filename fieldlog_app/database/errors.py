@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from edgespec import FieldNoteError
+from vineyard import FieldNoteError
 
 
 class StoreError(Exception):

@@ -9,7 +9,7 @@ one, add a new one.
 v1  base tables: sightings, observations, reports, audit_log
 v2  outbox (sync queue, backfilled from what v1 finalized), FTS5 search with
     triggers (sightings.pests column added for it), immutability triggers
-v3  sightings.risk_class (the block's pest-risk class, edgespec.fieldnote.RISK_CLASSES),
+v3  sightings.risk_class (the block's pest-risk class, vineyard.fieldnote.RISK_CLASSES),
     NULL for every existing row; the immutability trigger covers it
 """
 

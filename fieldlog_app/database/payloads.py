@@ -31,7 +31,7 @@ def _coerce(key: str, value: Any) -> Any:
 
 
 def note_of(sighting: dict) -> dict:
-    """Field-note shape (edgespec.fieldnote) of a sighting dict or row: absent values omitted."""
+    """Field-note shape (vineyard.fieldnote) of a sighting dict or row: absent values omitted."""
     out = {}
     for key in TEXT_FIELDS + GEO_FIELDS:
         v = _coerce(key, sighting.get(key))

@@ -1,4 +1,4 @@
-"""Sighting validation for the store: lenient for drafts, full (edgespec.fieldnote) for finalized.
+"""Sighting validation for the store: lenient for drafts, full (vineyard.fieldnote) for finalized.
 
 A scout saves half-filled forms in the field, so a draft may miss required
 fields; but whatever *is* filled must already have the right type and range,
@@ -12,13 +12,12 @@ import datetime as _dt
 import uuid
 from typing import Any
 
-from edgespec import FieldNoteError
-from edgespec import fieldnote
-from edgespec.fieldnote import _num  # the same number checks as the report prompt builder
+from vineyard import FieldNoteError, fieldnote
+from vineyard.fieldnote import parse_number  # the same number checks as the field note
 
 from .errors import ValidationError
 
-# risk_class is text with a fixed vocabulary (edgespec.fieldnote.RISK_CLASSES), stored lower-case;
+# risk_class is text with a fixed vocabulary (vineyard.fieldnote.RISK_CLASSES), stored lower-case;
 # it sits next to the other block fields so a CSV export shows it beside block/variety/rows.
 TEXT_FIELDS = ("block", "variety", "rows", "risk_class", "date", "time", "scout", "weather", "notes")
 RISK_CLASSES = fieldnote.RISK_CLASSES
@@ -55,7 +54,7 @@ def _number(value: Any, where: str, **kw) -> float | int | None:
     if value is None or value == "":
         return None
     try:
-        return _num(value, where, **kw)
+        return parse_number(value, where, **kw)
     except FieldNoteError as e:
         raise ValidationError.from_fieldnote(e) from None
 
@@ -69,7 +68,7 @@ def check_uuid(value: Any, where: str = "id") -> str:
 
 
 def check_risk_class(value: str, where: str = "risk_class") -> str:
-    """The field note's rule (``edgespec.fieldnote.risk_class``), reported as a form/sync validation error."""
+    """The field note's rule (``vineyard.fieldnote.risk_class``), reported as a form/sync validation error."""
     try:
         return fieldnote.risk_class(value, where)
     except FieldNoteError as e:
@@ -131,14 +130,14 @@ def validate_observation(obs: Any, i: int) -> dict:
 
 
 def note_content(norm: dict) -> dict:
-    """The field-note shape (edgespec.fieldnote) of a normalised sighting: absent values omitted."""
+    """The field-note shape (vineyard.fieldnote) of a normalised sighting: absent values omitted."""
     out = {k: norm[k] for k in TEXT_FIELDS + GEO_FIELDS if norm.get(k) is not None}
     out["observations"] = [{k: v for k, v in o.items() if v is not None} for o in norm.get("observations", [])]
     return out
 
 
 def validate_final(sighting: Any) -> dict:
-    """Full validation for a finalized sighting: draft checks plus edgespec.fieldnote.validate."""
+    """Full validation for a finalized sighting: draft checks plus vineyard.fieldnote.validate."""
     norm = validate_draft(sighting)
     try:
         fieldnote.validate(note_content(norm))

@@ -1,7 +1,7 @@
 """The sighting form as pure data: field specs, parsing and validation.
 
 Kept free of Textual so the rules the form enforces can be tested directly and
-stay in step with ``edgespec.fieldnote.validate`` (which the store runs again on
+stay in step with ``vineyard.fieldnote.validate`` (which the store runs again on
 finalize). Error keys use the same paths as FieldNoteError messages
 (``date``, ``observations[0].infested``) so an error raised by the store can be
 pinned to the widget that holds the bad value.
@@ -14,7 +14,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgespec.fieldnote import RISK_CLASSES
+from vineyard.fieldnote import RISK_CLASSES
+from vineyard.pests import all_names
 
 # kind: text | date | time | int | float | choice. lo/hi are inclusive bounds for numbers;
 # choices are the allowed values of a choice field (shown as a Select, blank allowed).
@@ -69,29 +70,13 @@ LIFE_STAGES = ["egg", "larva", "nymph", "pupa", "adult", "crawler", "colonies", 
                "oil spots", "sporulating", "lesions", "mixed"]
 UNITS = ["clusters", "leaves", "shoots", "vines", "berries", "traps", "canes", "trunks"]
 
-# Used when edgespec.pests is not importable (e.g. an older edgespec): logging must keep working.
-FALLBACK_PESTS = [
-    "grape berry moth", "grape leafhopper", "Japanese beetle", "spotted lanternfly",
-    "grape phylloxera", "grape mealybug", "vine mealybug", "spider mites", "powdery mildew",
-    "downy mildew", "botrytis", "black rot", "European grapevine moth", "climbing cutworm",
-    "thrips", "erineum mite", "rose chafer", "spotted wing drosophila",
-]
-
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _TIME_RE = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)(?::([0-5]\d))?$")
 
 
 def pest_names() -> list[str]:
-    """Pest names for autocomplete: the edgespec catalog, or a built-in list if it is unavailable."""
-    try:
-        from edgespec.pests import all_names  # type: ignore[attr-defined]
-
-        names = [str(n) for n in all_names()]
-        if names:
-            return sorted(set(names), key=str.lower)
-    except Exception:  # any failure in an optional catalog must not break the form
-        pass
-    return list(FALLBACK_PESTS)
+    """Pest names for autocomplete, from the vineyard pest catalog."""
+    return sorted(set(all_names()), key=str.lower)
 
 
 def _fmt_bound(x: float) -> str:
@@ -174,7 +159,7 @@ def parse_form(top: dict[str, str], observations: list[dict[str, str]], *, stric
 
     ``strict=False`` (save draft): typed fields must parse and be in range, but
     required ones may be empty. ``strict=True`` (finalize): everything
-    ``edgespec.fieldnote.validate`` requires must be there too. Observation rows
+    ``vineyard.fieldnote.validate`` requires must be there too. Observation rows
     left completely empty are ignored in both modes, so an extra blank row
     never blocks a save.
     """

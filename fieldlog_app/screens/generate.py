@@ -29,6 +29,8 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Static
 
+from vineyard.fieldnote import validate
+
 from ..widgets.gen_status import GenerationStatus
 from ..widgets.provenance import ProvenanceLegend, StreamingReport, runs_from_records
 from .common import format_finding, short_id
@@ -48,21 +50,13 @@ def _meta(gen: Any, name: str) -> Any:
 def generator_info(gen: Any) -> tuple[Any, Any]:
     """(power mode, model pair) for the status line, read from the generator without generating.
 
-    ``edgespec.api.Generator`` exposes ``power_policy.mode``, ``oracle_path``,
-    ``draft_model_path`` and ``config.drafter``; test doubles may expose
-    ``power_mode`` / ``model_pair`` directly.
+    ``vineyard.writer.ReportWriter`` (and ``edgespec.api.Generator``) expose ``power_policy.mode``
+    and ``model_pair``; test doubles may expose ``power_mode`` directly.
     """
     power = _meta(gen, "power_mode")
     if power is None:
         power = getattr(_meta(gen, "power_policy"), "mode", None)
-    pair = _meta(gen, "model_pair")
-    if pair is None and getattr(gen, "oracle_path", None) is not None:
-        pair = {
-            "oracle": str(gen.oracle_path),
-            "drafter": getattr(getattr(gen, "config", None), "drafter", None),
-            "draft_model": str(gen.draft_model_path) if getattr(gen, "draft_model_path", None) else None,
-        }
-    return power, pair
+    return power, _meta(gen, "model_pair")
 
 
 def _records_to_json(records: list[Any]) -> list[dict]:
@@ -142,8 +136,6 @@ class GenerateScreen(Screen):
 
     def start(self) -> None:
         try:
-            from edgespec.fieldnote import validate
-
             note = validate(self.sighting)
         except Exception as e:
             self._set_state("failed")

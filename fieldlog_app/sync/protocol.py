@@ -34,8 +34,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from edgespec import FieldNoteError
-from edgespec import fieldnote
+from vineyard import FieldNoteError, fieldnote
 from fieldlog_app.database.canonical import canonical_json, payload_sha256
 from fieldlog_app.database.payloads import REPORT_FIELDS, SIGHTING_META
 from fieldlog_app.database.validation import DEFAULT_MAX_LEN, GEO_FIELDS, MAX_LEN, OBS_FIELDS, TEXT_FIELDS

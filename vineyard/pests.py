@@ -17,7 +17,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from . import EdgespecError, FieldNoteError, read_json_file
+from edgespec import EdgespecError, read_json_file
+
+from . import FieldNoteError
 
 CATALOG_PATH = Path(__file__).with_name("pest_catalog.json")
 

@@ -1,4 +1,4 @@
-"""Field notes (one scouting stop) and the report prompt built from them.
+"""Field notes (one scouting stop): their JSON shape and validation.
 
 A field note is the JSON shape shared by ``edgespec generate --notes``,
 ``fieldlog import-notes`` and the app's store::
@@ -14,6 +14,7 @@ severity_pct, defoliation_pct (optional, numbers). An optional ``risk_class``
 (low, intermediate, high) picks the threshold that applies where the pest
 catalog has one per block risk class. Validation raises
 FieldNoteError naming the field, so a form or an import can point at it.
+The report prompt built from a note is ``vineyard.prompt``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import datetime as _dt
 from pathlib import Path
 from typing import Any
 
-from . import FieldNoteError, read_json_file
+from edgespec import read_json_file
+
+from . import FieldNoteError
 
 REQUIRED = ("block", "rows", "date", "observations")
 OPTIONAL_TEXT = ("variety", "scout", "weather", "notes", "time")
@@ -32,24 +35,8 @@ OBS_NUMBERS = ("infested", "count", "severity_pct", "defoliation_pct")
 # threshold applies when the catalog has one per class. Optional.
 RISK_CLASSES = ("low", "intermediate", "high")
 
-# One fixed layout for every report: a manager compares this week's report with last week's at a
-# glance, the observation lines restate the note's counts instead of paraphrasing them, and the
-# reports of a season share their wording, which is what the lookup and history drafters copy.
-# Measured on the bundled samples with Qwen2.5-Coder-0.5B (tools/simulate_drafting.py): as many
-# fact-check findings as the free-form prompt it replaced (5 in 18 reports each), shorter reports,
-# and prompt-lookup drafting at ~1.1x instead of ~1.0x.
-SYSTEM_PROMPT = (
-    "You are a vineyard IPM assistant. Write a short, factual scouting report from the field note. "
-    "Use only the numbers and pests in the note. Use exactly this layout:\n"
-    "Summary: <one sentence: block, rows, date, what was found>\n"
-    "Observations:\n"
-    "- <pest> (<life stage>): <infested> of <sampled> <unit> infested (<percent>%)\n"
-    "Risk: <low, moderate or high>, <one sentence why>\n"
-    "Action: <one or two sentences>"
-)
-
-
-def _num(value: Any, where: str, *, integer: bool = False, lo: float = 0, hi: float | None = None) -> float | int:
+def parse_number(value: Any, where: str, *, integer: bool = False, lo: float = 0, hi: float | None = None) -> float | int:
+    """``value`` as a number in [lo, hi] (a whole one when ``integer``), else FieldNoteError naming ``where``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise FieldNoteError(f"{where}: expected a number, got {value!r}")
     if integer and int(value) != value:
@@ -102,66 +89,25 @@ def validate(note: Any) -> dict:
             "pest": str(obs["pest"]).strip(),
             "life_stage": str(obs["life_stage"]).strip(),
             "unit": str(obs["unit"]).strip(),
-            "sampled": _num(obs["sampled"], f"{where}.sampled", integer=True, lo=1),
+            "sampled": parse_number(obs["sampled"], f"{where}.sampled", integer=True, lo=1),
         }
         for key in OBS_NUMBERS:
             if obs.get(key) is None:
                 continue
             if key == "infested":
-                o[key] = _num(obs[key], f"{where}.infested", integer=True, lo=0, hi=o["sampled"])
+                o[key] = parse_number(obs[key], f"{where}.infested", integer=True, lo=0, hi=o["sampled"])
             elif key == "count":
-                o[key] = _num(obs[key], f"{where}.count", integer=True, lo=0)
+                o[key] = parse_number(obs[key], f"{where}.count", integer=True, lo=0)
             else:
-                o[key] = _num(obs[key], f"{where}.{key}", lo=0, hi=100)
+                o[key] = parse_number(obs[key], f"{where}.{key}", lo=0, hi=100)
         obs_out.append(o)
     out["observations"] = obs_out
     for key in ("lat", "lon", "accuracy_m"):
         if note.get(key) is not None:
             lo, hi = {"lat": (-90, 90), "lon": (-180, 180), "accuracy_m": (0, None)}[key]
-            out[key] = _num(note[key], key, lo=lo, hi=hi)
+            out[key] = parse_number(note[key], key, lo=lo, hi=hi)
     return out
 
 
 def load(path: str | Path) -> dict:
     return validate(read_json_file(path, FieldNoteError))
-
-
-def describe_observation(o: dict) -> str:
-    parts = [f"{o['pest']} ({o['life_stage']}): {o['sampled']} {o['unit']} sampled"]
-    if "infested" in o:
-        pct = 100.0 * o["infested"] / o["sampled"]
-        parts.append(f"{o['infested']} infested ({pct:.0f}%)")
-    if "count" in o:
-        parts.append(f"{o['count']} counted")
-    if "severity_pct" in o:
-        parts.append(f"severity {o['severity_pct']:g}%")
-    if "defoliation_pct" in o:
-        parts.append(f"defoliation {o['defoliation_pct']:g}%")
-    return ", ".join(parts)
-
-
-def note_text(note: dict) -> str:
-    """The field note as plain lines: the user message of the report prompt."""
-    lines = [
-        f"Block: {note['block']}" + (f" ({note['variety']})" if note.get("variety") else ""),
-        f"Rows: {note['rows']}",
-        f"Date: {note['date']}" + (f" {note['time']}" if note.get("time") else ""),
-    ]
-    if note.get("scout"):
-        lines.append(f"Scout: {note['scout']}")
-    if note.get("risk_class"):
-        lines.append(f"Block risk class: {note['risk_class']}")
-    lines.append("Observations:")
-    lines += [f"- {describe_observation(o)}" for o in note["observations"]]
-    if note.get("weather"):
-        lines.append(f"Weather: {note['weather']}")
-    if note.get("notes"):
-        lines.append(f"Notes: {note['notes']}")
-    return "\n".join(lines)
-
-
-def report_messages(note: dict) -> list[dict]:
-    return [
-        {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": "Field note:\n" + note_text(note) + "\n\nWrite the scouting report."},
-    ]

@@ -18,13 +18,15 @@ intervals or later dates inside a recommended action ("re-scout in 7 days").
 from __future__ import annotations
 
 import datetime as _dt
-import math
 import re
 from dataclasses import asdict, dataclass, field
 
+from edgespec.spans import Span
+
 from .fieldnote import validate
-from .pests import GENERIC_TERMS, Pest, lookup, lookup_member, normalize, singular, stage_forms, threshold_status
-from .spans import CatalogSpanPolicy, Span, sentence_start
+from .pests import GENERIC_TERMS, lookup, lookup_member, normalize, singular, stage_forms, threshold_status
+from .record import NUM_RE, Facts, any_match, matches, to_float
+from .spans import CatalogSpanPolicy, sentence_start
 
 SEVERITIES = ("error", "warning")
 FINDING_KINDS = (
@@ -56,7 +58,6 @@ class Finding:
 
 
 # ----------------------------------------------------------------- numbers
-_NUM_RE = re.compile(r"(?<![\w.])(-?\d+(?:,\d{3})*(?:\.\d+)?)(?!\.\d)")
 _RATIO_RE = re.compile(r"\s*(?:/|\bout\s+of\b|\bof\b|\bin\b)\s*(\d+(?:,\d{3})*)(?![\d.])", re.I)
 _PCT_RE = re.compile(r"\s*(?:%|\bpercent\b|\bper\s+cent\b)", re.I)
 _TEMP_RE = re.compile(r"\s?(?:\u00b0\s?[CF]\b|[CF]\b|degrees?\b)", re.I)
@@ -88,176 +89,20 @@ MONTHS.update({k[:3]: v for k, v in list(MONTHS.items())})
 MONTHS["sept"] = 9
 
 
-def _to_float(s: str) -> float:
-    return float(s.replace(",", ""))
-
-
-def _decimals(s: str) -> int:
-    return len(s.split(".", 1)[1]) if "." in s else 0
-
-
-def matches(num_text: str, target: float) -> bool:
-    """Does a number as written match ``target`` at the precision written (rounded, floored or ceiled)?"""
-    try:
-        x = _to_float(num_text)
-    except ValueError:
-        return False
-    d = _decimals(num_text)
-    scale = 10**d
-    t = target * scale
-    cands = {round(t), math.floor(t + 1e-9), math.ceil(t - 1e-9)}
-    return any(abs(x * scale - c) < 1e-6 for c in cands)
-
-
-def _any_match(num_text: str, targets) -> bool:
-    return any(matches(num_text, t) for t in targets)
-
-
-def _numbers_in(text: str) -> list[float]:
-    return [_to_float(m.group(1)) for m in _NUM_RE.finditer(text or "")]
-
-
-@dataclass
-class _Obs:
-    raw: dict
-    pest: Pest | None
-    member: str | None
-
-    @property
-    def name(self) -> str:
-        return self.pest.name if self.pest else self.raw["pest"]
-
-
-class _Facts:
-    """The record and every value derived from it, grouped by how a report may state them."""
-
-    def __init__(self, note: dict) -> None:
-        self.note = note
-        self.date = _dt.date.fromisoformat(note["date"])
-        self.obs: list[_Obs] = []
-        for o in note["observations"]:
-            res = lookup_member(o["pest"])
-            self.obs.append(_Obs(o, res[0] if res else None, res[1] if res else None))
-        text_fields = " ".join(str(note.get(k) or "") for k in ("weather", "notes", "variety", "scout", "time"))
-        self.text_numbers = _numbers_in(text_fields)
-        self.weather_numbers = _numbers_in(str(note.get("weather") or "")) + _numbers_in(str(note.get("notes") or ""))
-        temps = []
-        for m in re.finditer(r"(-?\d+(?:\.\d+)?)\s?\u00b0?\s?([CF])\b", str(note.get("weather") or "")):
-            v = float(m.group(1))
-            temps.append(v * 9 / 5 + 32 if m.group(2).upper() == "C" else (v - 32) * 5 / 9)
-        self.weather_numbers += temps
-        self.rows = _parse_rows(note["rows"])
-        self.block = normalize(note["block"]).replace(" ", "")
-        y = self.date.year
-        self.years = {y - 1, y, y + 1}
-
-    def counts(self, o: _Obs) -> list[float]:
-        r = o.raw
-        out = [r["sampled"]]
-        if "infested" in r:
-            out += [r["infested"], r["sampled"] - r["infested"]]
-        if "count" in r:
-            out.append(r["count"])
-        out += [t.value * r["sampled"] / 100 for t in self.thresholds(o) if t.metric == "incidence_pct"]
-        return out
-
-    def ratios(self, o: _Obs) -> list[tuple[float, float]]:
-        r = o.raw
-        out = []
-        if "infested" in r:
-            out += [(r["infested"], r["sampled"]), (r["sampled"] - r["infested"], r["sampled"])]
-        if "count" in r and r["count"] <= r["sampled"]:
-            out.append((r["count"], r["sampled"]))
-        return out
-
-    def percents(self, o: _Obs) -> list[float]:
-        r = o.raw
-        out = []
-        if "infested" in r:
-            inc = 100.0 * r["infested"] / r["sampled"]
-            out += [inc, 100.0 - inc]
-        for k in ("severity_pct", "defoliation_pct"):
-            if k in r:
-                out.append(r[k])
-        return out
-
-    def densities(self, o: _Obs) -> list[float]:
-        r = o.raw
-        out = []
-        if "count" in r:
-            out.append(r["count"] / r["sampled"])
-            if r.get("infested"):
-                out.append(r["count"] / r["infested"])
-        return out
-
-    def thresholds(self, o: _Obs):
-        return o.pest.thresholds if o.pest else ()
-
-    def all_counts(self) -> list[float]:
-        out = [sum(o.raw["sampled"] for o in self.obs), len(self.obs)]
-        for o in self.obs:
-            out += self.counts(o)
-        return out
-
-    @property
-    def note_percents(self) -> list[float]:
-        """Percentages written in the note's own text (e.g. "80% RH"), which a report may repeat."""
-        txt = " ".join(str(self.note.get(k) or "") for k in ("weather", "notes"))
-        return [float(m.group(1)) for m in re.finditer(r"(\d+(?:\.\d+)?)\s*%", txt)]
-
-    def all_percents(self) -> list[float]:
-        out = list(self.note_percents)
-        for o in self.obs:
-            out += self.percents(o)
-            out += [t.value for t in self.thresholds(o) if t.metric.endswith("_pct")]
-        return out
-
-    def all_densities(self) -> list[float]:
-        out = []
-        for o in self.obs:
-            out += self.densities(o)
-            out += [t.value for t in self.thresholds(o) if t.metric == "per_unit"]
-        return out
-
-    def plain(self) -> list[float]:
-        out = self.all_counts() + self.all_percents() + self.all_densities() + list(self.text_numbers) + self.weather_numbers
-        out += sorted(self.rows) + _numbers_in(self.note["block"]) + list(self.years)
-        out += [self.date.month, self.date.day]
-        for k in ("lat", "lon", "accuracy_m"):
-            if k in self.note:
-                out.append(self.note[k])
-        for o in self.obs:
-            for t in self.thresholds(o):
-                out.append(t.value)
-                out += _numbers_in(t.source or "")  # a cited bulletin number
-        return out
-
-    def obs_for(self, pest_name: str) -> list[_Obs]:
-        return [o for o in self.obs if o.name == pest_name]
-
-
-def _parse_rows(rows: str) -> set[int]:
-    out: set[int] = set()
-    for part in re.split(r"\s*(?:,|;|\band\b|&)\s*", rows):
-        m = re.fullmatch(r"\s*(\d+)\s*(?:-|\u2013|to|through)\s*(\d+)\s*", part)
-        if m:
-            a, b = sorted((int(m.group(1)), int(m.group(2))))
-            if b - a <= 2000:
-                out.update(range(a, b + 1))
-            continue
-        out.update(int(x) for x in re.findall(r"\d+", part))
-    return out
-
-
 # ------------------------------------------------------------------- check
 def check_report(text: str, note: dict) -> list[Finding]:
     """Integrity findings for ``text`` written from ``note`` (empty list: nothing contradicts the record)."""
     if not isinstance(text, str):
         raise TypeError(f"report text must be a str, got {type(text).__name__}")
     note = validate(note)
-    facts = _Facts(note)
     policy = CatalogSpanPolicy(note)
-    spans = policy.find_spans(text)
+    return check_spans(text, note, policy, policy.find_spans(text))
+
+
+def check_spans(text: str, note: dict, policy: CatalogSpanPolicy, spans: list[Span]) -> list[Finding]:
+    """``check_report`` for a note already validated, given the policy built for it and the spans it
+    found in ``text`` (the report writer shares them with the span audit instead of finding them twice)."""
+    facts = Facts(note)
     findings: list[Finding] = []
     pest_spans = [s for s in spans if s.kind == "pest"]
     action_spans = [s for s in spans if s.kind == "action"]
@@ -297,7 +142,7 @@ def _resolve(name: str) -> str | None:
     return p.name if p else None
 
 
-def _check_pests(text: str, pest_spans: list[Span], facts: _Facts, policy: CatalogSpanPolicy) -> list[Finding]:
+def _check_pests(text: str, pest_spans: list[Span], facts: Facts, policy: CatalogSpanPolicy) -> list[Finding]:
     out: list[Finding] = []
     observed = {o.name for o in facts.obs}
     members: dict[str, set[str]] = {}
@@ -346,7 +191,7 @@ _PEST_STAGE_GAP_RE = re.compile(r"[ \t]*\(?[ \t]*")  # "moth (larva", "moth larv
 _STAGE_PEST_GAP_RE = re.compile(r"[ \t]+")  # "adult moths"
 
 
-def _check_life_stages(text: str, spans: list[Span], facts: _Facts) -> list[Finding]:
+def _check_life_stages(text: str, spans: list[Span], facts: Facts) -> list[Finding]:
     """A life stage written right next to a recorded pest ("grape berry moth (adult)", "adult berry
     moths") must be a stage the sighting records for it. Stages elsewhere (the biology in a Risk
     paragraph: "egg-laying", "the next larval generation") are not claims about this sighting."""
@@ -378,26 +223,26 @@ def _check_life_stages(text: str, spans: list[Span], facts: _Facts) -> list[Find
 
 def _parse_figure(text: str, pos: int) -> tuple[str, float, int, int] | None:
     """The figure starting at ``pos``: (kind, value, start, end); kind is pct, ratio, density or count."""
-    m = _NUM_RE.match(text, pos)
+    m = NUM_RE.match(text, pos)
     if not m:
         return None
     num = m.group(1)
     end = m.end()
     r = _RATIO_RE.match(text, end)
     if r:
-        n = _to_float(r.group(1))
+        n = to_float(r.group(1))
         if n > 0:
-            return "ratio", 100.0 * _to_float(num) / n, m.start(), r.end()
+            return "ratio", 100.0 * to_float(num) / n, m.start(), r.end()
     p = _PCT_RE.match(text, end)
     if p:
-        return "pct", _to_float(num), m.start(), p.end()
+        return "pct", to_float(num), m.start(), p.end()
     d = _PER_RE.match(text, end)
     if d:
-        return "density", _to_float(num), m.start(), d.end()
-    return "count", _to_float(num), m.start(), end
+        return "density", to_float(num), m.start(), d.end()
+    return "count", to_float(num), m.start(), end
 
 
-def _check_thresholds(text, spans, facts: _Facts, sentence_of, pests_in, findings) -> list[tuple[int, int]]:
+def _check_thresholds(text, spans, facts: Facts, sentence_of, pests_in, findings) -> list[tuple[int, int]]:
     """Threshold values and above/below claims; returns the character ranges of threshold figures it judged."""
     judged: list[tuple[int, int]] = []
     seen_sentences: set[tuple[int, int, str]] = set()
@@ -445,9 +290,9 @@ def _check_thresholds(text, spans, facts: _Facts, sentence_of, pests_in, finding
             for t in pest.thresholds:
                 if kind in ("pct", "ratio") and t.metric.endswith("_pct") and matches(_fmt(value), t.value):
                     ok = True
-                elif kind in ("density", "count") and t.metric == "per_unit" and _any_match(said.split()[0], [t.value]):
+                elif kind in ("density", "count") and t.metric == "per_unit" and any_match(said.split()[0], [t.value]):
                     ok = True
-                elif kind == "count" and t.metric.endswith("_pct") and _any_match(said.split()[0], [t.value]):
+                elif kind == "count" and t.metric.endswith("_pct") and any_match(said.split()[0], [t.value]):
                     ok = True  # "the 6 percent threshold" written without the sign
             if not ok:
                 findings.append(Finding("wrong_threshold", f"{said} is not an action threshold for {pest.name}",
@@ -509,7 +354,7 @@ def _comparison(s: str, anchor: int | None = None) -> str | None:
     return claim
 
 
-def _check_dates_locations(text, spans: list[Span], facts: _Facts, in_action, findings) -> None:
+def _check_dates_locations(text, spans: list[Span], facts: Facts, in_action, findings) -> None:
     for s in spans:
         said = text[s.start : s.end]
         if s.kind == "date":
@@ -558,11 +403,11 @@ def _parse_date(s: str, year: int):
         return None
 
 
-def _check_numbers(text, facts: _Facts, skip, in_action, sentence_of, pests_in, findings) -> None:
+def _check_numbers(text, facts: Facts, skip, in_action, sentence_of, pests_in, findings) -> None:
     pos = 0
     skip = sorted(skip)
     while True:
-        m = _NUM_RE.search(text, pos)
+        m = NUM_RE.search(text, pos)
         if not m:
             return
         start = m.start()
@@ -592,8 +437,8 @@ def _check_numbers(text, facts: _Facts, skip, in_action, sentence_of, pests_in, 
                 findings.append(Finding(kind_name, f"{said} is not in the sighting or derived from it", fs, fe, "error", said, expected))
 
         if kind == "ratio":
-            x = _to_float(num)
-            n = _to_float(_RATIO_RE.match(text, m.end()).group(1))
+            x = to_float(num)
+            n = to_float(_RATIO_RE.match(text, m.end()).group(1))
             if (x, n) == (facts.date.month, facts.date.day):
                 continue  # 7/21 written as a date
             def ratio_ok(obs):
@@ -603,22 +448,22 @@ def _check_numbers(text, facts: _Facts, skip, in_action, sentence_of, pests_in, 
         elif kind == "pct":
             pct_scope = [p for o in scope for p in facts.percents(o)] + [t.value for o in scope for t in facts.thresholds(o) if t.metric.endswith("_pct")]
             pct_other = facts.all_percents()
-            judge("wrong_percent", _any_match(num, pct_scope + facts.note_percents),
-                  _any_match(num, pct_other), [f"{p:.3g}%" for o in facts.obs for p in facts.percents(o)])
+            judge("wrong_percent", any_match(num, pct_scope + facts.note_percents),
+                  any_match(num, pct_other), [f"{p:.3g}%" for o in facts.obs for p in facts.percents(o)])
         elif kind == "density":
             d_scope = [d for o in scope for d in facts.densities(o)] + [t.value for o in scope for t in facts.thresholds(o) if t.metric == "per_unit"]
-            judge("wrong_density", _any_match(num, d_scope), _any_match(num, facts.all_densities()),
+            judge("wrong_density", any_match(num, d_scope), any_match(num, facts.all_densities()),
                   [f"{d:.3g}" for o in facts.obs for d in facts.densities(o)])
         else:
             tail = text[m.end() : m.end() + 40]
             if _TEMP_RE.match(tail):
-                if not _any_match(num, facts.weather_numbers):
+                if not any_match(num, facts.weather_numbers):
                     findings.append(Finding("unknown_number", f"{said} does not match the weather in the note ({facts.note.get('weather', 'none recorded')})",
                                             fs, fe + len(_TEMP_RE.match(tail).group(0)), "warning", said, []))
                 continue
             iv = _INTERVAL_RE.match(tail)
             if iv:
-                if in_action(start) or _any_match(num, facts.text_numbers):
+                if in_action(start) or any_match(num, facts.text_numbers):
                     continue
                 findings.append(Finding("unknown_number", f"{said}{iv.group(0)} is not in the sighting", fs, fe + len(iv.group(0)), "warning", said, []))
                 continue
@@ -626,7 +471,7 @@ def _check_numbers(text, facts: _Facts, skip, in_action, sentence_of, pests_in, 
             is_count = bool(cw) and any(w and singular(w.lower()) in COUNT_WORDS for w in cw.groups())
             if is_count:
                 counts_scope = [c for o in scope for c in facts.counts(o)]
-                judge("wrong_count", _any_match(num, counts_scope) or _any_match(num, facts.text_numbers),
-                      _any_match(num, facts.all_counts()), [f"{c:g}" for o in facts.obs for c in facts.counts(o)])
-            elif not _any_match(num, facts.plain()):
+                judge("wrong_count", any_match(num, counts_scope) or any_match(num, facts.text_numbers),
+                      any_match(num, facts.all_counts()), [f"{c:g}" for o in facts.obs for c in facts.counts(o)])
+            elif not any_match(num, facts.plain()):
                 findings.append(Finding("unknown_number", f"{said} is not in the sighting or derived from it", fs, fe, "error", said, []))

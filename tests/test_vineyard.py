@@ -1,4 +1,4 @@
-"""Pest catalog, critical spans, the relaxed-mode gate, the span audit and the fact check.
+"""vineyard: pest catalog, critical spans, the relaxed-mode gate, the audit of its spans and the fact check.
 
 The reports below are hand-written the way the oracle writes them (sections,
 markdown, figures restated several ways) for every sample note; each is correct,
@@ -14,13 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from edgespec import FieldNoteError
-from edgespec import pests as P
 from edgespec.events import TokenRecord
-from edgespec.facts import Finding, check_report, matches
-from edgespec.spans import CRITICAL_KINDS, CatalogSpanPolicy, Span, SpanPolicy, StrictSpanPolicy, audit, default_policy, find_spans
+from edgespec.spans import Span, SpanGuard, audit
+from vineyard import FieldNoteError
+from vineyard import pests as P
+from vineyard.facts import Finding, check_report, check_spans
+from vineyard.record import matches
+from vineyard.spans import CRITICAL_KINDS, CatalogSpanPolicy, SpanPolicy, StrictSpanPolicy, default_policy, find_spans
 
-NOTES_DIR = Path(__file__).resolve().parents[1] / "edgespec" / "samples" / "notes"
+NOTES_DIR = Path(__file__).resolve().parents[1] / "vineyard" / "samples" / "notes"
 
 
 def load_note(name: str) -> dict:
@@ -282,6 +284,7 @@ def test_critical_spans_cover_pests_numbers_and_action(name):
     note, text = load_note(name), REPORTS[name]
     spans = find_spans(text, note)
     assert isinstance(CatalogSpanPolicy(note), SpanPolicy) and isinstance(default_policy(None), SpanPolicy)
+    assert isinstance(default_policy(note), SpanGuard)  # what the engine is handed
     assert all(s.kind in CRITICAL_KINDS and 0 <= s.start < s.end <= len(text) for s in spans)
     # every digit is inside a span (counts, dates, rows, blocks, thresholds)
     for m in re.finditer(r"\d+", text):
@@ -412,54 +415,6 @@ def test_may_skip_in_a_simulated_relaxed_run_keeps_critical_spans_verified():
         assert rep.other_verified_rate is not None and rep.other_verified_rate < 1.0  # some text did skip
 
 
-# ------------------------------------------------------------------- audit
-def _records(pieces):
-    out, pos = [], 0
-    for i, (t, source, verified) in enumerate(pieces):
-        out.append(TokenRecord(100 + i, t, source, verified, pos, pos + len(t)))
-        pos += len(t)
-    return out
-
-
-def test_audit_rates_from_synthetic_provenance():
-    recs = _records([
-        ("Found", "oracle", True), (" grape", "drafted", True), (" berry", "unverified", False), (" moth", "bonus", True),
-        (" on", "unverified", False), (" the", "unverified", False), (" edge", "corrected", True), (".", "unverified", False),
-    ])
-    text = "".join(r.text for r in recs)
-    spans = [Span(text.index("grape"), text.index("moth") + 4, "pest", "grape berry moth")]
-    rep = audit(spans, recs, text)
-    assert rep.critical_tokens == 3 and rep.unverified_critical == 1
-    assert rep.critical_verified_rate == pytest.approx(2 / 3)
-    assert rep.other_verified_rate == pytest.approx(2 / 5)
-    (s,) = rep.spans
-    assert s["text"] == "grape berry moth" and s["verified"] is False
-    assert s["tokens"] == [{"source": "drafted", "verified": True}, {"source": "unverified", "verified": False}, {"source": "bonus", "verified": True}]
-    json.dumps(rep.to_dict())
-    assert rep.to_json() == rep.to_dict()
-    # without the text, the audit rebuilds it from the records
-    assert audit(spans, recs).spans == rep.spans
-
-
-def test_audit_all_verified_and_edge_cases():
-    recs = _records([("4", "oracle", True), (" of", "drafted", True), (" 50", "drafted", True), (" leaves", "unverified", False)])
-    text = "".join(r.text for r in recs)
-    # overlapping spans share a token but it is counted once
-    spans = [Span(0, 5, "count", "4 of"), Span(0, 7, "count", "4 of 50")]
-    rep = audit(spans, recs, text)
-    assert rep.critical_verified_rate == 1.0 and rep.critical_tokens == 3
-    assert rep.other_verified_rate == 0.0
-    assert all(s["verified"] for s in rep.spans)
-    # a zero-width record (mid UTF-8 sequence) inside a span is part of it
-    z = TokenRecord(7, "", "unverified", False, 2, 2)
-    rep = audit([Span(0, 7, "count", "x")], recs + [z], text)
-    assert rep.spans[0]["verified"] is False
-    empty = audit([], [], "")
-    assert empty.critical_verified_rate is None and empty.other_verified_rate is None
-    # a span no token covers is not reported as verified
-    assert audit([Span(50, 60, "pest", "x")], recs, text).spans[0]["verified"] is False
-
-
 # -------------------------------------------------------------------- facts
 @pytest.mark.parametrize("name", sorted(REPORTS))
 def test_correct_reports_have_no_findings(name):
@@ -510,6 +465,19 @@ def test_planted_hallucinations_are_caught(name, old, new, kind, said):
         assert f.text == said and bad[f.start : f.end] == said
     assert 0 <= f.start < f.end <= len(bad)
     json.dumps([x.to_dict() for x in findings])
+
+
+@pytest.mark.parametrize("name,old,new,kind,said", PLANTED[::4])
+def test_check_spans_on_shared_spans_is_check_report(name, old, new, kind, said):
+    """The report writer finds the spans once for audit and fact check: the same findings as check_report."""
+    from vineyard.fieldnote import validate
+
+    bad = REPORTS[name].replace(old, new, 1)
+    note = validate(load_note(name))
+    policy = default_policy(note)
+    shared = check_spans(bad, note, policy, policy.find_spans(bad))
+    assert [f.kind for f in shared if f.severity == "error"] == [kind]
+    assert shared == check_report(bad, load_note(name))
 
 
 def test_life_stages_away_from_the_pest_are_not_claims():
@@ -604,8 +572,8 @@ def test_may_skip_on_fuzzed_texts(seed):
 def test_block_risk_class_reaches_the_threshold_check():
     """The 6% July threshold for grape berry moth is for low/intermediate-risk blocks: on a high-risk block
     it does not apply, so a claim against it is not judged by it."""
-    from edgespec import FieldNoteError
-    from edgespec.fieldnote import note_text, validate
+    from vineyard.fieldnote import validate
+    from vineyard.prompt import note_text
 
     note = load_note("b4-berry-moth")  # 4 of 50 clusters (8%) on 2026-07-21
     claim = "Grape berry moth (larva): 4 of 50 clusters (8%), below the action threshold."
