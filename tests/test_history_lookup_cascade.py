@@ -17,14 +17,10 @@ from edgespec.drafters.cascade import (
     choose_source,
     plan,
 )
-from edgespec.drafters.history import (
-    HistoryDrafter,
-    HistoryError,
-    HistoryIndex,
-    SuffixAutomaton,
-    template_reports,
-)
+from edgespec.drafters.history import HistoryDrafter
+from edgespec.drafters.history_index import HistoryError, HistoryIndex, template_reports
 from edgespec.drafters.lookup import ContextIndex, PromptLookupDrafter, copy_continuation
+from edgespec.drafters.suffix_automaton import SuffixAutomaton
 from edgespec.policy import CostCurve, LengthEstimate
 from edgespec.testing.reference import oracle_greedy
 
