@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .base import SamplingSpec
-from .history_index import HistoryError, HistoryIndex, TokenizeFn
-from .lookup import ContextIndex, MatchDraft, copy_continuation
+from .history_index import HistoryError, HistoryIndex, TokenizeFn, require_model_id, require_positive_int
+from .lookup import ContextIndex, MatchDraft
 from .suffix_automaton import SuffixAutomaton
 
 START_MATCH_LEN = 8  # how deep the start of a report counts as matched (the policy's bucket for its drafts)
@@ -83,16 +83,13 @@ class HistoryDrafter:
         context_max_match: int = 16,
         token_text: Callable[[int], str] | None = None,
     ):
-        if isinstance(k_max, bool) or not isinstance(k_max, int) or k_max < 1:
-            raise HistoryError(f"k_max must be a positive integer, got {k_max!r}")
-        if isinstance(min_match, bool) or not isinstance(min_match, int) or min_match < 1:
-            raise HistoryError(f"min_match must be a positive integer, got {min_match!r}")
+        require_positive_int("k_max", k_max)
+        require_positive_int("min_match", min_match)
         if not 0.0 <= float(min_confidence) <= 1.0:
             raise HistoryError(f"min_confidence must be in [0, 1], got {min_confidence!r}")
         if not callable(tokenize):
             raise HistoryError("tokenize must be callable (text -> oracle token ids)")
-        if not isinstance(model_id, str) or not model_id:
-            raise HistoryError(f"model_id must be a non-empty string, got {model_id!r}")
+        require_model_id(model_id)
         if token_text is not None and not callable(token_text):
             raise HistoryError("token_text must be callable (token id -> text)")
         self.index = index
@@ -205,11 +202,7 @@ class HistoryDrafter:
     def _context_draft(self, max_tokens: int) -> MatchDraft:
         if not self.use_context:
             return MatchDraft(match_len=0, source="lookup")
-        n, end = self._ctx.longest_match()
-        if n < self.min_match:
-            return MatchDraft(match_len=n, source="lookup")
-        toks = copy_continuation(self._ctx.tokens, end, max_tokens)
-        return MatchDraft(tokens=toks, match_len=n, source="lookup", support=1, confidence=[1.0] * len(toks))
+        return self._ctx.draft(max_tokens)  # the index's shortest n-gram is min_match: shorter drafts nothing
 
     def propose(self, context: list[int], max_tokens: int, *, sample: SamplingSpec | None = None) -> MatchDraft:
         self._sync(context)
@@ -251,8 +244,7 @@ class HistoryDrafter:
         context's own continuation is added when it differs. The engine can verify
         them in one oracle pass (one sequence per candidate over a shared prefix).
         """
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise HistoryError(f"n must be a positive integer, got {n!r}")
+        require_positive_int("n", n)
         self._sync(context)
         limit = min(int(max_tokens), self.k_max)
         if limit <= 0:

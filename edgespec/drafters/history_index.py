@@ -41,6 +41,17 @@ class HistoryError(EdgespecError, ValueError):
     """The history index cannot be opened or was given bad input."""
 
 
+def require_positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise HistoryError(f"{name} must be a positive integer, got {value!r}")
+
+
+def require_model_id(model_id) -> None:
+    """A tokenizer's name: the key its token ids are stored under."""
+    if not isinstance(model_id, str) or not model_id:
+        raise HistoryError(f"model_id must be a non-empty string, got {model_id!r}")
+
+
 def default_db_path() -> Path:
     """The per-user history file used when no fieldlog database is given."""
     import platformdirs
@@ -108,9 +119,8 @@ class HistoryIndex:
         seed_templates: bool = True,
         templates: SeedFn = template_reports,
     ):
-        for name, val in (("max_docs", max_docs), ("max_tokens", max_tokens)):
-            if isinstance(val, bool) or not isinstance(val, int) or val < 1:
-                raise HistoryError(f"{name} must be a positive integer, got {val!r}")
+        require_positive_int("max_docs", max_docs)
+        require_positive_int("max_tokens", max_tokens)
         if not callable(templates):
             raise HistoryError("templates must be callable (-> (name, text) pairs of the seed reports)")
         self.max_docs = max_docs
@@ -322,8 +332,7 @@ class HistoryIndex:
 
     def _check_model(self, model_id: str, tokenize: TokenizeFn) -> None:
         """Register ``model_id``; drop its stored token ids if its tokenizer no longer gives the same ids."""
-        if not isinstance(model_id, str) or not model_id:
-            raise HistoryError(f"model_id must be a non-empty string, got {model_id!r}")
+        require_model_id(model_id)
         probe = _sha(",".join(map(str, _check_tokens(tokenize(_PROBE_TEXT), "probe").tolist())))
         with self._tx() as db:
             row = db.execute("SELECT probe FROM history_models WHERE model_id=?", (model_id,)).fetchone()
