@@ -118,6 +118,26 @@ def test_history_templates_seed_an_empty_index(tmp_path):
         assert idx.count() == len(templates) + 1
 
 
+def test_history_seed_reports_are_injectable(tmp_path):
+    seeds = [("a.txt", "Summary : block A1 clean"), ("b.txt", "Summary : block B2 moth larvae")]
+    calls = []
+
+    def templates():
+        calls.append(1)
+        return seeds
+
+    db = tmp_path / "h.db"
+    with HistoryIndex(db, templates=templates) as idx:
+        assert [(s, t) for _i, s, t in idx.documents()] == [("template", t) for _n, t in seeds]
+    with HistoryIndex(db, templates=templates) as idx:
+        assert idx.count() == len(seeds)
+    assert len(calls) == 1  # read only while the index is empty
+    with HistoryIndex(":memory:", templates=templates, seed_templates=False) as idx:
+        assert idx.count() == 0
+    assert len(calls) == 1
+    with pytest.raises(HistoryError, match="templates"):
+        HistoryIndex(":memory:", templates=seeds)  # type: ignore[arg-type]
+
 def test_history_tables_do_not_clash_with_the_fieldlog_database(tmp_path):
     db = tmp_path / "fieldlog.db"
     con = sqlite3.connect(db)
