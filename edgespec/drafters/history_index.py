@@ -25,9 +25,7 @@ import numpy as np
 from .. import EdgespecError
 
 DEFAULT_MAX_DOCS = 500
-# Per model_id (tokenizer): bounds the in-memory suffix automaton (~400 bytes a token, so < ~50 MB),
-# ~360 reports of 330 tokens.
-DEFAULT_MAX_TOKENS = 120_000
+DEFAULT_MAX_TOKENS = 120_000  # per model_id (tokenizer), ~360 reports: keeps the in-memory automaton < ~50 MB
 MAX_REPORT_CHARS = 100_000  # one report; anything longer is not a scouting report
 SCHEMA_VERSION = 1
 # Tokenized once per model_id; a changed result means the tokenizer behind that id changed.
