@@ -121,7 +121,8 @@ class Generator:
 
             return make_onnx_drafter(self.config.draft_model, self.oracle, n_threads=threads or 1)
         if kind in ("history", "cascade"):
-            from .drafters.history import HistoryDrafter, HistoryIndex
+            from .drafters.history import HistoryDrafter
+            from .drafters.history_index import HistoryIndex
 
             self.history_index = HistoryIndex(self.config.history_db)
             hist = HistoryDrafter.for_oracle(self.history_index, self.oracle)

@@ -17,6 +17,7 @@ session into a temporary folder in a few milliseconds each:
 
 import pytest
 
+from edgespec.drafters.history_index import HistoryIndex
 from edgespec.testing.tiny_gguf import write_tiny_gguf
 
 # --------------------------------------------------------------------------- tiny GGUF models
@@ -64,3 +65,14 @@ def tiny_drafter_path(tiny_dir):
 def tiny_other_vocab_path(tiny_dir):
     """Vocab b: a different tokenizer, for the cross-tokenizer drafter."""
     return write_tiny_gguf(tiny_dir / "other-vocab.gguf", vocab="b", n_layer=1, seed=3)
+
+
+# --------------------------------------------------------------------------- history drafter
+
+
+@pytest.fixture
+def index():
+    """An empty in-memory history index (no template reports), closed after the test."""
+    idx = HistoryIndex(":memory:", seed_templates=False)
+    yield idx
+    idx.close()

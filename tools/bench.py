@@ -171,7 +171,8 @@ def make_drafter(kind: str, oracle: LlamaModel, paths: dict, threads: int, histo
     if kind == "model-q4_0":
         return ModelDrafter(LlamaModel(paths["q4_0"], n_ctx=4096, n_threads=threads), oracle_vocab=oracle.n_vocab)
     if kind in ("history", "cascade"):
-        from edgespec.drafters.history import HistoryDrafter, HistoryIndex
+        from edgespec.drafters.history import HistoryDrafter
+        from edgespec.drafters.history_index import HistoryIndex
 
         index = HistoryIndex(history_db)
         hist = HistoryDrafter.for_oracle(index, oracle)

@@ -35,7 +35,8 @@ sys.path.insert(0, str(ROOT))
 from edgespec.api import resolve  # noqa: E402
 from edgespec.calibrate import load_or_measure  # noqa: E402
 from edgespec.drafters.cascade import CascadeDrafter  # noqa: E402
-from edgespec.drafters.history import HistoryDrafter, HistoryIndex  # noqa: E402
+from edgespec.drafters.history import HistoryDrafter  # noqa: E402
+from edgespec.drafters.history_index import HistoryIndex  # noqa: E402
 from edgespec.drafters.lookup import PromptLookupDrafter  # noqa: E402
 from edgespec.engine import Engine  # noqa: E402
 from edgespec.llama import LlamaModel, render_chat  # noqa: E402

@@ -135,6 +135,14 @@ class ContextIndex:
                 lo = mid + 1
         return best_n, best_e
 
+    def draft(self, max_tokens: int) -> MatchDraft:
+        """Up to ``max_tokens`` tokens copied after the longest match (none when nothing matches)."""
+        n, end = self.longest_match()
+        if n == 0 or max_tokens <= 0:
+            return MatchDraft(match_len=n, source="lookup")
+        toks = copy_continuation(self.tokens, end, max_tokens)
+        return MatchDraft(tokens=toks, match_len=n, source="lookup", support=1, confidence=[1.0] * len(toks))
+
 
 class PromptLookupDrafter:
     """Draft by copying what followed the most recent earlier occurrence of the context's longest suffix.
@@ -165,12 +173,9 @@ class PromptLookupDrafter:
 
     def propose(self, context: list[int], max_tokens: int, *, sample: SamplingSpec | None = None) -> MatchDraft:
         self._index.sync(context)
-        n, end = self._index.longest_match()
-        self.last_match_len = n
-        if n == 0 or max_tokens <= 0:
-            return MatchDraft(match_len=n, source="lookup")
-        toks = copy_continuation(self._index.tokens, end, max_tokens)
-        return MatchDraft(tokens=toks, match_len=n, source="lookup", support=1, confidence=[1.0] * len(toks))
+        draft = self._index.draft(max_tokens)
+        self.last_match_len = draft.match_len
+        return draft
 
     def accepted(self, context: list[int], n_accepted: int, n_drafted: int) -> None:
         # Nothing to learn: the index catches up with the committed tokens on the next propose.
