@@ -148,6 +148,7 @@ class Engine:
         self.policy = DraftPolicy(self.curve, params)
 
     def generate(self, prompt: list[int], params: GenerationParams | None = None, cancel: threading.Event | None = None) -> Iterator[Chunk | Done]:
+        """Stream the continuation of ``prompt`` (oracle token ids) as ``Chunk`` events, then one ``Done``."""
         params = params or GenerationParams()
         self._check(prompt, params)
         run = self._start(prompt, params)
