@@ -135,7 +135,7 @@ class Generator:
             sources = [hist, PromptLookupDrafter()]
             if self.config.draft_model:
                 sources.append(self._model_or_bridge(self._load_draft_lm(threads)))
-            return CascadeDrafter(sources, curve=self.curve)
+            return CascadeDrafter(sources)
         raise EdgespecError(f"unknown drafter {kind!r}")
 
     @property

@@ -1,12 +1,16 @@
-"""The draft-and-verify loop.
+"""The draft-and-verify loop: plan → propose → verify → commit, then finish.
 
-One cycle: the policy picks a draft length, the drafter proposes, the oracle
-evaluates ``pending + draft`` in one batch with logits at every draft position,
-``acceptance`` keeps the agreed prefix plus the oracle's own next token, and the
-oracle's KV cache is trimmed back to exactly the committed tokens. ``pending``
-holds emitted tokens the oracle has not consumed yet (normally just the last
-one). Everything the loop emits is streamed as ``Chunk`` events with
-per-token provenance and ends with ``Done``.
+One cycle: the policy says how many tokens to ask the drafter for (plan); the
+drafter proposes and the policy keeps what pays, or picks one of a cascade's
+candidates (propose); the oracle evaluates ``pending + draft`` in one batch with
+logits at every draft position and ``acceptance`` keeps the agreed prefix plus
+the oracle's own next token (verify); the accepted tokens are emitted, the
+oracle's KV cache is trimmed back to exactly the committed tokens and the
+verdict goes to the policy and the drafter (commit). ``pending`` holds emitted
+tokens the oracle has not consumed yet (normally just the last one). In
+power-saving modes a draft the span guard allows may be emitted unverified
+instead of verified (relaxed acceptance). Everything is streamed as ``Chunk``
+events with per-token provenance and ends with ``Done`` (finish).
 """
 
 from __future__ import annotations
@@ -14,16 +18,16 @@ from __future__ import annotations
 import codecs
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator
 
 import numpy as np
 
 from . import PromptError
 from .acceptance import SamplingParams, greedy_accept, logits_to_probs, sample, speculative_accept
-from .drafters.base import Draft, SamplingSpec
+from .drafters.base import CandidateDrafter, Draft, Drafter, Oracle, SamplingSpec, check_drafter
 from .events import Chunk, Done, Stats, TokenRecord
-from .policy import ControllerParams, CostCurve, DraftController, bucket_of
+from .policy import Choice, CostCurve, DraftPolicy, PolicyParams, bucket_of
 
 
 @dataclass
@@ -37,234 +41,287 @@ class GenerationParams:
     max_unverified_run: int = 24
 
 
-class Engine:
-    def __init__(
-        self,
-        oracle,
-        drafter=None,
-        *,
-        curve: CostCurve | None = None,
-        controller_params: ControllerParams | None = None,
-        span_guard=None,
-        adaptive: bool = True,
-        clock: Callable[[], float] = time.perf_counter,
-    ) -> None:
-        self.oracle = oracle
-        # the policy learns from measured cycle times; a replay (edgespec.testing.replay) passes a virtual clock
-        self.clock = clock
-        self.drafter = drafter
-        self.curve = curve or CostCurve.linear(1.0)
-        self.controller_params = controller_params or ControllerParams()
-        self.span_guard = span_guard  # object with may_skip_verification(prefix_text, draft_text)
-        self.adaptive = adaptive  # False: always draft d_max (used by tests and the bench's ablation)
-        # what the policy learned (acceptance per source/bucket, drafting cost) carries over to the
-        # next report: a fieldlog session writes many similar reports with one engine
-        self._estimates: dict = {}
-        self._draft_cost: dict = {}
+def _first_stop(text: str, stops: tuple[str, ...]) -> int:
+    """Where the earliest stop string starts in ``text``, -1 if none occurs."""
+    return min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
 
-    # ------------------------------------------------------------------ helpers
-    def _pick(self, logits: np.ndarray, sp: SamplingParams, rng) -> int:
-        if sp.greedy:
-            return int(np.argmax(logits))
-        return sample(logits_to_probs(logits, sp), rng)
 
-    def generate(self, prompt: list[int], params: GenerationParams | None = None, cancel: threading.Event | None = None) -> Iterator[Chunk | Done]:
-        params = params or GenerationParams()
-        oracle = self.oracle
-        sp = params.sampling
-        if not prompt:
-            raise PromptError("empty prompt")
-        if len(prompt) >= oracle.n_ctx:
-            raise PromptError(
-                f"prompt is {len(prompt)} tokens but the oracle's context holds {oracle.n_ctx}; shorten the note"
-            )
-        if params.max_tokens <= 0:
-            raise PromptError("max_tokens must be >= 1")
-        oracle.check_ids(prompt)
+class _Transcript:
+    """The emitted tokens with their text and provenance; UTF-8 is decoded incrementally (a character may span tokens)."""
 
-        t_start = self.clock()
-        rng = np.random.default_rng(sp.seed)
-        spec = None if sp.greedy else SamplingSpec(sp.temperature, sp.top_k, sp.top_p, sp.seed)
-        cp = ControllerParams(**{**self.controller_params.__dict__, "d_max": params.d_max, "d_min": params.d_min})
-        ctl = DraftController(self.curve, cp, estimates=self._estimates, draft_cost=self._draft_cost)
-        ctl.new_generation()
-        stats = Stats(drafter=getattr(self.drafter, "name", "none") if self.drafter else "none", prompt_tokens=len(prompt))
-        calls0 = oracle.decode_calls
+    def __init__(self, oracle: Oracle) -> None:
+        self._oracle = oracle
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._parts: list[str] = []
+        self._len = 0
+        self.tokens: list[int] = []
+        self.records: list[TokenRecord] = []
 
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        text_parts: list[str] = []
-        text_len = 0
-        emitted: list[int] = []
-        records: list[TokenRecord] = []
-        stop_reason = ""
+    @property
+    def text(self) -> str:
+        return "".join(self._parts)
 
-        def emit(tok: int, source: str, verified: bool) -> TokenRecord:
-            nonlocal text_len
-            piece = decoder.decode(oracle.token_bytes(tok, special=False)) if not oracle.is_eog(tok) else ""
-            rec = TokenRecord(tok, piece, source, verified, text_len, text_len + len(piece))
-            text_parts.append(piece)
-            text_len += len(piece)
-            emitted.append(tok)
-            records.append(rec)
-            return rec
+    def emit(self, tok: int, source: str, verified: bool) -> TokenRecord:
+        piece = "" if self._oracle.is_eog(tok) else self._decoder.decode(self._oracle.token_bytes(tok, special=False))
+        rec = TokenRecord(tok, piece, source, verified, self._len, self._len + len(piece))
+        self._parts.append(piece)
+        self._len += len(piece)
+        self.tokens.append(tok)
+        self.records.append(rec)
+        return rec
 
-        # prefill: the first token comes straight from the oracle
-        logits = oracle.sync(list(prompt))
-        stats.prefill_s = self.clock() - t_start
-        first = self._pick(logits, sp, rng)
-        rec = emit(first, "oracle", True)
-        pending = [first]
-        if self.drafter is not None:
-            self.drafter.begin(list(prompt))
-        yield Chunk(rec.text, [rec])
-
-        unverified_run = 0
-        while True:
-            # ---- stop conditions
-            if oracle.is_eog(emitted[-1]):
-                stop_reason = "eos"
-                break
-            if len(emitted) >= params.max_tokens:
-                stop_reason = "max_tokens"
-                break
-            if params.stop:
-                full = "".join(text_parts)
-                hit = min((i for i in (full.find(s) for s in params.stop) if i >= 0), default=-1)
-                if hit >= 0:
-                    stop_reason = "stop"
-                    break
-            if cancel is not None and cancel.is_set():
-                stop_reason = "cancelled"
-                break
-            room = oracle.n_ctx - len(oracle.tokens) - len(pending)
-            if room < 0:
-                stop_reason = "context"
-                break
-
-            t_cycle = self.clock()
-            d_cap = min(params.max_tokens - len(emitted) - 1, room, params.d_max)
-            draft = Draft()
-            bucket = None
-            if self.drafter is not None and d_cap > 0:
-                src = getattr(self.drafter, "name", "model")
-                cheap = getattr(self.drafter, "cheap", False)  # lookup/history: proposing costs ~nothing
-                if not self.adaptive:
-                    want, probing = d_cap, False
-                elif cheap:
-                    want, probing = (d_cap, False) if len(emitted) >= ctl.off_until_token else (0, False)
-                else:
-                    want, probing = ctl.plan(src, d_cap, len(emitted))
-                if want > 0:
-                    context = list(prompt) + emitted
-                    t0 = self.clock()
-                    draft = self.drafter.propose(context, want, sample=spec)
-                    dt = self.clock() - t0
-                    stats.drafter_passes += draft.passes
-                    src = draft.source or src
-                    ctl.record_draft_time(src, dt, max(len(draft.tokens), 1))
-                    bucket = bucket_of(src, draft.match_len)
-                    keep = min(len(draft.tokens), d_cap)
-                    # a cascade plans its own lengths; plain match drafts are trimmed by their bucket's odds
-                    if self.adaptive and cheap and keep and not getattr(self.drafter, "plans_length", False):
-                        long_match = draft.match_len is None or draft.match_len >= cp.probe_min_match
-                        keep_b, _ = ctl.plan(bucket, keep, len(emitted), allow_probe=long_match)
-                        keep = min(keep, keep_b)
-                    draft = self._truncate(draft, keep)
-                    if draft.probs is not None and spec is None:
-                        draft.probs = None
-
-            n_draft = len(draft.tokens)
-            if n_draft == 0:
-                bucket = None
-
-            # ---- power saving: accept boilerplate drafts without an oracle pass
-            if (
-                n_draft
-                and params.relax_unverified
-                and self.span_guard is not None
-                and unverified_run + n_draft <= params.max_unverified_run
-            ):
-                draft_text = oracle.detokenize(draft.tokens, special=False).decode("utf-8", "replace")
-                prefix_text = "".join(text_parts)
-                if not any(oracle.is_eog(t) for t in draft.tokens) and self.span_guard.may_skip_verification(prefix_text, draft_text):
-                    new = [emit(t, "unverified", False) for t in draft.tokens]
-                    pending.extend(draft.tokens)
-                    unverified_run += n_draft
-                    stats.drafted_tokens += n_draft
-                    stats.cycles += 1
-                    if self.drafter is not None:
-                        self.drafter.accepted(list(prompt) + emitted, n_draft, n_draft)
-                    yield Chunk("".join(r.text for r in new), new)
-                    continue
-
-            # ---- verify pending + draft in one oracle pass
-            batch = pending + draft.tokens
-            first_row = len(pending) - 1
-            rows = oracle.decode(batch, logits_at=list(range(first_row, len(batch))))
-            if sp.greedy:
-                n_acc, nxt = greedy_accept(draft.tokens, rows)
-            else:
-                p = logits_to_probs(rows, sp)
-                n_acc, nxt = speculative_accept(draft.tokens, draft.probs, p, rng)
-            # ---- rewind: keep everything up to the last accepted draft token
-            oracle.trim(len(oracle.tokens) - n_draft + n_acc)
-            unverified_run = 0
-            new: list[TokenRecord] = []
-            eog_in_draft = False
-            for t in draft.tokens[:n_acc]:
-                new.append(emit(t, "drafted", True))
-                if oracle.is_eog(t):
-                    eog_in_draft = True
-                    break
-            if not eog_in_draft:
-                source = "oracle" if n_draft == 0 else ("bonus" if n_acc == n_draft else "corrected")
-                new.append(emit(nxt, source, True))
-                pending = [nxt]
-            else:
-                pending = []
-            stats.cycles += 1
-            stats.drafted_tokens += n_draft
-            stats.accepted_tokens += n_acc
-            if n_draft:
-                stats.accepted_lengths.append(n_acc)
-            ctl.record_cycle(bucket, n_acc, n_draft, self.clock() - t_cycle, len(new), len(emitted))
-            if self.drafter is not None and n_draft:
-                self.drafter.accepted(list(prompt) + emitted, n_acc, n_draft)
-            yield Chunk("".join(r.text for r in new), new)
-
-        tail = decoder.decode(b"", final=True)
+    def final(self, stops: tuple[str, ...], cut_at_stop: bool) -> tuple[str, list[TokenRecord]]:
+        """The text and records to hand out: decoder flushed, cut before the first stop string when that
+        ended the generation, without an end-of-generation token (it is not part of the text)."""
+        tail = self._decoder.decode(b"", final=True)
         if tail:
-            text_parts.append(tail)
-            if records:
-                records[-1].text += tail
-                records[-1].end += len(tail)
-        text = "".join(text_parts)
-        if stop_reason == "stop":
-            cut = min(i for i in (text.find(s) for s in params.stop) if i >= 0)
+            self._parts.append(tail)
+            if self.records:
+                self.records[-1].text += tail
+                self.records[-1].end += len(tail)
+        text, records = self.text, self.records
+        if cut_at_stop:
+            cut = _first_stop(text, stops)
             text = text[:cut]
             records = [r for r in records if r.start < cut]
             for r in records:
                 if r.end > cut:
                     r.text = r.text[: cut - r.start]
                     r.end = cut
-        # an end-of-generation token is not part of the text or the token list
-        if records and oracle.is_eog(records[-1].token):
+        if records and self._oracle.is_eog(records[-1].token):
             records = records[:-1]
-        stats.tokens = len(records)
-        stats.stop_reason = stop_reason
-        stats.oracle_passes = oracle.decode_calls - calls0
-        stats.fallback_events = ctl.fallback_events
-        stats.wall_s = self.clock() - t_start
-        yield Done(text, [r.token for r in records], records, stats)
+        return text, records
 
-    @staticmethod
-    def _truncate(draft: Draft, n: int) -> Draft:
-        if n >= len(draft.tokens):
-            return draft
-        return Draft(
-            tokens=draft.tokens[:n],
-            probs=None if draft.probs is None else draft.probs[:n],
-            passes=draft.passes,
-            source=draft.source,
-            match_len=draft.match_len,
+
+@dataclass
+class _Run:
+    """One generation's state."""
+
+    prompt: list[int]
+    params: GenerationParams
+    out: _Transcript
+    stats: Stats
+    rng: np.random.Generator
+    spec: SamplingSpec | None  # how a model drafter samples its own proposals; None: greedy
+    t_start: float
+    calls0: int
+    pending: list[int] = field(default_factory=list)
+    unverified_run: int = 0
+
+    def context(self) -> list[int]:
+        return self.prompt + self.out.tokens
+
+
+@dataclass
+class _Proposal:
+    draft: Draft
+    bucket: str | None = None  # the policy's bucket for the verdict on this draft; None: no draft
+    choice: Choice | None = None  # the cascade candidate it was taken from
+
+
+class Engine:
+    def __init__(
+        self,
+        oracle: Oracle,
+        drafter: Drafter | CandidateDrafter | None = None,
+        *,
+        curve: CostCurve | None = None,
+        policy_params: PolicyParams | None = None,
+        span_guard=None,
+        adaptive: bool | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        if drafter is not None:
+            check_drafter(drafter)
+        self.oracle = oracle
+        self.drafter = drafter
+        self._cascade = isinstance(drafter, CandidateDrafter)
+        # the policy learns from measured cycle times; a replay (edgespec.testing.replay) passes a virtual clock
+        self.clock = clock
+        self.curve = curve or CostCurve.linear(1.0)
+        self.span_guard = span_guard  # object with may_skip_verification(prefix_text, draft_text)
+        params = policy_params or PolicyParams()
+        if adaptive is not None:  # False: always draft the most on offer (used by tests and the bench's ablation)
+            params = replace(params, adaptive=adaptive)
+        # one policy for every report: what it learned carries over (a fieldlog session writes many similar
+        # reports with one engine)
+        self.policy = DraftPolicy(self.curve, params)
+
+    def generate(self, prompt: list[int], params: GenerationParams | None = None, cancel: threading.Event | None = None) -> Iterator[Chunk | Done]:
+        """Stream the continuation of ``prompt`` (oracle token ids) as ``Chunk`` events, then one ``Done``."""
+        params = params or GenerationParams()
+        self._check(prompt, params)
+        run = self._start(prompt, params)
+        first = run.out.records[0]
+        yield Chunk(first.text, [first])
+        while (reason := self._stop_reason(run, cancel)) is None:
+            t_cycle = self.clock()
+            proposal = self._propose(run, self._plan(run))
+            chunk = self._accept_unverified(run, proposal)
+            if chunk is None:
+                n_acc, nxt = self._verify(run, proposal.draft)
+                chunk = self._commit(run, proposal, n_acc, nxt, t_cycle)
+            yield chunk
+        yield self._finish(run, reason)
+
+    # ------------------------------------------------------------------ start and stop
+    def _check(self, prompt: list[int], params: GenerationParams) -> None:
+        if not prompt:
+            raise PromptError("empty prompt")
+        if len(prompt) >= self.oracle.n_ctx:
+            raise PromptError(
+                f"prompt is {len(prompt)} tokens but the oracle's context holds {self.oracle.n_ctx}; shorten the note"
+            )
+        if params.max_tokens <= 0:
+            raise PromptError("max_tokens must be >= 1")
+        self.oracle.check_ids(prompt)
+
+    def _start(self, prompt: list[int], params: GenerationParams) -> _Run:
+        """Prefill: the first token comes straight from the oracle."""
+        t_start = self.clock()
+        sp = params.sampling
+        run = _Run(
+            prompt=list(prompt), params=params, out=_Transcript(self.oracle),
+            stats=Stats(drafter=self.drafter.name if self.drafter is not None else "none", prompt_tokens=len(prompt)),
+            rng=np.random.default_rng(sp.seed),
+            spec=None if sp.greedy else SamplingSpec(sp.temperature, sp.top_k, sp.top_p, sp.seed),
+            t_start=t_start, calls0=self.oracle.decode_calls,
         )
+        self.policy.new_generation(d_max=params.d_max, d_min=params.d_min)
+        logits = self.oracle.sync(list(prompt))
+        run.stats.prefill_s = self.clock() - t_start
+        first = int(np.argmax(logits)) if sp.greedy else sample(logits_to_probs(logits, sp), run.rng)
+        run.out.emit(first, "oracle", True)
+        run.pending = [first]
+        if self.drafter is not None:
+            self.drafter.begin(list(prompt))
+        return run
+
+    def _room(self, run: _Run) -> int:
+        return self.oracle.n_ctx - len(self.oracle.tokens) - len(run.pending)
+
+    def _stop_reason(self, run: _Run, cancel: threading.Event | None) -> str | None:
+        emitted = run.out.tokens
+        if self.oracle.is_eog(emitted[-1]):
+            return "eos"
+        if len(emitted) >= run.params.max_tokens:
+            return "max_tokens"
+        if run.params.stop and _first_stop(run.out.text, run.params.stop) >= 0:
+            return "stop"
+        if cancel is not None and cancel.is_set():
+            return "cancelled"
+        if self._room(run) < 0:
+            return "context"
+        return None
+
+    # ------------------------------------------------------------------ plan, propose
+    def _plan(self, run: _Run) -> int:
+        """Tokens to ask the drafter for: what the policy says, within what the report and the context have left."""
+        if self.drafter is None:
+            return 0
+        d_cap = min(run.params.max_tokens - len(run.out.tokens) - 1, self._room(run), run.params.d_max)
+        cheap = self._cascade or self.drafter.cheap  # a cascade runs its model source only if picked
+        return self.policy.ask(self.drafter.name, cheap, d_cap, len(run.out.tokens))
+
+    def _propose(self, run: _Run, want: int) -> _Proposal:
+        if want <= 0:
+            return _Proposal(Draft())
+        context = run.context()
+        if self._cascade:
+            draft, choice = self._draft_from_candidates(run, context, want)
+        else:
+            draft, choice = self._draft_from_drafter(run, context, want), None
+        if draft.probs is not None and run.spec is None:
+            draft.probs = None  # greedy verification needs no q rows
+        run.stats.drafter_passes += draft.passes
+        if not draft.tokens:
+            return _Proposal(Draft())
+        return _Proposal(draft, bucket_of(draft.source or self.drafter.name, draft.match_len), choice)
+
+    def _draft_from_drafter(self, run: _Run, context: list[int], want: int) -> Draft:
+        t0 = self.clock()
+        draft = self.drafter.propose(context, want, sample=run.spec)
+        self.policy.record_draft_time(draft.source or self.drafter.name, self.clock() - t0, max(len(draft.tokens), 1))
+        keep = min(len(draft.tokens), want)
+        if self.drafter.cheap and keep:
+            bucket = bucket_of(draft.source or self.drafter.name, draft.match_len)
+            keep = self.policy.keep(bucket, draft.match_len, keep, len(run.out.tokens))
+        return draft.truncated(keep)
+
+    def _draft_from_candidates(self, run: _Run, context: list[int], want: int) -> tuple[Draft, Choice | None]:
+        choice = self.policy.choose(self.drafter.candidates(context, want, sample=run.spec))
+        if choice is None:
+            return Draft(), None
+        t0 = self.clock()
+        draft = self.drafter.take(choice.candidate, choice.n_tokens, context, sample=run.spec)
+        if choice.candidate.draft is None:  # an on-demand source ran just now: what it cost is measured here
+            self.policy.record_draft_time(choice.candidate.name, self.clock() - t0, max(len(draft.tokens), 1))
+        return draft, choice
+
+    # ------------------------------------------------------------------ relaxed acceptance
+    def _accept_unverified(self, run: _Run, proposal: _Proposal) -> Chunk | None:
+        """Power saving: emit a boilerplate draft without an oracle pass where the span guard allows it."""
+        tokens, p = proposal.draft.tokens, run.params
+        n = len(tokens)
+        if not (n and p.relax_unverified and self.span_guard is not None and run.unverified_run + n <= p.max_unverified_run):
+            return None
+        draft_text = self.oracle.detokenize(tokens, special=False).decode("utf-8", "replace")
+        if any(self.oracle.is_eog(t) for t in tokens) or not self.span_guard.may_skip_verification(run.out.text, draft_text):
+            return None
+        new = [run.out.emit(t, "unverified", False) for t in tokens]
+        run.pending.extend(tokens)
+        run.unverified_run += n
+        run.stats.drafted_tokens += n
+        run.stats.cycles += 1
+        self.policy.record_unverified(n, proposal.choice.candidate if proposal.choice else None)
+        self.drafter.accepted(run.context(), n, n)
+        return Chunk("".join(r.text for r in new), new)
+
+    # ------------------------------------------------------------------ verify, commit
+    def _verify(self, run: _Run, draft: Draft) -> tuple[int, int]:
+        """One oracle pass over pending + draft with logits from the last pending token on:
+        (draft tokens accepted, the oracle's own next token)."""
+        batch = run.pending + draft.tokens
+        rows = self.oracle.decode(batch, logits_at=list(range(len(run.pending) - 1, len(batch))))
+        sp = run.params.sampling
+        if sp.greedy:
+            return greedy_accept(draft.tokens, rows)
+        return speculative_accept(draft.tokens, draft.probs, logits_to_probs(rows, sp), run.rng)
+
+    def _commit(self, run: _Run, proposal: _Proposal, n_acc: int, nxt: int, t_cycle: float) -> Chunk:
+        """Emit the accepted tokens and the oracle's next one, rewind the oracle to them, feed the verdict back."""
+        draft = proposal.draft.tokens
+        n = len(draft)
+        self.oracle.trim(len(self.oracle.tokens) - n + n_acc)  # keep everything up to the last accepted draft token
+        run.unverified_run = 0
+        new = []
+        for t in draft[:n_acc]:
+            new.append(run.out.emit(t, "drafted", True))
+            if self.oracle.is_eog(t):
+                run.pending = []
+                break
+        else:  # no end of generation among the accepted tokens: the oracle's own token follows them
+            new.append(run.out.emit(nxt, "oracle" if n == 0 else ("bonus" if n_acc == n else "corrected"), True))
+            run.pending = [nxt]
+        st = run.stats
+        st.cycles += 1
+        st.drafted_tokens += n
+        st.accepted_tokens += n_acc
+        if n:
+            st.accepted_lengths.append(n_acc)
+        self.policy.record_cycle(proposal.bucket, n_acc, n, self.clock() - t_cycle, len(new), len(run.out.tokens),
+                                 candidate=proposal.choice.candidate if proposal.choice else None)
+        if n:
+            self.drafter.accepted(run.context(), n_acc, n)
+        return Chunk("".join(r.text for r in new), new)
+
+    # ------------------------------------------------------------------ finish
+    def _finish(self, run: _Run, reason: str) -> Done:
+        text, records = run.out.final(run.params.stop, cut_at_stop=reason == "stop")
+        st = run.stats
+        st.tokens = len(records)
+        st.stop_reason = reason
+        st.oracle_passes = self.oracle.decode_calls - run.calls0
+        st.fallback_events = self.policy.fallback_events
+        st.wall_s = self.clock() - run.t_start
+        return Done(text, [r.token for r in records], records, st)

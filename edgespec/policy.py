@@ -5,16 +5,20 @@ Qwen2.5-Coder-0.5B here: 1 token 19 ms, 8 tokens 80 ms, 16 tokens 117 ms), so a
 draft of d tokens pays only when the expected emitted tokens per cycle,
 E(d) = (1 - a^(d+1)) / (1 - a) for per-token acceptance a, beat
 (t(d+1) + draft cost) / t(1). Everything here is pure arithmetic over numbers
-the engine measured; ``DraftController`` keeps the running estimates and decides
-when drafting does not pay and when to probe again.
+the engine measured; ``DraftPolicy`` keeps the running estimates and makes every
+draft decision: how long, from which of a cascade's sources, when to probe a
+written-off source again and when drafting does not pay at all.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Mapping, Sequence
 
 import numpy as np
+
+from .drafters.base import Candidate
 
 
 @dataclass
@@ -220,51 +224,118 @@ def prior_estimate(bucket: str) -> LengthEstimate:
     return LengthEstimate(prior_alpha=alpha, prior_weight=MATCH_PRIOR_WEIGHT)
 
 
+@dataclass(frozen=True)
+class Choice:
+    """The candidate to draft from and how long; ``speedup`` is the predicted one (0 for a probe)."""
+
+    candidate: Candidate
+    n_tokens: int
+    speedup: float
+
+
+def best_choice(
+    estimates: Mapping[str, LengthEstimate],
+    candidates: Sequence[Candidate],
+    curve: CostCurve,
+    *,
+    draft_cost: Mapping[str, float] | None = None,
+    min_speedup: float = 1.02,
+    alpha: float | None = None,
+) -> Choice | None:
+    """The candidate and draft length with the best predicted speedup, or None if none reaches ``min_speedup``.
+
+    Ties go to the earlier candidate (sources are listed cheapest first). A bucket
+    without an estimate starts from ``prior_estimate``; ``alpha`` replaces every
+    estimate by i.i.d. acceptance at that rate (to ask whether a draft could pay at all).
+    """
+    costs = draft_cost or {}
+    best: Choice | None = None
+    for cand in candidates:
+        if cand.available <= 0:
+            continue
+        if alpha is not None:
+            survival = survival_curve(alpha, cand.available)
+        else:
+            est = estimates.get(cand.bucket)
+            survival = (est if est is not None else prior_estimate(cand.bucket)).survival(cand.available)
+        d, s = best_length_for_survival(survival, curve, cand.available, draft_cost_per_token=costs.get(cand.name, 0.0))
+        if d > 0 and s >= min_speedup and (best is None or s > best.speedup):
+            best = Choice(cand, d, s)
+    return best
+
+
 @dataclass
-class ControllerParams:
+class PolicyParams:
+    """Every parameter of the draft policy. Probes of written-off buckets follow one of two schedules: a
+    single drafter's in tokens (``probe_interval``, ``probe_evidence``), a cascade's in picks
+    (``source_probe_interval``: a source passed over waits that long for its first probe, then 2x, 4x, ...)."""
+
     d_max: int = 16
     d_min: int = 1
-    probe_interval: int = 32  # tokens between probes of sources the estimates have written off
-    probe_interval_max: int = 512  # probes back off exponentially while they keep failing
+    adaptive: bool = True  # False: always the longest draft on offer (tests, the bench's ablation); a cascade still picks its source
     min_speedup: float = 1.02  # predicted speedup a draft must reach to be worth it
     optimistic_alpha: float = 0.9  # acceptance assumed when asking "could this draft ever pay?"
     probe_min_match: int = 8  # match-based drafts shorter than this are judged by their prior alone
-    probe_evidence: float = 6.0  # a bucket with this much evidence is not probed, only re-learned over reports
-    generation_decay: float = 0.7  # evidence kept from one report to the next (text drifts; probes resume)
+    probe_interval_max: int = 512  # probes back off exponentially while they keep failing
+    probe_interval: int = 32  # single drafter: tokens between probes of buckets the estimates have written off
+    probe_evidence: float = 6.0  # single drafter: a bucket with this much evidence is not probed, only re-learned over reports
+    generation_decay: float = 0.7  # single drafter: evidence kept from one report to the next (text drifts; probes resume)
+    source_probe_interval: int = 16  # cascade: picks a passed-over source waits before its first probe
     realized_window: int = 8  # drafting cycles of measured throughput before trusting it over the model
     tolerance: float = 0.97  # measured drafting rate below tolerance x plain rate turns drafting off
 
 
 @dataclass
-class DraftController:
-    """Per-generation state: running acceptance per bucket, measured costs, and the on/off decision.
+class _Probe:
+    gap: int
+    next_at: int
 
-    Two guards keep the engine from being much slower than the oracle alone: the
-    cost model (a draft is asked for only when its predicted speedup clears
-    ``min_speedup``), and the measured throughput of drafting cycles against plain
-    ones (drafting is switched off when it loses, then probed again with
-    exponential backoff).
+
+class DraftPolicy:
+    """Every draft decision of one engine, over all the reports it writes.
+
+    * How long to draft from a single drafter (``ask``, ``keep``, ``plan``): the length with the best
+      predicted throughput under its bucket's ``LengthEstimate``, the verify-cost curve and the drafting
+      cost; 0 when none clears ``min_speedup``. Written-off buckets are re-tried by probes with backoff.
+    * Which of a cascade's candidates to draft from, and how long (``choose``), with probes of its own.
+      A cascade's estimates (``source_estimates``) carry over whole from report to report, and a fallback
+      does not discount them; a single drafter's do not.
+    * Fallback: drafting cycles measurably slower than plain ones (``record_cycle``) switch drafting off
+      for a while, with exponential backoff. With the cost model, this keeps the engine from being much
+      slower than the oracle alone.
+
+    What was learned carries over to the next report (``new_generation``): a fieldlog session writes many
+    similar reports with one engine.
     """
 
-    curve: CostCurve
-    params: ControllerParams = field(default_factory=ControllerParams)
-    estimates: dict[str, LengthEstimate] = field(default_factory=dict)
-    draft_cost: dict[str, float] = field(default_factory=dict)  # seconds per drafted token, EMA
-    off_until_token: int = -1
-    fallback_events: int = 0
-    spec_s: float = 0.0
-    spec_tokens: int = 0
-    spec_cycles: int = 0
-    plain_s: float = 0.0
-    plain_tokens: int = 0
-    probe_gap: dict[str, int] = field(default_factory=dict)
-    next_probe_at: dict[str, int] = field(default_factory=dict)
+    def __init__(self, curve: CostCurve, params: PolicyParams | None = None, *,
+                 draft_cost: Mapping[str, float] | None = None) -> None:
+        self.curve = curve
+        self.params = params or PolicyParams()
+        self.estimates: dict[str, LengthEstimate] = {}  # single drafter, per bucket
+        self.source_estimates: dict[str, LengthEstimate] = {}  # a cascade's sources, per bucket
+        self.draft_cost: dict[str, float] = dict(draft_cost or {})  # seconds per drafted token per source, EMA
+        self.source_probes: dict[str, _Probe] = {}
+        self.picks = 0  # cascade steps so far (the source probes' clock)
+        self._reset_generation()
 
-    def new_generation(self) -> None:
-        """Carry learned estimates into a new report, with less weight so stale verdicts get re-tested."""
+    def _reset_generation(self) -> None:
+        self.off_until_token = -1
+        self.fallback_events = 0
+        self.spec_s, self.spec_tokens, self.spec_cycles = 0.0, 0, 0
+        self.plain_s, self.plain_tokens = 0.0, 0
+        self.probe_gap: dict[str, int] = {}
+        self.next_probe_at: dict[str, int] = {}
+
+    def new_generation(self, *, d_max: int, d_min: int) -> None:
+        """A new report within these draft bounds; a single drafter's estimates are carried over with
+        less weight so stale verdicts get re-tested."""
+        self.params = replace(self.params, d_max=d_max, d_min=d_min)
         for est in self.estimates.values():
             est.scale(self.params.generation_decay)
+        self._reset_generation()
 
+    # ------------------------------------------------------------------ a single drafter
     def estimate(self, bucket: str) -> LengthEstimate:
         est = self.estimates.get(bucket)
         if est is None:
@@ -292,8 +363,29 @@ class DraftController:
         d, s = self._budget(bucket, d_cap)
         return d if s >= self.params.min_speedup else 0
 
-    def plan(self, bucket: str, d_cap: int, position: int, *, allow_probe: bool = True) -> tuple[int, bool]:
-        """(tokens to draft, is_probe) for this cycle.
+    def ask(self, source: str, cheap: bool, d_cap: int, position: int) -> int:
+        """Tokens to ask a drafter for this cycle, at most ``d_cap``; 0 = do not draft.
+
+        A cheap drafter (or a cascade) is asked for the longest draft while drafting
+        is on: what to keep of it is decided once it is on the table.
+        """
+        if d_cap <= 0:
+            return 0
+        if not self.params.adaptive:
+            return d_cap
+        if cheap:
+            return d_cap if position >= self.off_until_token else 0
+        return self.plan(source, d_cap, position)
+
+    def keep(self, bucket: str, match_len: int | None, n_tokens: int, position: int) -> int:
+        """Tokens to keep of a cheap drafter's proposal of ``n_tokens``: as many as its bucket's odds pay for."""
+        if not self.params.adaptive or n_tokens <= 0:
+            return n_tokens
+        long_match = match_len is None or match_len >= self.params.probe_min_match
+        return min(n_tokens, self.plan(bucket, n_tokens, position, allow_probe=long_match))
+
+    def plan(self, bucket: str, d_cap: int, position: int, *, allow_probe: bool = True) -> int:
+        """Tokens to draft for this bucket this cycle (0 = none), probes included.
 
         A bucket whose estimate says "does not pay" is re-tried only by a probe: at
         most one probe per ``probe_interval`` tokens overall, each bucket backing off
@@ -302,24 +394,73 @@ class DraftController:
         2-token verify costs ~2.4x a 1-token step, so short drafts never can).
         """
         if position < self.off_until_token or d_cap <= 0:
-            return 0, False
+            return 0
         d = self.draft_budget(bucket, d_cap)
         if d > 0:
-            return d, False
+            return d
         if not allow_probe or position < max(self.next_probe_at.get(bucket, 0), self.next_probe_at.get("*", 0)):
-            return 0, False
-        est = self.estimate(bucket)
-        if est.evidence >= self.params.probe_evidence:
-            return 0, False  # enough evidence that it loses; it decays between reports (see new_generation)
+            return 0
+        if self.estimate(bucket).evidence >= self.params.probe_evidence:
+            return 0  # enough evidence that it loses; it decays between reports (see new_generation)
         d_opt, s_opt = self._budget(bucket, d_cap, alpha=self.params.optimistic_alpha)
         if s_opt < self.params.min_speedup or d_opt == 0:
-            return 0, False
+            return 0
         gap = self.probe_gap.get(bucket, self.params.probe_interval)
         self.probe_gap[bucket] = min(gap * 2, self.params.probe_interval_max)
         self.next_probe_at[bucket] = position + gap
         self.next_probe_at["*"] = position + self.params.probe_interval
-        return d_opt, True
+        return d_opt
 
+    # ------------------------------------------------------------------ a cascade's candidates
+    def choose(self, candidates: Sequence[Candidate]) -> Choice | None:
+        """The candidate to draft from this step and how long, a probe, or None to decode without a draft.
+
+        Records what each proposal on the table cost to make; every bucket on offer
+        but not chosen starts (or keeps) its probe clock.
+        """
+        self.picks += 1
+        for c in candidates:
+            if c.draft is not None:
+                self.record_draft_time(c.name, c.seconds, max(len(c.draft.tokens), 1))
+        offers = [c for c in candidates if c.available > 0]
+        choice = best_choice(self.source_estimates, offers, self.curve, draft_cost=self.draft_cost,
+                             min_speedup=self.params.min_speedup)
+        interval = self.params.source_probe_interval
+        for c in offers:
+            if choice is None or c.bucket != choice.candidate.bucket:
+                self.source_probes.setdefault(c.bucket, _Probe(interval, self.picks + interval))
+        return choice if choice is not None else self._probe_source(offers)
+
+    def _probe_source(self, offers: list[Candidate]) -> Choice | None:
+        """A try of a bucket the estimates currently rule out, when its backoff has expired."""
+        for c in offers:
+            pr = self.source_probes.get(c.bucket)
+            if pr is None or self.picks < pr.next_at:
+                continue
+            # a short match is judged by its prior alone: on a CPU where a 2-token verify costs
+            # ~2.4x a 1-token step, probing it only burns oracle passes
+            if c.draft is not None and (c.draft.match_len or 0) < self.params.probe_min_match:
+                continue
+            # only probe what could pay if it were accepted as often as a good source is, at the
+            # length that would pay most (short probes cannot pay on a batch-cost curve like this one)
+            opt = best_choice(self.source_estimates, [c], self.curve, draft_cost=self.draft_cost,
+                              min_speedup=self.params.min_speedup, alpha=self.params.optimistic_alpha)
+            if opt is None:
+                continue
+            pr.gap = min(pr.gap * 2, self.params.probe_interval_max)
+            pr.next_at = self.picks + pr.gap
+            return Choice(c, opt.n_tokens, 0.0)
+        return None
+
+    def record_source(self, cand: Candidate, n_accepted: int, n_drafted: int) -> None:
+        """The verdict on a draft taken from a cascade's candidate."""
+        est = self.source_estimates.setdefault(cand.bucket, prior_estimate(cand.bucket))
+        est.update(n_accepted, n_drafted)
+        if best_choice(self.source_estimates, [cand], self.curve, draft_cost=self.draft_cost,
+                       min_speedup=self.params.min_speedup) is not None:
+            self.source_probes.pop(cand.bucket, None)  # it pays again: reset its backoff
+
+    # ------------------------------------------------------------------ feedback
     def record_draft_time(self, source: str, seconds: float, n_tokens: int) -> None:
         if n_tokens <= 0:
             return
@@ -327,15 +468,26 @@ class DraftController:
         old = self.draft_cost.get(source)
         self.draft_cost[source] = per if old is None else 0.8 * old + 0.2 * per
 
-    def record_cycle(self, bucket: str | None, n_accepted: int, n_drafted: int, seconds: float, emitted: int, position: int) -> None:
-        """Feed one verify cycle back; turn drafting off when it measurably loses."""
+    def record_unverified(self, n_drafted: int, candidate: Candidate | None = None) -> None:
+        """A draft emitted without verification (relaxed acceptance): a cascade's source counts it as accepted;
+        it is no cycle for the fallback's throughput."""
+        if candidate is not None and n_drafted > 0:
+            self.record_source(candidate, n_drafted, n_drafted)
+
+    def record_cycle(self, bucket: str | None, n_accepted: int, n_drafted: int, seconds: float, emitted: int,
+                     position: int, *, candidate: Candidate | None = None) -> None:
+        """Feed one verify cycle back (``candidate``: the cascade's, if the draft came from one); turn drafting
+        off when it measurably loses."""
         if bucket is None or n_drafted == 0:
             self.plain_s += seconds
             self.plain_tokens += emitted
             return
-        self.estimate(bucket).update(n_accepted, n_drafted)
-        if self.draft_budget(bucket, self.params.d_max) > 0:
-            self.probe_gap.pop(bucket, None)  # the source pays again: reset its backoff
+        if candidate is not None:
+            self.record_source(candidate, n_accepted, n_drafted)
+        else:
+            self.estimate(bucket).update(n_accepted, n_drafted)
+            if self.draft_budget(bucket, self.params.d_max) > 0:
+                self.probe_gap.pop(bucket, None)  # the source pays again: reset its backoff
         self.spec_s += seconds
         self.spec_tokens += emitted
         self.spec_cycles += 1

@@ -36,12 +36,12 @@ def tiny_pair(request):
     oracle.close()
 
 
-def _engine_tokens(oracle, drafter, prompt: list[int], max_tokens: int):
+def _engine_tokens(oracle, drafter, prompt: list[int], max_tokens: int, engine=None):
     from edgespec.engine import Engine, GenerationParams
     from edgespec.events import Done
 
     oracle.reset()
-    eng = Engine(oracle, drafter, curve=CostCurve.linear(0.01), adaptive=False)
+    eng = engine or Engine(oracle, drafter, curve=CostCurve.linear(0.01), adaptive=False)
     done = list(eng.generate(list(prompt), GenerationParams(max_tokens=max_tokens)))[-1]
     assert isinstance(done, Done)
     return done
@@ -85,6 +85,7 @@ def test_engine_greedy_identical_with_history_and_lookup(tiny_pair):
 
 def test_engine_greedy_identical_with_cascade(tiny_pair):
     from edgespec.drafters.model import ModelDrafter
+    from edgespec.engine import Engine
     from edgespec.llama import LlamaModel
 
     oracle, request = tiny_pair
@@ -95,13 +96,14 @@ def test_engine_greedy_identical_with_cascade(tiny_pair):
         model.close = lambda: None  # the `with` block owns the model
         cascade = CascadeDrafter(
             [HistoryDrafter(idx, tokenize, oracle.vocab_fingerprint(), min_match=1), PromptLookupDrafter(1, 8), model],
-            curve=CostCurve.linear(0.001, fixed=0.01),  # verifying extra tokens is cheap: drafting pays
         )
+        # verifying extra tokens is cheap: drafting pays; one engine, so what its policy learns carries over
+        eng = Engine(oracle, cascade, curve=CostCurve.linear(0.001, fixed=0.01), adaptive=False)
         used: set[str] = set()
         for text in _prompts(6, seed=11)[:2] + _prompts(8, seed=21):
             prompt = oracle.tokenize(text)
             ref = oracle_greedy(oracle, prompt, 40)
-            done = _engine_tokens(oracle, cascade, prompt, 40)
+            done = _engine_tokens(oracle, cascade, prompt, 40, engine=eng)
             assert done.tokens == ref, f"cascade diverged on {text!r}"
             used |= {k for k, v in cascade.chosen.items() if v}
         print("cascade drafts per source:", cascade.chosen)

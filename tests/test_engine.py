@@ -209,6 +209,33 @@ def test_speculative_sampling_matches_oracle_distribution(oracle, close_lm, far_
     assert pval > 0.001, (kind, pval)
 
 
+def test_oracles_and_drafters_declare_the_interfaces_the_engine_uses(oracle, close_lm, other_lm):
+    from edgespec import EdgespecError
+    from edgespec.drafters.base import CandidateDrafter, Draft, Drafter, Oracle
+    from edgespec.drafters.cascade import CascadeDrafter
+    from edgespec.drafters.history import HistoryDrafter, HistoryIndex
+    from edgespec.drafters.lookup import PromptLookupDrafter
+    from edgespec.testing.replay import ReplayOracle, VirtualClock
+
+    assert isinstance(oracle, Oracle)
+    assert isinstance(ReplayOracle(CostCurve.linear(0.01), VirtualClock(), n_vocab=8, eog=7), Oracle)
+    with HistoryIndex(":memory:", seed_templates=False) as index:
+        singles = [ModelDrafter(close_lm, oracle_vocab=oracle.n_vocab), BridgeDrafter(other_lm, oracle),
+                   PromptLookupDrafter(), HistoryDrafter(index, lambda s: [], "words")]
+        assert all(isinstance(d, Drafter) and not isinstance(d, CandidateDrafter) for d in singles)
+        assert [(d.cheap, d.multi_candidate) for d in singles] == [(False, False), (False, False), (True, False), (True, True)]
+        cascade = CascadeDrafter(singles[2:])
+        assert isinstance(cascade, CandidateDrafter) and not isinstance(cascade, Drafter)
+        with pytest.raises(EdgespecError, match="not a drafter"):
+            CascadeDrafter([cascade])  # a cascade's sources are single drafters
+    with pytest.raises(EdgespecError, match="not a drafter"):
+        Engine(oracle, object())
+    draft = Draft([1, 2, 3], probs=np.eye(3), passes=2, source="model")
+    cut = draft.truncated(2)
+    assert cut.tokens == [1, 2] and cut.probs.shape == (2, 3) and (cut.passes, cut.source) == (2, "model")
+    assert draft.truncated(3) is draft
+
+
 # ----------------------------------------------------------------------------- bad input
 
 

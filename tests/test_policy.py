@@ -1,11 +1,11 @@
-"""Cost model and draft-length controller: pure arithmetic over measured numbers."""
+"""Cost model and draft policy: pure arithmetic over measured numbers."""
 
 import pytest
 
 from edgespec.policy import (
-    ControllerParams,
     CostCurve,
-    DraftController,
+    DraftPolicy,
+    PolicyParams,
     best_draft_length,
     bucket_of,
     ceiling_speedup,
@@ -48,12 +48,12 @@ def test_buckets_split_lookup_by_match_length():
 
 
 def test_controller_turns_off_a_losing_source_and_probes_with_backoff():
-    ctl = DraftController(QWEN, ControllerParams(probe_interval=10))
+    ctl = DraftPolicy(QWEN, PolicyParams(probe_interval=10))
     pos = 0
     probes = []
     # scripted trace: every draft of the 'bridge' source is rejected at once
     for step in range(400):
-        d, probing = ctl.plan("bridge", 16, pos)
+        d = ctl.plan("bridge", 16, pos)
         if d:
             probes.append(pos)
             ctl.record_cycle("bridge", 0, d, QWEN.t(d + 1), 1, pos)
@@ -67,11 +67,11 @@ def test_controller_turns_off_a_losing_source_and_probes_with_backoff():
 
 
 def test_controller_keeps_drafting_when_it_pays():
-    ctl = DraftController(QWEN)
+    ctl = DraftPolicy(QWEN)
     pos = 0
     drafted = 0
     for step in range(100):
-        d, _ = ctl.plan("lookup:16+", 16, pos)
+        d = ctl.plan("lookup:16+", 16, pos)
         if d:
             drafted += 1
             ctl.record_cycle("lookup:16+", d, d, QWEN.t(d + 1), d + 1, pos)
@@ -84,7 +84,7 @@ def test_controller_keeps_drafting_when_it_pays():
 
 def test_realized_throughput_fallback():
     """Even when the model predicts a win, measured losses switch drafting off."""
-    ctl = DraftController(QWEN, ControllerParams(realized_window=4))
+    ctl = DraftPolicy(QWEN, PolicyParams(realized_window=4))
     for i in range(10):
         ctl.record_cycle(None, 0, 0, 0.019, 1, i)
     for i in range(8):  # accepted drafts that were nevertheless slow (e.g. an expensive drafter)

@@ -22,6 +22,7 @@ class ScriptedDrafter:
     """Proposes the recorded continuation (right) or a shifted copy of it (always wrong at once)."""
 
     cheap = True
+    multi_candidate = False
 
     def __init__(self, ref, prompt_len, right: bool):
         self.ref, self.n0, self.right, self.name = ref, prompt_len, right, "lookup"

@@ -182,8 +182,7 @@ def make_drafter(kind: str, oracle: LlamaModel, paths: dict, threads: int, histo
         from edgespec.drafters.cascade import CascadeDrafter
         from edgespec.drafters.lookup import PromptLookupDrafter
 
-        casc = CascadeDrafter([hist, PromptLookupDrafter(), BridgeDrafter(LlamaModel(paths["smollm2"], n_ctx=4096, n_threads=threads), oracle)],
-                              curve=load_or_measure(oracle))
+        casc = CascadeDrafter([hist, PromptLookupDrafter(), BridgeDrafter(LlamaModel(paths["smollm2"], n_ctx=4096, n_threads=threads), oracle)])
         casc.index = index
         return casc
     if kind == "onnx":

@@ -94,7 +94,7 @@ def main(argv=None) -> int:
             index = HistoryIndex(os.path.join(td, "history.db"))
             history = HistoryDrafter.for_oracle(index, oracle)
             # the cascade of the cheap sources only: a model drafter's cost would not show on the virtual clock
-            cascade = CascadeDrafter([history, PromptLookupDrafter()], curve=curve)
+            cascade = CascadeDrafter([history, PromptLookupDrafter()])
             drafters = {"lookup": PromptLookupDrafter(), "history": history, "cascade (history, lookup)": cascade}
             engines = {k: Engine(fake, d, curve=curve, clock=clock) for k, d in drafters.items()}
             per = {k: [] for k in drafters}

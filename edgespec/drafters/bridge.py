@@ -16,6 +16,8 @@ from .base import Draft
 
 class BridgeDrafter:
     name = "bridge"
+    cheap = False  # a forward pass per drafter token: the policy decides the length before it runs
+    multi_candidate = False
 
     def __init__(self, lm, oracle, *, p_min: float = 0.4, overdraft: float = 1.5) -> None:
         self.lm = lm  # drafter backend (LlamaModel or OnnxCausalLM)

@@ -69,6 +69,7 @@ class HistoryDrafter:
 
     name = "history"
     cheap = True  # proposing costs microseconds: the engine asks for full-length drafts and trims by bucket
+    multi_candidate = True  # propose_candidates: the branches where past reports went on differently
 
     def __init__(
         self,

@@ -154,7 +154,8 @@ class PromptLookupDrafter:
     """
 
     name = "lookup"
-    cheap = True  # proposing costs microseconds: the engine asks for full-length drafts and trims by bucket
+    cheap = True  # proposing costs microseconds: the engine asks for full-length drafts and the policy trims them
+    multi_candidate = False
 
     def __init__(self, min_match: int = 2, max_match: int = 16):
         if not isinstance(min_match, int) or not isinstance(max_match, int) or isinstance(min_match, bool):

@@ -16,6 +16,8 @@ from .base import Draft, SamplingSpec
 
 class ModelDrafter:
     name = "model"
+    cheap = False  # a forward pass per token: the policy decides the length before it runs
+    multi_candidate = False
 
     def __init__(self, lm, *, oracle_vocab: int, p_min: float = 0.5, seed: int | None = None) -> None:
         self.lm = lm
