@@ -14,6 +14,13 @@ Sampling draws from p renormalised over the allowed tokens (mask first, then
 temperature, top-k and top-p over what is left); speculative acceptance with
 those rows is lossless for any drafter distribution q, since a refused draft
 token has p = 0 and is always rejected.
+
+Jump-forward: where the grammar allows a single continuation, its tokens are
+``forced``: they go into the verify batch unsampled, are accepted whenever the
+tokens before them are, and need no logits row of their own. ``forced`` flags
+have one entry per drafted position plus one for the position after the draft;
+when that last one is forced the cycle ends without an oracle token (the next
+cycle starts with the forced run).
 """
 
 from __future__ import annotations
@@ -73,21 +80,30 @@ def _allows(masks, i: int, token: int) -> bool:
     return bool(masks[i][token])
 
 
-def masked_greedy_accept(draft: Sequence[int], target_logits: np.ndarray, masks) -> tuple[int, int]:
+def _check_rows(draft, rows, forced) -> None:
+    if isinstance(rows, np.ndarray) and len(rows) != len(draft) + 1:
+        raise ValueError(f"need {len(draft) + 1} logits rows for a draft of {len(draft)}, got {len(rows)}")
+    if forced is not None and len(forced) != len(draft) + 1:
+        raise ValueError(f"need {len(draft) + 1} forced flags for a draft of {len(draft)}, got {len(forced)}")
+
+
+def masked_greedy_accept(draft: Sequence[int], target_logits, masks, forced: Sequence[bool] | None = None) -> tuple[int, int | None]:
     """Greedy acceptance under per-position masks: (n_accepted, next_token).
 
     Draft token i is kept while the grammar allows it and it is the argmax of the
     masked row i; next_token is the masked argmax at the first refusal (or the
-    bonus row). ``target_logits`` has len(draft) + 1 rows. A full mask row is read
-    only where the raw argmax does not settle the question: when it equals an
-    allowed draft token, or is itself allowed on the last row.
+    bonus row), None when the position after the draft is forced. A full mask row
+    is read only where the raw argmax does not settle the question. Rows (logits
+    and masks) are read by position with ``[i]``, and never at forced positions:
+    ``target_logits`` may be a (len(draft) + 1, V) array or the ``VerifyBatch.rows``
+    mapping of the rows a batch asked for.
     """
-    logits = np.asarray(target_logits)
-    if len(logits) != len(draft) + 1:
-        raise ValueError(f"need {len(draft) + 1} logits rows for a draft of {len(draft)}, got {len(logits)}")
+    _check_rows(draft, target_logits, forced)
     for i, d in enumerate(draft):
+        if forced is not None and forced[i]:
+            continue
         d = int(d)
-        row = logits[i]
+        row = target_logits[i]
         best = int(np.argmax(row))
         if not _allows(masks, i, d):
             return i, (best if _allows(masks, i, best) else masked_argmax(row, masks[i]))
@@ -98,33 +114,37 @@ def masked_greedy_accept(draft: Sequence[int], target_logits: np.ndarray, masks)
         if mb != d:
             return i, mb
     n = len(draft)
-    best = int(np.argmax(logits[n]))
-    return n, (best if _allows(masks, n, best) else masked_argmax(logits[n], masks[n]))
+    if forced is not None and forced[n]:
+        return n, None
+    best = int(np.argmax(target_logits[n]))
+    return n, (best if _allows(masks, n, best) else masked_argmax(target_logits[n], masks[n]))
 
 
 def masked_speculative_accept(
     draft: Sequence[int],
     q: np.ndarray | None,
-    target_logits: np.ndarray,
+    target_logits,
     masks,
     params: SamplingParams,
     rng: np.random.Generator,
-) -> tuple[int, int]:
+    forced: Sequence[bool] | None = None,
+) -> tuple[int, int | None]:
     """Lossless speculative sampling under per-position masks: (n_accepted, next_token).
 
     The same rule as ``acceptance.speculative_accept`` (keep x with probability
     min(1, p(x)/q(x)), residual max(0, p - q) on rejection, bonus from the last row)
-    with p = ``masked_probs`` of each oracle row; rows are built only as far as the
-    acceptance reads them. ``q`` holds the drafter's rows or None for a
-    deterministic draft (q = 1 on each drafted token).
+    with p = ``masked_probs`` of each oracle row, built only as far as the acceptance
+    reads; forced positions are kept without a draw, as in ``masked_greedy_accept``.
+    ``q`` holds the drafter's rows by position (rows at forced positions are not
+    read), or None for a deterministic draft (q = 1 on each drafted token).
     """
-    logits = np.asarray(target_logits)
-    if len(logits) != len(draft) + 1:
-        raise ValueError(f"need {len(draft) + 1} logits rows for a draft of {len(draft)}, got {len(logits)}")
+    _check_rows(draft, target_logits, forced)
     for i, tok in enumerate(draft):
+        if forced is not None and forced[i]:
+            continue
         tok = int(tok)
-        p = masked_probs(logits[i], masks[i], params)
-        qx = 1.0 if q is None else float(q[i, tok])
+        p = masked_probs(target_logits[i], masks[i], params)
+        qx = 1.0 if q is None else float(q[i][tok])
         accept = qx > 0.0 and rng.random() < min(1.0, p[tok] / qx)
         if not accept:
             if q is None:
@@ -134,39 +154,45 @@ def masked_speculative_accept(
                 qrow = np.asarray(q[i], dtype=np.float64)
             return i, sample(residual(p, qrow), rng)
     n = len(draft)
-    return n, sample(masked_probs(logits[n], masks[n], params), rng)
+    if forced is not None and forced[n]:
+        return n, None
+    return n, sample(masked_probs(target_logits[n], masks[n], params), rng)
 
 
 @dataclass(frozen=True)
 class VerifyBatch:
-    """One oracle pass with jump-forward: ``tokens`` = pending + forced + draft, logits at ``logits_at``.
+    """One oracle pass: ``tokens`` = pending + planned, logits only at ``logits_at``.
 
-    ``logits_at`` starts at the last token before the draft: its row predicts draft
-    token 0 (or the next token when the draft is empty), so rows line up with the
-    masks along the draft. Forced tokens need no logits of their own: the grammar
-    allows nothing else there.
+    ``positions[k]`` is the planned position the k-th logits row predicts (row i
+    comes from the token before planned token i, the last pending one for i = 0).
+    Forced positions get no row: the grammar allows nothing else there.
     """
 
     tokens: list[int]
     logits_at: list[int]
-    forced: list[int]
-    draft: list[int]
+    positions: list[int]
+
+    def rows(self, decoded: np.ndarray) -> dict[int, np.ndarray]:
+        """The decoded logits rows by planned position, for the acceptance functions."""
+        if len(decoded) != len(self.positions):
+            raise ValueError(f"expected {len(self.positions)} logits rows, got {len(decoded)}")
+        return dict(zip(self.positions, decoded))
 
 
-def jump_forward(pending: Sequence[int], forced: Sequence[int], draft: Sequence[int], budget: int) -> VerifyBatch:
-    """Lay out a verify pass: the grammar's forced run (cut to ``budget``, the tokens the caller may still
-    emit) goes in unsampled, then the draft, which only fills what the budget leaves after the forced run.
+def verify_batch(pending: Sequence[int], planned: Sequence[int], forced: Sequence[bool] | None = None) -> VerifyBatch:
+    """Lay out a verify pass over ``pending`` (emitted, not yet in the oracle's cache) and the planned tokens.
 
-    ``draft`` must have been proposed after the forced tokens (a draft from before them predicts the
-    wrong positions). The forced run is taken whenever there is one: the grammar allows nothing else,
-    so the oracle's pass over it only fills the cache.
+    ``forced`` (len(planned) + 1 flags, None for none) marks positions the grammar forces; a
+    position that is not forced needs the token before it in the batch, so with nothing pending
+    the plan must start with a forced token.
     """
-    if budget < 0:
-        raise ValueError("budget must be >= 0")
-    f = [int(t) for t in forced[:budget]]
-    if not pending and not f:
-        raise ValueError("a verify pass needs a pending or forced token to predict the draft from")
-    d = [int(t) for t in draft[: max(0, budget - len(f))]] if len(f) == len(forced) else []
-    tokens = [int(t) for t in pending] + f + d
-    first = len(pending) + len(f) - 1
-    return VerifyBatch(tokens, list(range(first, len(tokens))), f, d)
+    n = len(planned)
+    flags = [False] * (n + 1) if forced is None else [bool(f) for f in forced]
+    if len(flags) != n + 1:
+        raise ValueError(f"need {n + 1} forced flags for {n} planned tokens, got {len(flags)}")
+    positions = [i for i in range(n + 1) if not flags[i]]
+    if positions and positions[0] == 0 and not pending:
+        raise ValueError("nothing pending and the first planned position is not forced: no row can predict it")
+    base = len(pending) - 1
+    tokens = [int(t) for t in pending] + [int(t) for t in planned]
+    return VerifyBatch(tokens, [base + i for i in positions], positions)

@@ -9,11 +9,11 @@ from edgespec.masks import (
     EmptyMaskError,
     apply_mask,
     bitmask_to_bool,
-    jump_forward,
     masked_argmax,
     masked_greedy_accept,
     masked_probs,
     masked_speculative_accept,
+    verify_batch,
 )
 
 
@@ -241,22 +241,70 @@ def test_masked_speculative_greedy_params_agree_with_masked_greedy():
 # --------------------------------------------------------------------------- jump-forward
 
 
-def test_jump_forward_layout():
-    b = jump_forward([7], [10, 11, 12], [20, 21], budget=8)
+def test_forced_positions_are_kept_without_the_oracle():
+    V = 6
+    logits = rows([[2, 1], [5, 4], [1, 0], [3, 0]])
+    free = masks_from([range(V)] * 4)
+    # position 1 is forced to 4: kept although the oracle prefers 5, and its row is never read
+    forced = [False, True, False, False]
+    sparse = {0: logits[0], 2: logits[2], 3: logits[3]}
+    assert masked_greedy_accept([2, 4, 1], sparse, LazyRows(free, readable=3), forced) == (3, 3)
+    # a forced position after a rejection is not reached
+    assert masked_greedy_accept([0, 4, 1], sparse, free, forced) == (0, 2)
+    # a forced position after the draft: no oracle token this cycle
+    assert masked_greedy_accept([2, 5], logits[:3], free[:3], [False, False, True]) == (2, None)
+    assert masked_greedy_accept([], {}, free[:1], [True]) == (0, None)
+    with pytest.raises(ValueError):
+        masked_greedy_accept([2], logits[:2], free[:2], [False])
+    rng = np.random.default_rng(0)
+    assert masked_speculative_accept([2, 4, 1], None, sparse, free, SamplingParams(0.0), rng, forced) == (3, 3)
+    assert masked_speculative_accept([2, 5], None, logits[:3], free[:3], SamplingParams(0.7), rng,
+                                     [True, True, True]) == (2, None)
+
+
+def test_forced_positions_keep_sampling_lossless_where_the_oracle_chooses():
+    """With a forced first token, the oracle's token at position 1 is distributed as its masked row 1."""
+    gen = np.random.default_rng(77)
+    V = 6
+    logits = gen.normal(scale=1.5, size=(3, V))
+    masks = np.ones((3, V), dtype=bool)
+    masks[1, [2, 5]] = False
+    params = SamplingParams(temperature=1.0)
+    rng = np.random.default_rng(3)
+    n = 20000
+    counts = np.zeros(V)
+    for _ in range(n):
+        d1 = 2 if rng.random() < 0.5 else 1  # half the time the grammar refuses the drafted token
+        n_acc, nxt = masked_speculative_accept([4, d1], None, {1: logits[1], 2: logits[2]}, masks, params, rng,
+                                               [True, False, False])
+        assert n_acc >= 1
+        counts[d1 if n_acc == 2 else nxt] += 1
+    expected = masked_probs(logits[1], masks[1], params)
+    assert counts[~masks[1]].sum() == 0
+    _, pval = stats.chisquare(counts[masks[1]], expected[masks[1]] * n)
+    assert pval > 0.001, (counts, expected * n)
+
+
+def test_verify_batch_layout():
+    b = verify_batch([7], [10, 11, 12, 20, 21], [True, True, True, False, False, False])
     assert b.tokens == [7, 10, 11, 12, 20, 21]
-    assert b.logits_at == [3, 4, 5]  # the last forced token predicts draft token 0
-    assert (b.forced, b.draft) == ([10, 11, 12], [20, 21])
-    # no forced run: the usual pending + draft batch
-    b = jump_forward([7], [], [20, 21], budget=8)
+    assert b.logits_at == [3, 4, 5]  # the last forced token predicts the first drafted one
+    assert b.positions == [3, 4, 5]
+    decoded = np.arange(3 * 4).reshape(3, 4)
+    assert sorted(b.rows(decoded)) == [3, 4, 5] and b.rows(decoded)[4].tolist() == [4, 5, 6, 7]
+    with pytest.raises(ValueError):
+        b.rows(decoded[:2])
+    # no forced positions: the usual pending + draft batch
+    b = verify_batch([7], [20, 21])
     assert b.tokens == [7, 20, 21] and b.logits_at == [0, 1, 2]
-    # the budget cuts the draft first; a forced run cut short drops the draft (it predicted later positions)
-    assert jump_forward([7], [10, 11], [20, 21, 22], budget=3).draft == [20]
-    cut = jump_forward([7], [10, 11, 12], [20], budget=2)
-    assert (cut.forced, cut.draft, cut.logits_at) == ([10, 11], [], [2])
-    # nothing pending (the cache already holds every emitted token): the forced run supplies the row
-    b = jump_forward([], [10, 11], [20], budget=5)
-    assert b.tokens == [10, 11, 20] and b.logits_at == [1, 2]
+    # a forced run in the middle and after the draft: rows only where the oracle chooses
+    b = verify_batch([7, 8], [20, 10, 11, 21], [False, False, True, True, False])
+    assert b.logits_at == [1, 2, 5] and b.positions == [0, 1, 4]
+    # nothing pending (the cache holds every emitted token): the plan must open with a forced token
+    b = verify_batch([], [10, 11, 20], [True, True, False, False])
+    assert b.logits_at == [1, 2] and b.positions == [2, 3]
+    assert verify_batch([], [10], [True, True]).logits_at == []
     with pytest.raises(ValueError):
-        jump_forward([], [], [20], budget=5)
+        verify_batch([], [20], [False, False])
     with pytest.raises(ValueError):
-        jump_forward([7], [], [], budget=-1)
+        verify_batch([7], [20], [False])
