@@ -71,7 +71,7 @@ class Constraint:
                 schema = json.loads(schema)
             except json.JSONDecodeError as e:
                 raise ConstraintError(f"the JSON schema is not valid JSON ({e})") from None
-        if not isinstance(schema, (dict, bool)):
+        if not isinstance(schema, dict):
             raise ConstraintError(f"a JSON schema must be an object, got {type(schema).__name__}")
         g = _llg().LLMatcher.grammar_from_json_schema(schema, {"whitespace_flexible": bool(whitespace_flexible)})
         return cls(g, "json_schema", _check(g, "JSON schema"))
@@ -156,7 +156,10 @@ def tokenizer_for(model) -> Any:
 
 
 class GrammarMatcher:
-    """The grammar state of one generation: advance it with every committed token, in order."""
+    """The grammar state of one generation: advance it with every committed token, in order.
+
+    Not thread-safe: one matcher per generation (``copy()`` for another).
+    """
 
     def __init__(self, constraint: Constraint, tokenizer: Any, n_vocab: int) -> None:
         llg = _llg()
@@ -318,9 +321,12 @@ class GrammarMatcher:
         """
         toks = [int(t) for t in tokens]
         done = 0
-        for t in toks:
+        for i, t in enumerate(toks):
             if self.is_stopped() and t in self._eog:
-                break  # the end of a complete output; nothing can follow it
+                if i + 1 < len(toks):
+                    self.rollback(done)
+                    raise ConstraintError(f"{len(toks) - i - 1} tokens follow the end of a complete output")
+                break
             if not self._known(t) or self._m.try_consume_tokens([t]) != 1:
                 self.rollback(done)
                 self._raise_if_error()
@@ -414,10 +420,12 @@ class DraftMasks:
         return row
 
     def allows(self, i: int, token: int) -> bool:
-        if i < len(self.draft) and int(token) == self.draft[i]:
+        token = int(token)
+        if i < len(self.draft) and token == self.draft[i]:
             return i < self.n_allowed
         if i in self._rows:
-            return bool(self._rows[i][int(token)])
+            row = self._rows[i]
+            return 0 <= token < len(row) and bool(row[token])
         self._goto(i)
         return self._gm.allows(token)
 
@@ -436,6 +444,7 @@ _executor_obj = None
 
 def _executor():
     global _executor_obj
-    if _executor_obj is None:
-        _executor_obj = _llg().LLExecutor(num_threads=1)  # one matcher per generation: no thread pool to share
-    return _executor_obj
+    with _cache_lock:
+        if _executor_obj is None:
+            _executor_obj = _llg().LLExecutor(num_threads=1)  # one matcher per call: no thread pool to share
+        return _executor_obj

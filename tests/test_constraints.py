@@ -46,8 +46,11 @@ def test_invalid_grammars_are_clear_errors():
         Constraint.json_schema('{"type": ')
     with pytest.raises(ConstraintError, match="frob"):
         Constraint.json_schema({"type": "frob"})
-    with pytest.raises(ConstraintError, match="must be an object"):
-        Constraint.json_schema([1, 2])
+    for not_object in ([1, 2], True):
+        with pytest.raises(ConstraintError, match="must be an object"):
+            Constraint.json_schema(not_object)
+    with pytest.raises(ConstraintError, match="unclosed character class"):
+        Constraint.json_schema({"type": "string", "pattern": "(["})
     with pytest.raises(ConstraintError):
         Constraint.regex("(unclosed")
     assert Constraint.json_schema('{"type": "integer"}').kind == "json_schema"
@@ -142,6 +145,8 @@ def test_stopped_and_accepting_states(vocab):
     assert set(np.flatnonzero(closed.mask()).tolist()) == set(eog)  # only the end is left
     assert closed.allows(eog[0]) and not closed.allows(vocab.tokenize("d")[0])
     assert closed.allowed_prefix([eog[0], eog[0]]) == 1
+    with pytest.raises(ConstraintError, match="follow the end"):
+        closed.consume([eog[0], eog[0]])
     assert closed.consume([eog[0]]) == 0  # allowed, nothing left to advance
     open_ = Constraint.lark('start: "ab" /[a-z]*/').matcher(vocab)
     open_.consume(vocab.tokenize("ab"))
