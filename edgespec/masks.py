@@ -9,7 +9,8 @@ or any object whose ``masks[i]`` returns row i; a lazy row source
 ``allows(i, token)`` for single-token questions that need no full row.
 
 Greedy under a mask is the argmax of the masked logits, so constrained
-speculative greedy output is the oracle's own constrained greedy decoding.
+speculative greedy output is the oracle's own constrained greedy decoding
+(forced runs in the grammar's tokenization, see jump-forward below).
 Sampling draws from p renormalised over the allowed tokens (mask first, then
 temperature, top-k and top-p over what is left); speculative acceptance with
 those rows is lossless for any drafter distribution q, since a refused draft
