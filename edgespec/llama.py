@@ -111,6 +111,7 @@ class LlamaModel(PrefixCache):
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
         self._piece_cache: dict[tuple[int, bool], bytes] = {}
         self._token_texts: list[bytes] | None = None
+        self._eog: list[int] | None = None
         self.tokens: list[int] = []
         self._ctx = None
         self._batch = None
@@ -186,6 +187,22 @@ class LlamaModel(PrefixCache):
     def eos_token(self) -> int | None:
         t = int(self._lib.llama_vocab_eos(self._vocab))
         return t if t >= 0 else None
+
+    def eog_tokens(self) -> list[int]:
+        """Every token llama.cpp ends generation on (EOS, EOT, FIM end, …), EOS first."""
+        if self._eog is None:
+            eos = self.eos_token()
+            found = [t for t in range(self.n_vocab) if self.is_eog(t)]
+            self._eog = ([eos] if eos in found else []) + [t for t in found if t != eos]
+        return list(self._eog)
+
+    def vocab_handle(self):
+        """llama.cpp's vocabulary pointer (``llama_vocab_p``), for a library that tokenizes through
+        llama.cpp itself (llguidance). It dies with ``close()``: a holder that may outlive this model
+        opens its own copy with ``vocab_only=True``."""
+        if not getattr(self, "_model", None):
+            raise EdgespecError("model is closed")
+        return self._vocab
 
     def token_texts(self) -> list[bytes]:
         """Every token's stored text (not rendered): what vocabulary compatibility compares."""
