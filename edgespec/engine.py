@@ -25,9 +25,16 @@ import numpy as np
 
 from . import PromptError
 from .acceptance import SamplingParams, greedy_accept, logits_to_probs, sample, speculative_accept
+from .constraints import Constraint, GrammarMatcher
 from .drafters.base import CandidateDrafter, Draft, Drafter, Oracle, SamplingSpec, check_drafter
 from .events import Chunk, Done, Stats, TokenRecord
+from .masks import masked_argmax, masked_greedy_accept, masked_probs, masked_speculative_accept, verify_batch
 from .policy import Choice, CostCurve, DraftPolicy, PolicyParams, bucket_of
+
+
+# Most forced (grammar-fixed) tokens one verify batch carries: past ~64 a batch costs about as much per token
+# as the next one would, and a long run would hold the stream back.
+FORCED_BATCH = 64
 
 
 @dataclass
@@ -107,6 +114,7 @@ class _Run:
     calls0: int
     pending: list[int] = field(default_factory=list)
     unverified_run: int = 0
+    grammar: GrammarMatcher | None = None  # the constraint's state, advanced with every committed token
 
     def context(self) -> list[int]:
         return self.prompt + self.out.tokens
@@ -117,6 +125,8 @@ class _Proposal:
     draft: Draft
     bucket: str | None = None  # the policy's bucket for the verdict on this draft; None: no draft
     choice: Choice | None = None  # the cascade candidate it was taken from
+    forced: list[bool] | None = None  # under a grammar: which planned tokens (and the position after) it forces
+    from_draft: list[int | None] | None = None  # under a grammar: planned token i's index in the drafter's draft
 
 
 class Engine:
@@ -147,19 +157,25 @@ class Engine:
         # reports with one engine)
         self.policy = DraftPolicy(self.curve, params)
 
-    def generate(self, prompt: list[int], params: GenerationParams | None = None, cancel: threading.Event | None = None) -> Iterator[Chunk | Done]:
-        """Stream the continuation of ``prompt`` (oracle token ids) as ``Chunk`` events, then one ``Done``."""
+    def generate(self, prompt: list[int], params: GenerationParams | None = None, cancel: threading.Event | None = None,
+                 *, constraint: Constraint | None = None) -> Iterator[Chunk | Done]:
+        """Stream the continuation of ``prompt`` (oracle token ids) as ``Chunk`` events, then one ``Done``.
+
+        With a ``constraint`` the output follows its grammar: the oracle's logits are masked at every
+        position it verifies, drafts are cut where the grammar refuses them, and where the grammar allows a
+        single continuation its tokens join the verify batch unsampled (jump-forward, provenance "data").
+        """
         params = params or GenerationParams()
         self._check(prompt, params)
-        run = self._start(prompt, params)
-        first = run.out.records[0]
-        yield Chunk(first.text, [first])
+        grammar = constraint.matcher(self.oracle) if constraint is not None else None
+        run = self._start(prompt, params, grammar)
+        yield Chunk("".join(r.text for r in run.out.records), list(run.out.records))
         while (reason := self._stop_reason(run, cancel)) is None:
             t_cycle = self.clock()
             proposal = self._propose(run, self._plan(run))
-            chunk = self._accept_unverified(run, proposal)
+            chunk = None if grammar is not None else self._accept_unverified(run, proposal)
             if chunk is None:
-                n_acc, nxt = self._verify(run, proposal.draft)
+                n_acc, nxt = self._verify(run, proposal)
                 chunk = self._commit(run, proposal, n_acc, nxt, t_cycle)
             yield chunk
         yield self._finish(run, reason)
@@ -176,8 +192,9 @@ class Engine:
             raise PromptError("max_tokens must be >= 1")
         self.oracle.check_ids(prompt)
 
-    def _start(self, prompt: list[int], params: GenerationParams) -> _Run:
-        """Prefill: the first token comes straight from the oracle."""
+    def _start(self, prompt: list[int], params: GenerationParams, grammar: GrammarMatcher | None = None) -> _Run:
+        """Prefill: the first token comes straight from the oracle (or, when the grammar forces how the
+        output begins, the forced run, which the first verify batch then feeds to the oracle)."""
         t_start = self.clock()
         sp = params.sampling
         run = _Run(
@@ -185,17 +202,33 @@ class Engine:
             stats=Stats(drafter=self.drafter.name if self.drafter is not None else "none", prompt_tokens=len(prompt)),
             rng=np.random.default_rng(sp.seed),
             spec=None if sp.greedy else SamplingSpec(sp.temperature, sp.top_k, sp.top_p, sp.seed),
-            t_start=t_start, calls0=self.oracle.decode_calls,
+            t_start=t_start, calls0=self.oracle.decode_calls, grammar=grammar,
         )
         self.policy.new_generation(d_max=params.d_max, d_min=params.d_min)
         logits = self.oracle.sync(list(prompt))
         run.stats.prefill_s = self.clock() - t_start
-        first = int(np.argmax(logits)) if sp.greedy else sample(logits_to_probs(logits, sp), run.rng)
-        run.out.emit(first, "oracle", True)
-        run.pending = [first]
+        forced = grammar.forced()[: max(params.max_tokens, 1)] if grammar is not None else []
+        if forced:
+            for t in forced:
+                run.out.emit(t, "data", True)
+            run.pending = list(forced)
+            run.stats.forced_tokens += len(forced)
+        else:
+            first = self._pick(logits, sp, run.rng, grammar)
+            run.out.emit(first, "oracle", True)
+            run.pending = [first]
+        if grammar is not None:
+            grammar.consume(run.pending)
         if self.drafter is not None:
             self.drafter.begin(list(prompt))
         return run
+
+    @staticmethod
+    def _pick(logits: np.ndarray, sp: SamplingParams, rng: np.random.Generator, grammar: GrammarMatcher | None) -> int:
+        if grammar is None:
+            return int(np.argmax(logits)) if sp.greedy else sample(logits_to_probs(logits, sp), rng)
+        mask = grammar.mask()
+        return masked_argmax(logits, mask) if sp.greedy else sample(masked_probs(logits, mask, sp), rng)
 
     def _room(self, run: _Run) -> int:
         return self.oracle.n_ctx - len(self.oracle.tokens) - len(run.pending)
@@ -204,6 +237,8 @@ class Engine:
         emitted = run.out.tokens
         if self.oracle.is_eog(emitted[-1]):
             return "eos"
+        if run.grammar is not None and run.grammar.is_stopped():
+            return "eos"  # complete: the grammar allows nothing but the end
         if len(emitted) >= run.params.max_tokens:
             return "max_tokens"
         if run.params.stop and _first_stop(run.out.text, run.params.stop) >= 0:
@@ -224,6 +259,23 @@ class Engine:
         return self.policy.ask(self.drafter.name, cheap, d_cap, len(run.out.tokens))
 
     def _propose(self, run: _Run, want: int) -> _Proposal:
+        proposal = self._propose_draft(run, want)
+        if run.grammar is None:
+            return proposal
+        # the grammar's forced runs go into the batch with the draft; it cuts the draft where it refuses it
+        budget = max(len(proposal.draft.tokens),
+                     min(FORCED_BATCH, run.params.max_tokens - len(run.out.tokens) - 1, self._room(run)))
+        plan = run.grammar.plan(proposal.draft.tokens, max(budget, 0))
+        d = proposal.draft
+        probs = None if d.probs is None else [None if j is None else d.probs[j] for j in plan.from_draft]
+        n_drafted = plan.n_drafted
+        proposal.draft = Draft(plan.tokens, probs, d.passes, d.source, d.match_len)
+        proposal.forced, proposal.from_draft = plan.forced, plan.from_draft
+        if n_drafted == 0:
+            proposal.bucket, proposal.choice = None, None
+        return proposal
+
+    def _propose_draft(self, run: _Run, want: int) -> _Proposal:
         if want <= 0:
             return _Proposal(Draft())
         context = run.context()
@@ -278,41 +330,66 @@ class Engine:
         return Chunk("".join(r.text for r in new), new)
 
     # ------------------------------------------------------------------ verify, commit
-    def _verify(self, run: _Run, draft: Draft) -> tuple[int, int]:
+    def _verify(self, run: _Run, proposal: _Proposal) -> tuple[int, int | None]:
         """One oracle pass over pending + draft with logits from the last pending token on:
-        (draft tokens accepted, the oracle's own next token)."""
+        (draft tokens accepted, the oracle's own next token; None when the grammar forces what comes next)."""
+        draft, sp = proposal.draft, run.params.sampling
+        if run.grammar is not None:
+            return self._verify_constrained(run, proposal)
         batch = run.pending + draft.tokens
         rows = self.oracle.decode(batch, logits_at=list(range(len(run.pending) - 1, len(batch))))
-        sp = run.params.sampling
         if sp.greedy:
             return greedy_accept(draft.tokens, rows)
         return speculative_accept(draft.tokens, draft.probs, logits_to_probs(rows, sp), run.rng)
 
+    def _verify_constrained(self, run: _Run, proposal: _Proposal) -> tuple[int, int | None]:
+        """The same pass under the grammar: no logits rows at forced positions, masks only where read."""
+        tokens, sp = proposal.draft.tokens, run.params.sampling
+        vb = verify_batch(run.pending, tokens, proposal.forced)
+        rows = vb.rows(self.oracle.decode(vb.tokens, logits_at=vb.logits_at))
+        with run.grammar.along(tokens) as masks:
+            if sp.greedy:
+                return masked_greedy_accept(tokens, rows, masks, proposal.forced)
+            return masked_speculative_accept(tokens, proposal.draft.probs, rows, masks, sp, run.rng, proposal.forced)
+
     def _commit(self, run: _Run, proposal: _Proposal, n_acc: int, nxt: int, t_cycle: float) -> Chunk:
         """Emit the accepted tokens and the oracle's next one, rewind the oracle to them, feed the verdict back."""
-        draft = proposal.draft.tokens
-        n = len(draft)
-        self.oracle.trim(len(self.oracle.tokens) - n + n_acc)  # keep everything up to the last accepted draft token
+        planned = proposal.draft.tokens
+        forced = proposal.forced or [False] * (len(planned) + 1)
+        self.oracle.trim(len(self.oracle.tokens) - len(planned) + n_acc)  # keep up to the last accepted token
         run.unverified_run = 0
+        drafted = [i for i in range(len(planned)) if not forced[i]]  # the drafter's tokens (all, without a grammar)
+        n, n_ok = len(drafted), sum(1 for i in drafted if i < n_acc)
         new = []
-        for t in draft[:n_acc]:
-            new.append(run.out.emit(t, "drafted", True))
+        for i, t in enumerate(planned[:n_acc]):
+            new.append(run.out.emit(t, "data" if forced[i] else "drafted", True))
             if self.oracle.is_eog(t):
-                run.pending = []
+                nxt = None
                 break
-        else:  # no end of generation among the accepted tokens: the oracle's own token follows them
-            new.append(run.out.emit(nxt, "oracle" if n == 0 else ("bonus" if n_acc == n else "corrected"), True))
-            run.pending = [nxt]
+        else:
+            if nxt is not None:  # the oracle's own token follows the accepted ones
+                new.append(run.out.emit(nxt, "oracle" if n == 0 else ("bonus" if n_ok == n else "corrected"), True))
+        committed = [r.token for r in new]
+        # nothing pending after a forced position: the next batch starts with the forced run itself
+        run.pending = [nxt] if nxt is not None and not self.oracle.is_eog(nxt) else []
+        if run.grammar is not None:
+            run.grammar.consume(committed)
         st = run.stats
         st.cycles += 1
         st.drafted_tokens += n
-        st.accepted_tokens += n_acc
+        st.accepted_tokens += n_ok
+        st.forced_tokens += sum(1 for i in range(min(n_acc, len(planned))) if forced[i])
         if n:
-            st.accepted_lengths.append(n_acc)
-        self.policy.record_cycle(proposal.bucket, n_acc, n, self.clock() - t_cycle, len(new), len(run.out.tokens),
+            st.accepted_lengths.append(n_ok)
+        seconds, emitted = self.clock() - t_cycle, len(new)
+        n_forced = len(planned) - n
+        if n_forced:  # judge the draft on its own: take out what the forced tokens cost and emitted
+            seconds = max(seconds - (self.curve.t(len(planned) + 1) - self.curve.t(n + 1)), 1e-9)
+            emitted = max(emitted - sum(1 for i in range(min(n_acc, len(planned))) if forced[i]), 1)
+        self.policy.record_cycle(proposal.bucket, n_ok, n, seconds, emitted, len(run.out.tokens),
                                  candidate=proposal.choice.candidate if proposal.choice else None)
         if n:
-            self.drafter.accepted(run.context(), n_acc, n)
+            self.drafter.accepted(run.context(), n_ok, n)
         return Chunk("".join(r.text for r in new), new)
 
     # ------------------------------------------------------------------ finish

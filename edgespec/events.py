@@ -14,7 +14,7 @@ from typing import Literal
 # bonus: the oracle's extra token after a fully accepted draft.
 # oracle: plain one-token oracle decoding (no draft this step).
 # unverified: drafted text accepted without an oracle check (power-saving, outside critical spans only).
-Source = Literal["drafted", "corrected", "bonus", "oracle", "unverified"]
+Source = Literal["drafted", "corrected", "bonus", "oracle", "unverified", "data"]  # data: fixed by a grammar
 
 
 @dataclass(slots=True)
@@ -40,6 +40,7 @@ class Stats:
     tokens: int = 0
     drafted_tokens: int = 0  # tokens proposed by the drafter
     accepted_tokens: int = 0  # drafted tokens the oracle accepted
+    forced_tokens: int = 0  # tokens a grammar fixed (provenance "data"), taken without sampling
     oracle_passes: int = 0
     drafter_passes: int = 0
     cycles: int = 0

@@ -3,6 +3,10 @@
 import numpy as np
 import pytest
 
+from edgespec.drafters.base import Draft
+from edgespec.engine import Engine, GenerationParams
+from edgespec.policy import CostCurve
+from edgespec.testing.reference import oracle_greedy_constrained
 from edgespec.constraints import Constraint, ConstraintError, lark_literal, tokenizer_for
 from edgespec.llama import LlamaModel
 from edgespec.masks import masked_argmax, masked_greedy_accept, verify_batch
@@ -212,67 +216,6 @@ def test_mask_width_follows_the_oracle_not_the_tokenizer(vocab, report):
 # --------------------------------------------------------------------------- the loop, as an engine would run it
 
 
-def reference_constrained_greedy(model, constraint, prompt, max_tokens):
-    """The oracle alone, one token at a time, under the grammar; forced runs appended as they come."""
-    gm = constraint.matcher(model)
-    model.reset()
-    logits = model.sync(list(prompt))
-    out = []
-    while len(out) < max_tokens and not gm.is_stopped():
-        step = gm.forced()[: max_tokens - len(out)] or [masked_argmax(logits, gm.mask())]
-        for t in step:
-            gm.consume([t])
-            out.append(t)
-            logits = model.step(t)
-        if model.is_eog(out[-1]):
-            break
-    return out
-
-
-def speculative_constrained_greedy(model, constraint, prompt, max_tokens, propose):
-    """plan -> propose -> verify -> commit under a grammar, as the engine would run it.
-
-    Returns (tokens, provenance per token, oracle passes after the prefill).
-    """
-    gm = constraint.matcher(model)
-    model.reset()
-    logits = model.sync(list(prompt))
-    out, source, pending = [], [], []  # pending: emitted, not yet in the oracle's cache
-    passes = 0
-    if not gm.forced():
-        first = masked_argmax(logits, gm.mask())
-        gm.consume([first])
-        out, source, pending = [first], ["oracle"], [first]
-    while len(out) < max_tokens and not gm.is_stopped() and not (out and model.is_eog(out[-1])):
-        budget = max(1, max_tokens - len(out) - 1)  # room for the oracle's own token after the batch
-        lead = gm.forced()
-        plan = gm.plan(lead + propose(out + lead, budget), budget)  # the drafter continues after the forced run
-        vb = verify_batch(pending, plan.tokens, plan.forced)
-        if not vb.logits_at:  # all forced: nothing to verify, the tokens ride along with the next batch
-            gm.consume(plan.tokens)
-            out += plan.tokens
-            source += ["data"] * len(plan.tokens)
-            pending += plan.tokens
-            continue
-        decoded = model.decode(vb.tokens, logits_at=vb.logits_at)
-        passes += 1
-        with gm.along(plan.tokens) as masks:
-            n_acc, nxt = masked_greedy_accept(plan.tokens, vb.rows(decoded), masks, plan.forced)
-        model.trim(len(model.tokens) - len(plan.tokens) + n_acc)
-        accepted = plan.tokens[:n_acc]
-        gm.consume(accepted)
-        out += accepted
-        source += ["data" if plan.forced[i] else "drafted" for i in range(n_acc)]
-        pending = []
-        if gm.is_stopped() or any(model.is_eog(t) for t in accepted) or len(out) >= max_tokens or nxt is None:
-            continue
-        gm.consume([nxt])
-        out.append(nxt)
-        source.append("oracle")
-        pending = [nxt]
-    return out[:max_tokens], source[:max_tokens], passes
-
-
 def test_plan_splices_forced_runs_into_the_draft(vocab, report):
     gm = report.matcher(vocab)
     gm.consume(vocab.tokenize(LITERAL + "the vines"))
@@ -302,10 +245,10 @@ def q8_oracle(tiny_gguf):
     m.close()
 
 
-def test_speculative_loop_gives_the_oracles_constrained_greedy_output(q8_oracle, report):
+def test_engine_gives_the_oracles_constrained_greedy_output(q8_oracle, report):
     m = q8_oracle
     prompt = m.tokenize("<|im_start|>user\nscout block B4<|im_end|>\n<|im_start|>assistant\n")
-    ref = reference_constrained_greedy(m, report, prompt, 80)
+    ref = oracle_greedy_constrained(m, report, prompt, 80)
     text = m.detokenize(ref).decode()
     assert text.startswith(LITERAL) and "\nRisk: " in text
     checker = report.matcher(m)
@@ -313,25 +256,41 @@ def test_speculative_loop_gives_the_oracles_constrained_greedy_output(q8_oracle,
     assert checker.is_stopped()  # the grammar ran to its end within the budget
     wrong_allowed, wrong_refused = m.tokenize("q")[0], m.tokenize("Q")[0]
 
-    def propose(context, k):
-        """The reference continuation, spoilt every fourth position (alternately refused and merely wrong)."""
-        out = []
-        for pos in range(len(context), min(len(context) + k, len(ref))):
-            t = ref[pos]
-            if pos % 4 == 3:
-                t = wrong_refused if pos % 8 == 3 else (wrong_allowed if t != wrong_allowed else wrong_refused)
-            out.append(t)
-        return out
+    class Spoilt:
+        """Drafts the reference continuation, spoilt every fourth position (alternately refused and merely wrong)."""
 
-    got, source, passes = speculative_constrained_greedy(m, report, prompt, 80, propose)
-    assert got == ref
+        name, cheap, multi_candidate = "spoilt", True, False
+
+        def begin(self, prompt_tokens):
+            self.n_prompt = len(prompt_tokens)
+
+        def propose(self, context, max_tokens, *, sample=None):
+            out = []
+            for pos in range(len(context) - self.n_prompt, min(len(context) - self.n_prompt + max_tokens, len(ref))):
+                t = ref[pos]
+                if pos % 4 == 3:
+                    t = wrong_refused if pos % 8 == 3 else (wrong_allowed if t != wrong_allowed else wrong_refused)
+                out.append(t)
+            return Draft(out, source="spoilt", match_len=None)
+
+        def accepted(self, context, n_accepted, n_drafted):
+            pass
+
+        def close(self):
+            pass
+
     n_lit = len(m.tokenize(LITERAL))
-    assert source[:n_lit] == ["data"] * n_lit  # the rendered line went in unsampled
-    assert "drafted" in source and "oracle" in source
-    assert passes < len(ref) - n_lit  # the literal cost one pass, drafts saved more
-    # and a drafter with nothing to offer still decodes the same text
-    alone, _, _ = speculative_constrained_greedy(m, report, prompt, 80, lambda ctx, k: [])
-    assert alone == ref
+    for drafter in (Spoilt(), None):
+        m.reset()
+        eng = Engine(m, drafter, curve=CostCurve.linear(0.001, fixed=0.01), adaptive=False)
+        done = list(eng.generate(prompt, GenerationParams(max_tokens=80, d_max=6), constraint=report))[-1]
+        assert done.tokens == ref
+        source = [r.source for r in done.records]
+        assert source[:n_lit] == ["data"] * n_lit  # the rendered line went in unsampled
+        assert done.stats.forced_tokens >= n_lit
+        if drafter is not None:
+            assert "drafted" in source and "corrected" in source
+            assert done.stats.oracle_passes < len(ref) - n_lit  # the literal cost one pass, drafts saved more
 
 
 # --------------------------------------------------------------------------- the shipped oracle

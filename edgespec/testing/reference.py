@@ -20,3 +20,23 @@ def oracle_greedy(model, prompt: list[int], max_tokens: int, *, keep_logits: boo
             rows.append(logits)
         logits = model.step(t)
     return (out, rows) if keep_logits else out
+
+
+def oracle_greedy_constrained(model, constraint, prompt: list[int], max_tokens: int) -> list[int]:
+    """The oracle alone under a grammar, one token at a time: the masked argmax where the grammar leaves a
+    choice, its forced run where it does not (stopping before an end-of-generation token)."""
+    from ..masks import masked_argmax
+
+    gm = constraint.matcher(model)
+    model.reset()
+    logits = model.sync(list(prompt))
+    out: list[int] = []
+    while len(out) < max_tokens and not gm.is_stopped():
+        step = gm.forced()[: max_tokens - len(out)] or [masked_argmax(logits, gm.mask())]
+        if model.is_eog(step[0]):
+            break
+        for t in step:
+            gm.consume([t])
+            out.append(t)
+            logits = model.step(t)
+    return out
