@@ -21,6 +21,7 @@ from . import EdgespecError, IncompatibleModelsError, PromptError, power
 from .acceptance import SamplingParams, validate_sampling
 from .calibrate import load_or_measure
 from .catalog import resolve_model
+from .constraints import Constraint
 from .drafters.bridge import BridgeDrafter
 from .drafters.model import ModelDrafter
 from .engine import Engine, GenerationParams
@@ -173,12 +174,13 @@ class Generator:
             raise PowerDeferred(f"power mode {pp.mode}: {pp.reason or 'battery critical'}; the report waits until the device charges")
 
     def stream(self, prompt_tokens: list[int], params: GenerationParams, cancel: threading.Event | None = None,
-               *, guard: SpanGuard | None = None) -> Iterator[Chunk | Done]:
+               *, guard: SpanGuard | None = None, constraint: Constraint | None = None) -> Iterator[Chunk | Done]:
         """Chunk events, then Done (stats carry energy and CPU time). ``guard`` is asked before drafted
-        text is accepted unverified (only when the power policy relaxes); without one nothing is skipped."""
+        text is accepted unverified (only when the power policy relaxes); without one nothing is skipped.
+        ``constraint``: a grammar the output follows (see ``edgespec.constraints``)."""
         self.engine.span_guard = guard
         with power.EnergyMeter() as meter:
-            for ev in self.engine.generate(prompt_tokens, params, cancel):
+            for ev in self.engine.generate(prompt_tokens, params, cancel, constraint=constraint):
                 if isinstance(ev, Done):
                     meter.stop()
                     ev.stats.energy_j = meter.joules

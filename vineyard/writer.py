@@ -18,12 +18,12 @@ import threading
 from typing import Any, Iterator
 
 from edgespec.api import Generator, open_generator
+from edgespec.constraints import Constraint
 from edgespec.events import Chunk, Done
 from edgespec.spans import audit
 
-from . import fieldnote
+from . import fieldnote, prompt, schema
 from .facts import check_spans
-from .prompt import report_messages
 from .spans import CatalogSpanPolicy, default_policy
 
 
@@ -50,8 +50,12 @@ class ReportWriter:
     # ------------------------------------------------------------------ one report
     def stream_report(self, note: Any, *, max_tokens: int = 400, temperature: float = 0.0, seed: int | None = None,
                       top_k: int = 0, top_p: float = 1.0, cancel: threading.Event | None = None,
-                      force: bool = False) -> Iterator[Chunk | Done]:
+                      force: bool = False, layout: str = "schema") -> Iterator[Chunk | Done]:
         """Chunk events, then Done with the span audit's rates in its stats.
+
+        ``layout="schema"`` (the default): the data lines are rendered from the note and the catalog and
+        the oracle writes the summary, risk and action under the report grammar (``vineyard.schema``);
+        ``"free"``: the earlier free-form prompt with no grammar (kept for comparison in the bench).
 
         Raises FieldNoteError for a bad note and PowerDeferred when the battery is critical
         (``force`` runs anyway), both before any model work.
@@ -59,11 +63,17 @@ class ReportWriter:
         note = fieldnote.validate(note)
         gen = self.generator
         gen.check_power(force=force)
-        prompt = gen.chat_prompt(report_messages(note))
+        if layout == "schema":
+            tokens = gen.chat_prompt(schema.report_messages(note))
+            constraint = Constraint.lark(schema.report_grammar(note))
+        elif layout == "free":
+            tokens, constraint = gen.chat_prompt(prompt.report_messages(note)), None
+        else:
+            raise ValueError(f"layout: {layout!r} is not 'schema' or 'free'")
         params = gen.generation_params(max_tokens=max_tokens, temperature=temperature, seed=seed, top_k=top_k, top_p=top_p)
         # the guard knows this sighting's own pest spellings and block ids
         policy = default_policy(note)
-        for ev in gen.stream(prompt, params, cancel, guard=policy):
+        for ev in gen.stream(tokens, params, cancel, guard=policy, constraint=constraint):
             if isinstance(ev, Done):
                 # annotated before it is yielded: a caller may stop reading at Done
                 self._last = (ev, self._annotate(ev, note, policy))

@@ -1,0 +1,110 @@
+"""The report schema: data lines rendered from the note and the catalog, written fields bounded by the grammar."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from vineyard import schema
+
+BERRY_MOTH = {
+    "block": "B4", "variety": "Riesling", "rows": "12-18", "date": "2026-07-21", "scout": "M. Ortiz",
+    "observations": [{"pest": "grape berry moth", "life_stage": "larva", "unit": "clusters", "sampled": 50, "infested": 4}],
+}
+
+
+def _note(**obs):
+    n = copy.deepcopy(BERRY_MOTH)
+    n["observations"][0].update(obs)
+    return n
+
+
+def test_threshold_line_states_the_comparison_and_its_source():
+    line = schema.threshold_line(BERRY_MOTH["observations"][0], BERRY_MOTH)
+    assert line.startswith("- grape berry moth: 8% damaged clusters, above the 6% threshold")
+    assert "third week of July" in line and "Cornell" in line
+
+
+@pytest.mark.parametrize("infested, word", [(2, "below"), (3, "at"), (4, "above")])
+def test_threshold_line_below_at_above(infested, word):
+    n = _note(infested=infested)
+    assert f", {word} the 6% threshold" in schema.threshold_line(n["observations"][0], n)
+
+
+def test_threshold_line_outside_the_window_says_why():
+    n = _note()
+    n["date"] = "2026-06-02"
+    line = schema.threshold_line(n["observations"][0], n)
+    assert "no threshold applies" in line and "third week of July" in line
+    assert "above" not in line and "below" not in line
+
+
+def test_high_risk_block_gets_the_august_threshold():
+    n = _note(infested=9)
+    n["date"], n["risk_class"] = "2026-08-20", "high"
+    line = schema.threshold_line(n["observations"][0], n)
+    assert "18% damaged clusters, above the 15% threshold" in line
+
+
+def test_unknown_pest_and_pest_without_threshold():
+    n = _note(pest="grape cicada")
+    assert schema.threshold_line(n["observations"][0], n) == "- grape cicada: not in the pest catalog; no threshold."
+    n = _note(pest="powdery mildew", life_stage="colonies")
+    assert schema.threshold_line(n["observations"][0], n) == "- powdery mildew: no published threshold."
+
+
+def test_observation_line_figures():
+    o = {"pest": "spider mites", "life_stage": "adult", "unit": "leaves", "sampled": 40, "infested": 12, "count": 85}
+    assert schema.observation_line(o) == "- spider mites (adult): 12 of 40 leaves infested (30%), 85 counted (2.1 per leaf)."
+    o = {"pest": "grape leafhopper", "life_stage": "adult", "unit": "leaves", "sampled": 20, "count": 3}
+    assert schema.observation_line(o) == "- grape leafhopper (adult): 3 counted on 20 leaves (0.15 per leaf)."
+
+
+def test_nothing_found_walk_renders_without_thresholds():
+    n = copy.deepcopy(BERRY_MOTH)
+    n["observations"] = []
+    text = schema.rendered_text(n)
+    assert "Observations:\n- nothing found.\n" in text and "Thresholds" not in text
+
+
+def test_regulated_pest_renders_who_to_notify():
+    n = _note(pest="spotted lanternfly", life_stage="adult", unit="vines", sampled=30, infested=9)
+    assert "Notify: spotted lanternfly is a regulated pest" in schema.rendered_text(n)
+    n = _note(pest="spotted lanternfly", life_stage="adult", unit="vines", sampled=30, infested=0)
+    assert "Notify" not in schema.rendered_text(n)
+
+
+def test_control_characters_in_free_text_do_not_reach_the_grammar():
+    n = copy.deepcopy(BERRY_MOTH)
+    n["scout"] = "M.\nOrtiz\x00"
+    assert schema.header_line(n) == "Block B4 (Riesling), rows 12-18, 2026-07-21, scout M. Ortiz."
+
+
+def test_segments_alternate_data_and_the_three_written_fields():
+    segs = schema.segments(BERRY_MOTH)
+    assert [s.field for s in segs if not s.is_data] == ["summary", "risk", "action"]
+    assert segs[0].text.endswith("Summary: ")
+
+
+def test_grammar_accepts_a_report_in_the_layout_and_refuses_a_changed_number():
+    llguidance = pytest.importorskip("llguidance")
+    good = schema.rendered_text(BERRY_MOTH).replace(
+        "Summary: \nRisk: \nAction: ",
+        "Summary: Berry moth damage on the wood edge.\nRisk: high, damage is above the July threshold.\n"
+        "Action: Treat the border rows in early August.")
+    grammar = llguidance.LLMatcher.grammar_from_lark(schema.report_grammar(BERRY_MOTH))
+    tok = llguidance.LLTokenizer("byte")
+    for text, ok in [(good, True), (good.replace("4 of 50", "5 of 50"), False), (good.replace("high,", "severe,"), False)]:
+        m = llguidance.LLMatcher(tok, grammar, log_level=0)
+        assert not m.is_error(), m.get_error()
+        toks = tok.tokenize_str(text)
+        assert (m.try_consume_tokens(toks) == len(toks) and m.is_accepting()) is ok
+
+
+def test_written_fields_spans():
+    text = schema.rendered_text(BERRY_MOTH).replace(
+        "Summary: \nRisk: \nAction: ", "Summary: S.\nRisk: low, R.\nAction: A.")
+    spans = schema.written_fields(text)
+    assert {k: text[a:b] for k, (a, b) in spans.items()} == {"summary": "S.", "risk": "low, R.", "action": "A."}
+    assert schema.written_fields("free text") is None
