@@ -23,7 +23,6 @@ worker thread); calls are serialised by a lock.
 from __future__ import annotations
 
 import datetime as _dt
-import functools
 import itertools
 import json
 import os
@@ -41,7 +40,9 @@ import sqlite_utils
 from . import export as _export
 from .canonical import canonical_json, jsonable, payload_sha256, utc_now
 from .errors import NotFoundError, StateError, StoreError, ValidationError
+from .guard import guarded
 from .migrations import REPORT_FTS_COLUMNS, SIGHTING_FTS_COLUMNS, migrate
+from .outbox import Outbox
 from .payloads import note_of, report_payload, sighting_payload
 from .validation import (
     GEO_FIELDS,
@@ -68,26 +69,6 @@ class ImportResult:
     errors: list[tuple[int, str]] = field(default_factory=list)
     skipped: int = 0  # lines whose note is already in the log (re-importing a file is harmless)
     ids: list[str] = field(default_factory=list)
-
-
-def _guard(method):
-    """Serialise calls and turn sqlite errors into StoreError with a readable message."""
-
-    @functools.wraps(method)
-    def wrapper(self: "Store", *args, **kwargs):
-        if self._closed:
-            raise StoreError("the store is closed")
-        with self._lock:
-            try:
-                return method(self, *args, **kwargs)
-            except sqlite3.OperationalError as e:
-                if "locked" in str(e) or "busy" in str(e):
-                    raise StoreError("the database is busy (another fieldlog process is writing); try again") from e
-                raise StoreError(f"database error: {e}") from e
-            except sqlite3.DatabaseError as e:
-                raise StoreError(f"database error: {e}") from e
-
-    return wrapper
 
 
 def _like_escape(s: str) -> str:
@@ -117,6 +98,7 @@ class Store:
         self._lock = threading.RLock()
         self._closed = True
         self._sp = itertools.count(1)
+        self.outbox = Outbox(self)  # the sync queue's table API (outbox.py)
         self.path = str(path)
         memory = self.path == ":memory:"
         if not memory:
@@ -220,21 +202,6 @@ class Store:
             }
         )
 
-    def _enqueue(self, kind: str, payload: dict, now: str) -> None:
-        self.db["outbox"].insert(
-            {
-                "item_id": payload["id"],
-                "kind": kind,
-                "replaces": payload.get("replaces"),
-                "payload": canonical_json(payload),
-                "sha256": payload_sha256(payload),
-                "state": "queued",
-                "attempts": 0,
-                "created_at": now,
-                "updated_at": now,
-            }
-        )
-
     # ------------------------------------------------------------------ sightings
     def _row(self, sighting_id: str) -> dict | None:
         return self._one("SELECT * FROM sightings WHERE id = ?", (sighting_id,))
@@ -306,17 +273,17 @@ class Store:
                 "content_sha256": content_sha,
             },
         )
-        self._enqueue("sighting", payload, now)
+        self.outbox.enqueue("sighting", payload, now)
         # Reports generated while this was a draft go out now, after the sighting,
         # but only those written from exactly the content being finalized.
         for r in self._rows(
             "SELECT * FROM reports WHERE sighting_id = ? AND status = 'complete' AND sighting_sha256 = ? ORDER BY created_at",
             (sid, content_sha),
         ):
-            self._enqueue("report", report_payload(self._decode_report(r)), now)
+            self.outbox.enqueue("report", report_payload(self._decode_report(r)), now)
         return payload
 
-    @_guard
+    @guarded
     def save_draft(self, sighting: dict, id: str | None = None) -> str:
         """Insert or update a draft; returns its id.
 
@@ -346,7 +313,7 @@ class Store:
             self._audit("sighting", sid, "update_draft", {"changed": changed}, now)
         return sid
 
-    @_guard
+    @guarded
     def finalize(self, id: str) -> str:
         """Fully validate a draft and make it immutable; queue it for sync. Idempotent."""
         with self.transaction():
@@ -361,7 +328,7 @@ class Store:
             self._audit("sighting", sid, "finalize", {"sha256": payload_sha256(payload)}, now)
         return sid
 
-    @_guard
+    @guarded
     def revise(self, id: str, changes: dict) -> str:
         """Make a new finalized version of a finalized sighting with ``changes`` applied.
 
@@ -402,7 +369,7 @@ class Store:
             )
         return new_id
 
-    @_guard
+    @guarded
     def delete_draft(self, id: str) -> None:
         """Delete a draft (and reports generated from it); the audit log keeps its content."""
         with self.transaction():
@@ -426,7 +393,7 @@ class Store:
             sid = nxt["id"]
             seen.add(sid)
 
-    @_guard
+    @guarded
     def get_sighting(self, id: str) -> dict:
         """The sighting with its observations, ``superseded_by`` and ``latest_report_id``."""
         row = self._require(id)
@@ -436,7 +403,7 @@ class Store:
         s["latest_report_id"] = self._latest_report_id(row["id"])
         return s
 
-    @_guard
+    @guarded
     def versions(self, id: str) -> list[dict]:
         """Every version of the sighting ``id`` belongs to, oldest first (its edit history)."""
         row = self._require(id)
@@ -464,7 +431,7 @@ class Store:
         )
         return r["id"] if r else None
 
-    @_guard
+    @guarded
     def find_sighting_id(self, prefix: str) -> str:
         """Resolve a full id or a unique prefix (>= 4 characters) as typed on a command line."""
         prefix = (prefix or "").strip().lower()
@@ -479,7 +446,7 @@ class Store:
             raise ValidationError(f"sighting id: {prefix!r} matches more than one sighting; give more characters")
         return rows[0]["id"]
 
-    @_guard
+    @guarded
     def list_sightings(
         self,
         *,
@@ -574,7 +541,7 @@ class Store:
             out["clean"] = bool(out["clean"])
         return out
 
-    @_guard
+    @guarded
     def save_report(
         self,
         sighting_id: str,
@@ -638,14 +605,14 @@ class Store:
                 }
             )
             if status == "complete" and row["status"] != "draft":
-                self._enqueue("report", payload, now)
+                self.outbox.enqueue("report", payload, now)
             self._audit(
                 "report", rid, "create",
                 {"sighting_id": sid, "status": status, "findings": len(values["findings"])}, now,
             )
         return rid
 
-    @_guard
+    @guarded
     def get_report(self, id: str) -> dict:
         rid = check_uuid(id, "report id")
         r = self._one("SELECT * FROM reports WHERE id = ?", (rid,))
@@ -653,14 +620,14 @@ class Store:
             raise NotFoundError(f"no report with id {rid}")
         return self._decode_report(r)
 
-    @_guard
+    @guarded
     def reports_for(self, sighting_id: str) -> list[dict]:
         """Every report of one sighting version, newest first, in full."""
         sid = self._require(sighting_id)["id"]
         rows = self._rows("SELECT * FROM reports WHERE sighting_id = ? ORDER BY created_at DESC, rowid DESC", (sid,))
         return [self._decode_report(r) for r in rows]
 
-    @_guard
+    @guarded
     def list_reports(
         self,
         *,
@@ -696,7 +663,7 @@ class Store:
         return [self._decode_report(r, drop=("provenance", "spans")) for r in rows]
 
     # ------------------------------------------------------------------ search
-    @_guard
+    @guarded
     def search(self, query: str, limit: int = 50, *, include_superseded: bool = False) -> list[dict]:
         """Full-text search over sightings (notes, pests, block, variety, scout, weather) and report text.
 
@@ -739,7 +706,7 @@ class Store:
         )
         return self._with_details(rows)
 
-    @_guard
+    @guarded
     def export(
         self,
         fmt: str,
@@ -765,7 +732,7 @@ class Store:
 
         return atomic_write(out, lambda f: writers[fmt](rows, f), error=StoreError)
 
-    @_guard
+    @guarded
     def import_notes(self, path: str | os.PathLike) -> ImportResult:
         """Import field notes (JSON Lines, the ``edgespec generate --notes`` shape) as finalized sightings.
 
@@ -828,7 +795,7 @@ class Store:
         return result
 
     # ------------------------------------------------------------------ audit / outbox / maintenance
-    @_guard
+    @guarded
     def audit_log(self, entity_id: str | None = None, limit: int | None = None) -> list[dict]:
         """Audit entries oldest first (all, or for one sighting/report id), detail decoded."""
         sql, params = "SELECT * FROM audit_log", []
@@ -844,29 +811,15 @@ class Store:
             r["detail"] = json.loads(r["detail"]) if r["detail"] else None
         return rows
 
-    @_guard
     def outbox_items(self, state: str | Iterable[str] | None = None, limit: int | None = None) -> list[dict]:
-        """Outbox rows in upload order (``payload`` is the frozen canonical JSON text)."""
-        sql, params = "SELECT * FROM outbox", []
-        if state is not None:
-            states = [state] if isinstance(state, str) else list(state)
-            sql += f" WHERE state IN ({', '.join('?' * len(states))})"
-            params.extend(states)
-        sql += " ORDER BY seq"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(int(limit))
-        return self._rows(sql, params)
+        """Outbox rows in upload order (``store.outbox.items``)."""
+        return self.outbox.items(state, limit)
 
-    @_guard
     def outbox_counts(self) -> dict[str, int]:
-        """Rows per outbox state (every state present, zero when empty)."""
-        counts = {s: 0 for s in ("queued", "sending", "sent", "failed", "needs-attention")}
-        for r in self._rows("SELECT state, COUNT(*) AS n FROM outbox GROUP BY state"):
-            counts[r["state"]] = r["n"]
-        return counts
+        """Rows per outbox state (``store.outbox.counts``)."""
+        return self.outbox.counts()
 
-    @_guard
+    @guarded
     def counts(self) -> dict[str, int]:
         """Sightings per status plus reports: for status lines and the demo seeder."""
         out = {s: 0 for s in SIGHTING_STATUSES}
@@ -875,12 +828,12 @@ class Store:
         out["reports"] = self._one("SELECT COUNT(*) AS n FROM reports")["n"]
         return out
 
-    @_guard
+    @guarded
     def check(self) -> str:
         """``PRAGMA integrity_check`` result ("ok" when the file is sound)."""
         return "\n".join(r[0] for r in self.db.conn.execute("PRAGMA integrity_check").fetchall())
 
-    @_guard
+    @guarded
     def vacuum(self) -> None:
         """Compact the file. VACUUM may renumber implicit rowids, which the FTS index
         points at, so the index is rebuilt right after."""
