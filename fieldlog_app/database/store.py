@@ -38,7 +38,7 @@ from typing import IO, Any, Iterable, Iterator
 import sqlite_utils
 
 from . import export as _export
-from .canonical import canonical_json, jsonable, payload_sha256, utc_now
+from .canonical import canonical_json, jsonable, payload_sha256, strict_loads, utc_now
 from .errors import NotFoundError, StateError, StoreError, ValidationError
 from .guard import guarded
 from .migrations import REPORT_FTS_COLUMNS, SIGHTING_FTS_COLUMNS, migrate
@@ -736,10 +736,12 @@ class Store:
     def import_notes(self, path: str | os.PathLike) -> ImportResult:
         """Import field notes (JSON Lines, the ``edgespec generate --notes`` shape) as finalized sightings.
 
-        A bad line is reported with its number and reason and does not stop the
-        good ones. A note already in the log (same content as an existing
-        finalized or superseded version) is skipped, so importing twice is harmless.
-        All good lines commit together: a crash mid-import imports nothing.
+        Every line succeeds or fails on its own: a bad one (not UTF-8, not strict
+        JSON — NaN, Infinity, nesting too deep — or not a valid note) is reported
+        with its number and reason, and whatever goes wrong storing a line undoes
+        only that line (a savepoint). A note already in the log (same content as an
+        existing finalized or superseded version) is skipped, so importing twice is
+        harmless. The good lines commit together: a crash mid-import imports nothing.
         """
         p = Path(path).expanduser()
         try:
@@ -762,9 +764,12 @@ class Store:
                     result.errors.append((line_no, "not UTF-8 text"))
                     continue
                 try:
-                    note = json.loads(line)
+                    note = strict_loads(line)
                 except json.JSONDecodeError as e:
                     result.errors.append((line_no, f"not valid JSON ({e.msg} at column {e.colno})"))
+                    continue
+                except ValueError as e:
+                    result.errors.append((line_no, f"not valid JSON ({e})"))
                     continue
                 try:
                     if isinstance(note, dict):
@@ -780,16 +785,20 @@ class Store:
                 if dup is not None or content_sha in seen:
                     result.skipped += 1
                     continue
+                try:
+                    with self.transaction():  # savepoint: a failure here undoes only this line
+                        now = utc_now()
+                        sid = str(uuid.uuid4())
+                        self._insert_draft_row(sid, norm, now)
+                        payload = self._finalize_in_tx(sid, now)
+                        self._audit(
+                            "sighting", sid, "import",
+                            {"source": str(p), "line": line_no, "sha256": payload_sha256(payload)}, now,
+                        )
+                except (StoreError, ValueError, OverflowError, sqlite3.DatabaseError) as e:
+                    result.errors.append((line_no, f"not stored: {e}"))
+                    continue
                 seen.add(content_sha)
-                with self.transaction():  # savepoint: a failure here undoes only this line
-                    now = utc_now()
-                    sid = str(uuid.uuid4())
-                    self._insert_draft_row(sid, norm, now)
-                    payload = self._finalize_in_tx(sid, now)
-                    self._audit(
-                        "sighting", sid, "import",
-                        {"source": str(p), "line": line_no, "sha256": payload_sha256(payload)}, now,
-                    )
                 result.imported += 1
                 result.ids.append(sid)
         return result
