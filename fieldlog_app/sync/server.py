@@ -21,7 +21,10 @@ Idempotency (ODK Central style), decided per item inside that transaction:
   received_at), nothing new stored: re-sending after a lost response is always safe;
 * same ``item_id``, different sha256      → 409 ``diverging-payload``;
 * a revision whose ``replaces`` is not the server's current version of that
-  sighting (unknown, or already replaced)  → 409 ``unknown-base`` / ``stale-edit``.
+  sighting (unknown, or already replaced)  → 409 ``unknown-base`` / ``stale-edit``;
+* a revision whose ``version`` is not one more than the version it replaces → 409 ``wrong-version``;
+* a report of a sighting version the server does not hold (earlier in the same
+  batch counts)                             → 409 ``unknown-sighting``.
 
 Durability: the database runs in WAL mode with ``synchronous=FULL``, so a receipt
 is only sent after its commit is on disk; a server killed at any moment has
@@ -349,8 +352,18 @@ class ServerDB:
                     f"is {head}; make the change on the current version",
                     current_id=head,
                 )
+            if item.version != (base["version"] or 0) + 1:
+                return conflict("wrong-version",
+                                f"this edit says it is version {item.version}, but it replaces version "
+                                f"{base['version']}, so it must be version {(base['version'] or 0) + 1}")
             chain_id = base["chain_id"]
         payload = item.payload
+        if item.kind == "report":
+            of = conn.execute("SELECT kind FROM items WHERE item_id = ?", (payload.get("sighting_id"),)).fetchone()
+            if of is None or of["kind"] != "sighting":
+                return conflict("unknown-sighting",
+                                f"this report is of sighting {payload.get('sighting_id')}, which the server does not "
+                                "hold; send the sighting first")
         cur = conn.execute(
             "INSERT INTO items (item_id, kind, replaces, chain_id, version, sighting_id, sha256, payload, device,"
             " source, batch_id, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
