@@ -18,6 +18,11 @@ any moment:
 
 One Store may be used from several threads (the app saves reports from a
 worker thread); calls are serialised by a lock.
+
+``Store(path, readonly=True)`` is for the read commands (list, export,
+export-bundle, sync status): a read-only connection, no switch to WAL, no
+migration, so they work on a read-only filesystem and on a full disk. Every
+open first checks that the file is fieldlog's (migrations.identify).
 """
 
 from __future__ import annotations
@@ -41,7 +46,16 @@ from . import export as _export
 from .canonical import canonical_json, jsonable, payload_sha256, strict_loads, utc_now
 from .errors import NotFoundError, StateError, StoreError, ValidationError
 from .guard import guarded
-from .migrations import REPORT_FTS_COLUMNS, SIGHTING_FTS_COLUMNS, migrate
+from .migrations import (
+    LATEST,
+    REPORT_FTS_COLUMNS,
+    SIGHTING_FTS_COLUMNS,
+    connect_readonly,
+    current_version,
+    identify,
+    migrate,
+    stamp,
+)
 from .outbox import Outbox
 from .payloads import note_of, report_payload, sighting_payload
 from .validation import (
@@ -94,33 +108,52 @@ class Store:
 
     SNIPPET_MARKS = ("«", "»")  # around matched words in search snippets (not Textual markup on purpose)
 
-    def __init__(self, path: str | os.PathLike, *, timeout: float = 10.0):
+    def __init__(self, path: str | os.PathLike, *, timeout: float = 10.0, readonly: bool = False):
         self._lock = threading.RLock()
         self._closed = True
         self._sp = itertools.count(1)
         self.outbox = Outbox(self)  # the sync queue's table API (outbox.py)
         self.path = str(path)
+        self.readonly = readonly
         memory = self.path == ":memory:"
+        if memory and readonly:
+            raise StoreError("an in-memory store cannot be read-only")
         if not memory:
             p = Path(self.path).expanduser()
+            self.path = str(p)
             if p.is_dir():
                 raise StoreError(f"{p} is a directory, not a database file")
-            try:
-                p.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise StoreError(f"cannot create the folder for {p}: {e}") from None
-            self.path = str(p)
+            if identify(self.path) == "new":
+                if readonly:
+                    raise StoreError(f"no fieldlog database at {p}")
+            if not readonly:
+                try:
+                    p.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as e:
+                    raise StoreError(f"cannot create the folder for {p}: {e}") from None
         try:
-            conn = sqlite3.connect(self.path, timeout=timeout, check_same_thread=False)
+            if readonly:
+                conn = connect_readonly(self.path, timeout=timeout)
+            else:
+                conn = sqlite3.connect(self.path, timeout=timeout, check_same_thread=False)
         except sqlite3.Error as e:
             raise StoreError(f"cannot open {self.path}: {e}") from None
         try:
             self.db = sqlite_utils.Database(conn)
-            conn.execute("PRAGMA foreign_keys = ON")
-            if not memory:
-                self.db.enable_wal()
-            conn.execute("PRAGMA synchronous = FULL")
-            migrate(self.db)
+            if readonly:
+                conn.execute("PRAGMA query_only = ON")
+                version = current_version(self.db)
+                if version != LATEST:
+                    newer = "a newer fieldlog; upgrade fieldlog" if version > LATEST else \
+                        "an older fieldlog; start fieldlog once with write access to upgrade it"
+                    raise StoreError(f"{self.path} has schema version {version}, from {newer}")
+            else:
+                conn.execute("PRAGMA foreign_keys = ON")
+                stamp(self.db)
+                if not memory:
+                    self.db.enable_wal()
+                conn.execute("PRAGMA synchronous = FULL")
+                migrate(self.db)
         except sqlite3.DatabaseError as e:
             conn.close()
             raise StoreError(f"{self.path}: not a usable fieldlog database ({e})") from None
@@ -167,7 +200,7 @@ class Store:
                 else:
                     conn.execute(f"RELEASE {name}")
                 return
-            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("BEGIN" if self.readonly else "BEGIN IMMEDIATE")  # a read-only one is a consistent view
             try:
                 yield self.db
             except BaseException:

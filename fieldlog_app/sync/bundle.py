@@ -83,7 +83,7 @@ def export_bundle(db, out: str | os.PathLike, *, include_sent: bool = False, dev
 
     Reads only. Raises BundleError if there is nothing to export or the file cannot be written."""
     states = ("queued", "sending", "sent") if include_sent else ("queued", "sending")
-    with _open_store(db) as store:
+    with _open_store(db, readonly=True) as store:
         rows = store.outbox_items(states)
     if not rows:
         raise BundleError("nothing to export: no pending items in the outbox" +

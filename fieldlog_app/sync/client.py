@@ -223,8 +223,9 @@ def _server_message(resp: httpx.Response) -> str:
 
 
 @contextlib.contextmanager
-def _open_store(db: Store | str | os.PathLike) -> Iterator[Store]:
-    """Use the caller's Store, or open one (which also migrates an old database)."""
+def _open_store(db: Store | str | os.PathLike, *, readonly: bool = False) -> Iterator[Store]:
+    """Use the caller's Store, or open one: read-only for commands that only read (they then work on a
+    read-only or full disk), else writable (which also migrates an old database)."""
     if isinstance(db, Store):
         yield db
         return
@@ -232,7 +233,7 @@ def _open_store(db: Store | str | os.PathLike) -> Iterator[Store]:
         # Opening would create an empty database and report "nothing to send": a typo must say so.
         raise SyncError(f"no fieldlog database at {db}")
     try:
-        store = Store(db)
+        store = Store(db, readonly=readonly)
     except StoreError as e:
         raise SyncError(str(e)) from None
     try:
@@ -721,7 +722,7 @@ class AutoSync:
 
 # ---------------------------------------------------------------------------------- status & repair
 def outbox_status(db: Store | str | os.PathLike, *, attention_limit: int = 100) -> SyncStatus:
-    with _open_store(db) as store:
+    with _open_store(db, readonly=True) as store:
         outbox = store.outbox
         with store.transaction():  # one consistent view
             counts = outbox.counts()
