@@ -142,13 +142,11 @@ def cmd_devices(args) -> int:
 
 
 def cmd_import_bundle(args) -> int:
-    from .bundle import BundleError, import_bundle, write_receipts
+    from .bundle import BundleError, import_bundle
 
     sdb = _open(args)
     try:
-        report = import_bundle(sdb, args.file, device=args.device)
-        if args.receipts:
-            write_receipts(report.receipts, args.receipts)
+        report = import_bundle(sdb, args.file, device=args.device, receipts=args.receipts)
     except BundleError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 1
@@ -157,8 +155,11 @@ def cmd_import_bundle(args) -> int:
         print(f"  conflict, line {c['line']}: {c['message']}")
     for c in report.invalid:
         print(f"  invalid, line {c['line']}: {c['message']}")
+    unlisted = report.n_conflicts + report.n_invalid - len(report.conflicts) - len(report.invalid)
+    if unlisted:
+        print(f"  ... and {unlisted} more")
     if args.receipts:
-        print(f"receipts for {len(report.receipts)} item(s) written to {args.receipts}; on the device run: "
+        print(f"receipts for {report.receipts} item(s) written to {args.receipts}; on the device run: "
               f"fieldlog sync import-receipts {Path(args.receipts).name}")
     return 0 if not report.conflicts and not report.invalid else 1
 
