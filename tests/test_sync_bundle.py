@@ -14,19 +14,32 @@ import pytest
 from fieldlog_app.database import Store
 from fieldlog_app.sync.bundle import BundleError, export_bundle, import_bundle
 from fieldlog_app.sync.server import ServerDB
+from fieldlog_app.sync.signing import BUNDLE, key_from_token, sign
 from fieldlog_app.sync.testing import make_sightings
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADROOM = 160 * 1024 * 1024  # address space allowed above what the importing process holds after its imports
 
 
-def write_bundle(path: Path, items: bytes, **manifest) -> Path:
-    """A bundle with these raw items.jsonl bytes and a manifest that matches them unless told otherwise."""
+@pytest.fixture
+def sdb(tmp_path):
+    """The office database with handheld-1 registered; its token is ``sdb.token``."""
+    db = ServerDB(tmp_path / "server.db")
+    db.token = db.add_device("handheld-1")
+    return db
+
+
+def write_bundle(path: Path, items: bytes, token: str | None = None, **manifest) -> Path:
+    """A bundle with these raw items.jsonl bytes and a manifest that matches them unless told otherwise,
+    signed with ``token`` (unsigned without one)."""
     m = {"format": "fieldlog-bundle", "version": 1, "protocol": 1, "created_at": "2026-07-21T10:00:00Z",
          "device": "handheld-1", "count": items.count(b"\n"), "items_sha256": hashlib.sha256(items).hexdigest()}
+    raw = manifest.pop("_raw", None)
     m.update(manifest)
+    if token is not None:
+        m["signature"] = sign(key_from_token(token), BUNDLE, m)
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
-        zf.writestr("manifest.json", m.pop("_raw", None) or json.dumps(m))
+        zf.writestr("manifest.json", raw or json.dumps(m))
         zf.writestr("items.jsonl", items)
     return path
 
@@ -62,7 +75,7 @@ def import_under_memory_limit(tmp_path: Path, bundle: Path) -> str:
 
 
 @pytest.mark.slow
-def test_a_manifest_that_inflates_to_300_mb_is_refused_within_bounded_memory(tmp_path):
+def test_a_manifest_that_inflates_to_300_mb_is_refused_within_bounded_memory(tmp_path, sdb):
     bomb = b'{"format": "fieldlog-bundle", "pad": "' + b" " * (300 * 1024 * 1024) + b'"}'
     path = write_bundle(tmp_path / "bomb.zip", b"", _raw=bomb)
     del bomb
@@ -72,24 +85,24 @@ def test_a_manifest_that_inflates_to_300_mb_is_refused_within_bounded_memory(tmp
 
 
 @pytest.mark.slow
-def test_a_million_tiny_lines_are_refused_within_bounded_memory(tmp_path):
-    path = write_bundle(tmp_path / "lines.zip", b"{}\n" * 1_000_000)
+def test_a_million_tiny_lines_are_refused_within_bounded_memory(tmp_path, sdb):
+    # signed, and announcing as many items as a bundle may hold: only streaming the items finds the lie
+    path = write_bundle(tmp_path / "lines.zip", b"{}\n" * 1_000_000, sdb.token, count=100_000)
     out = import_under_memory_limit(tmp_path, path)
     assert out.startswith("BundleError:") and "items" in out
 
 
 @pytest.mark.slow
-def test_one_endless_line_is_refused_within_bounded_memory(tmp_path):
-    path = write_bundle(tmp_path / "line.zip", b'{"item_id": "' + b"a" * (300 * 1024 * 1024) + b'"}\n')
+def test_one_endless_line_is_refused_within_bounded_memory(tmp_path, sdb):
+    path = write_bundle(tmp_path / "line.zip", b'{"item_id": "' + b"a" * (300 * 1024 * 1024) + b'"}\n', sdb.token)
     out = import_under_memory_limit(tmp_path, path)
     assert out.startswith("BundleError:") and "line 1" in out
 
 
-def test_a_large_honest_bundle_streams_in_chunks(tmp_path, monkeypatch):
+def test_a_large_honest_bundle_streams_in_chunks(tmp_path, sdb, monkeypatch):
     store = Store(tmp_path / "device.db")
     make_sightings(store, 30, seed=3)
-    path = export_bundle(store, tmp_path / "b.zip", device="handheld-1").path
-    sdb = ServerDB(tmp_path / "server.db")
+    path = export_bundle(store, tmp_path / "b.zip", token=sdb.token, device="handheld-1").path
     seen = []
     real = sdb.ingest
     monkeypatch.setattr(sdb, "ingest", lambda items, **kw: seen.append(len(items)) or real(items, **kw))
@@ -98,10 +111,40 @@ def test_a_large_honest_bundle_streams_in_chunks(tmp_path, monkeypatch):
     store.close()
 
 
-def test_manifest_fields_are_checked_strictly(tmp_path):
+def test_manifest_fields_are_checked_strictly(tmp_path, sdb):
     items = b'{"a": 1}\n'
     for over, words in (({"version": True}, "version"), ({"protocol": True}, "protocol"),
                         ({"count": 2}, "announces 2"), ({"count": 10**12}, "items"),
                         ({"items_sha256": "0" * 64}, "sha256")):
         with pytest.raises(BundleError, match=words):
-            import_bundle(ServerDB(tmp_path / "s.db"), write_bundle(tmp_path / "m.zip", items, **over))
+            import_bundle(sdb, write_bundle(tmp_path / "m.zip", items, sdb.token, **over))
+
+
+def test_only_a_bundle_signed_by_the_device_it_names_is_imported(tmp_path, sdb):
+    store = Store(tmp_path / "device.db")
+    make_sightings(store, 2, seed=4)
+    other_token = sdb.add_device("handheld-2")
+    good = export_bundle(store, tmp_path / "good.zip", token=sdb.token, device="handheld-1").path
+    with zipfile.ZipFile(good) as zf:
+        items = zf.read("items.jsonl")
+    forged = [
+        (write_bundle(tmp_path / "unsigned.zip", items), "not signed by device 'handheld-1'"),
+        (write_bundle(tmp_path / "guessed.zip", items, "fl_guess"), "not signed by device 'handheld-1'"),
+        (write_bundle(tmp_path / "other.zip", items, other_token), "not signed by device 'handheld-1'"),
+        (write_bundle(tmp_path / "unknown.zip", items, sdb.token, device="tablet-7"), "no device named 'tablet-7'"),
+        (write_bundle(tmp_path / "newline.zip", items, sdb.token, device="handheld-1\nadmin"), "not a device name"),
+    ]
+    for path, words in forged:
+        with pytest.raises(BundleError, match=words):
+            import_bundle(sdb, path)
+    assert sdb.list_items() == []
+    with pytest.raises(BundleError, match="not 'handheld-2'"):
+        import_bundle(sdb, good, device="handheld-2")
+    report = import_bundle(sdb, good)
+    assert report.accepted == 2 and {r["device"] for r in sdb.list_items()} == {"handheld-1"}
+    sdb.revoke_device("handheld-1")
+    with pytest.raises(BundleError, match="revoked"):
+        import_bundle(sdb, good)
+    with pytest.raises(BundleError, match="token"):
+        export_bundle(store, tmp_path / "x.zip", token="", device="handheld-1")
+    store.close()

@@ -362,7 +362,8 @@ def test_bundle_round_trip_double_import_and_receipts(env, capsys):
     bundle = env.tmp / "card" / "outbox.zip"
     bundle.parent.mkdir()
     db = str(env.db_path)
-    assert fieldlog_main(["sync", "export-bundle", str(bundle), "--db", db, "--device", "tablet-7"]) == 0
+    assert fieldlog_main(["sync", "export-bundle", str(bundle), "--db", db, "--device", "handheld-1",
+                          "--token", env.token]) == 0
     assert {r["state"] for r in env.device_rows()} == {"queued"}  # a bundle is not a receipt
 
     receipts = env.tmp / "receipts.jsonl"
@@ -370,7 +371,7 @@ def test_bundle_round_trip_double_import_and_receipts(env, capsys):
     assert server_main(["import-bundle", str(bundle), "--db", sdb_path, "--receipts", str(receipts)]) == 0
     assert "7 new" in capsys.readouterr().out
     assert env.server_items() == {r["item_id"]: r["sha256"] for r in env.device_rows()}
-    assert {r["device"] for r in env.sdb.list_items()} == {"tablet-7"}
+    assert {r["device"] for r in env.sdb.list_items()} == {"handheld-1"}
     again = import_bundle(env.sdb, bundle)
     assert (again.accepted, again.duplicate, again.conflicts, again.invalid) == (0, 7, [], [])
     assert len(env.server_items()) == 7
@@ -384,7 +385,7 @@ def test_bundle_round_trip_double_import_and_receipts(env, capsys):
 def test_damaged_bundle_imports_nothing(env):
     make_sightings(env.store, 3, seed=19)
     path = env.tmp / "b.zip"
-    export_bundle(env.store, path)
+    export_bundle(env.store, path, token=env.token, device="handheld-1")
     with zipfile.ZipFile(path) as zf:
         manifest, items = zf.read("manifest.json"), zf.read("items.jsonl")
     damaged = env.tmp / "damaged.zip"

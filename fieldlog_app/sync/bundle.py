@@ -6,7 +6,12 @@ A bundle is a zip file with two members:
   carries: item_id, kind, replaces, sha256, payload), in outbox ``seq`` order so a
   revision always follows the version it replaces;
 * ``manifest.json`` — ``{"format": "fieldlog-bundle", "version": 1, "protocol": 1,
-  "created_at", "device", "count", "items_sha256"}``.
+  "created_at", "device", "count", "items_sha256", "signature"}``.
+
+The signature is an HMAC of the rest of the manifest under the device's card key
+(signing.py, derived from its token): the office imports a bundle only from a
+registered, active device whose key signed it, and credits it to that device.
+A card found in the yard, or one naming another device, is refused.
 
 The manifest's sha256 covers ``items.jsonl`` byte for byte, and every item carries
 its own payload hash, so a card that corrupted one bit is refused as a whole
@@ -36,8 +41,10 @@ from typing import IO, Iterable, Iterator
 from fieldlog_app.database.canonical import utc_now
 
 from ..atomic import atomic_write
+from .server import ServerError
 from .client import _open_store
 from .protocol import MAX_ITEMS, PROTOCOL, Item, ProtocolError, item_to_wire, parse_json, validate_item
+from .signing import BUNDLE, key_from_token, sign, verify
 
 BUNDLE_FORMAT = "fieldlog-bundle"
 BUNDLE_VERSION = 1
@@ -97,10 +104,14 @@ def _atomic_write(target: Path, write):
     return atomic_write(target, write, binary=True, error=BundleError)
 
 
-def export_bundle(db, out: str | os.PathLike, *, include_sent: bool = False, device: str | None = None) -> BundleInfo:
-    """Write the pending outbox rows (queued/sending; with ``include_sent`` every row) to a bundle.
+def export_bundle(db, out: str | os.PathLike, *, token: str, include_sent: bool = False,
+                  device: str | None = None) -> BundleInfo:
+    """Write the pending outbox rows (queued/sending; with ``include_sent`` every row) to a bundle,
+    signed for ``device`` (its name at the office; default: the host name) with its ``token``.
 
     Reads only. Raises BundleError if there is nothing to export or the file cannot be written."""
+    if not token:
+        raise BundleError("a bundle is signed with this device's token: pass --token TOKEN or set FIELDLOG_TOKEN")
     states = ("queued", "sending", "sent") if include_sent else ("queued", "sending")
     with _open_store(db, readonly=True) as store:
         rows = store.outbox_items(states)
@@ -124,6 +135,7 @@ def export_bundle(db, out: str | os.PathLike, *, include_sent: bool = False, dev
             manifest = {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "protocol": PROTOCOL,
                         "created_at": utc_now(), "device": device, "count": len(rows),
                         "items_sha256": digest.hexdigest()}
+            manifest["signature"] = sign(key_from_token(token), BUNDLE, manifest)
             zf.writestr(MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
         return digest.hexdigest()
 
@@ -190,6 +202,22 @@ class _Bundle:
             raise BundleError(f"{p}: the manifest has no items_sha256")
         return manifest
 
+    def check_signature(self, server_db, expect_device: str | None = None) -> str:
+        """The device that signed this bundle, or BundleError: unsigned, unknown or revoked device,
+        a signature by another key, or (``expect_device``) another device than expected."""
+        device = self.manifest.get("device")
+        if expect_device is not None and device != expect_device:
+            raise BundleError(f"{self.path}: the bundle is from {str(device)[:80]!r}, not {expect_device!r}")
+        try:
+            key = server_db.card_key(device)
+        except ServerError as e:
+            raise BundleError(f"{self.path}: refused: {e}") from None
+        unsigned = {k: v for k, v in self.manifest.items() if k != "signature"}
+        if not verify(key, BUNDLE, unsigned, self.manifest.get("signature")):
+            raise BundleError(f"{self.path}: refused: the bundle is not signed by device {device!r} (made with "
+                              "another device's token, an old token, or altered)")
+        return device
+
     @property
     def count(self) -> int:
         return self.manifest["count"]
@@ -230,10 +258,13 @@ def import_bundle(server_db, path: str | os.PathLike, *, device: str | None = No
     """Import a bundle into the office database via ``ServerDB.ingest`` (per item: valid,
     non-conflicting items are stored; the others are reported). Safe to repeat.
 
-    ``receipts``: write the receipts there (JSON Lines, atomically) as the chunks commit."""
+    Only a bundle signed by an active device is read past its manifest (``device``: and only
+    from that one). ``receipts``: write the receipts there (JSON Lines, atomically) as the
+    chunks commit."""
     with _Bundle(path) as b:
+        signer = b.check_signature(server_db, device)
         b.verify()
-        report = ImportReport(device=str(device or b.manifest.get("device") or "bundle"), total=b.count)
+        report = ImportReport(device=signer, total=b.count)
         if receipts is None:
             _import_items(server_db, b, report, chunk, None)
         else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 # The client (httpx) is imported inside the handlers: `fieldlog` registers these
@@ -62,7 +63,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     s = sub.add_parser("export-bundle", help="write pending items to a bundle file (zip) for the office")
     s.add_argument("file", metavar="FILE")
     s.add_argument("--all", action="store_true", help="include items already sent")
-    s.add_argument("--device", metavar="NAME", help="device name recorded in the bundle (default: host name)")
+    s.add_argument("--device", metavar="NAME",
+                   help="this device's name at the office, as given to `fieldlog-server add-device` (default: host name)")
+    s.add_argument("--token", metavar="TOKEN", default=argparse.SUPPRESS,
+                   help=f"this device's token, which signs the bundle (default: ${ENV_TOKEN})")
     _db_option(s)
     s.set_defaults(func=cmd_export_bundle)
 
@@ -143,8 +147,9 @@ def cmd_export_bundle(args: argparse.Namespace) -> int:
     from .bundle import BundleError, export_bundle
     from .client import SyncError
 
+    token = (getattr(args, "token", None) or os.environ.get(ENV_TOKEN) or "").strip()
     try:
-        info = export_bundle(args.db_path, args.file, include_sent=args.all, device=args.device)
+        info = export_bundle(args.db_path, args.file, token=token, include_sent=args.all, device=args.device)
     except (BundleError, SyncError) as e:
         _err(str(e))
         return EXIT_ITEMS

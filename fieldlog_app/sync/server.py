@@ -34,7 +34,6 @@ either the whole batch or none of it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import logging
@@ -59,6 +58,7 @@ from fieldlog_app.database.export import CSV_FIELDS
 from fieldlog_app.database.export import write_csv as device_write_csv
 
 from .protocol import MAX_ITEMS, PROTOCOL, Item, ProtocolError, parse_json, validate_batch
+from .signing import hash_token, key_from_token_hash
 
 log = logging.getLogger("fieldlog.server")
 
@@ -163,10 +163,6 @@ class IngestResult:
         return sum(r["status"] == "duplicate" for r in self.receipts)
 
 
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
 def default_server_db() -> Path:
     """``$FIELDLOG_SERVER_DB`` or ``<user data dir>/fieldlog/server.sqlite3``."""
     env = os.environ.get("FIELDLOG_SERVER_DB")
@@ -265,6 +261,19 @@ class ServerDB:
                 "SELECT d.name, d.created_at, d.revoked_at, d.last_seen_at, "
                 "(SELECT COUNT(*) FROM items i WHERE i.device = d.name) AS items FROM devices d ORDER BY d.name"
             )]
+
+    def card_key(self, name: Any) -> bytes:
+        """The key that signs this device's bundles and receipts (signing.py); ServerError when no active
+        device has that name."""
+        if not isinstance(name, str) or not _DEVICE_NAME.match(name):
+            raise ServerError(f"{str(name)[:80]!r} is not a device name")
+        with self.connect() as conn:
+            row = conn.execute("SELECT token_sha256, revoked_at FROM devices WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise ServerError(f"no device named {name!r} on this server")
+        if row["revoked_at"] is not None:
+            raise ServerError(f"device {name!r} was revoked on {row['revoked_at']}")
+        return key_from_token_hash(row["token_sha256"])
 
     def authenticate(self, authorization: str | None) -> str:
         """Device name for an ``Authorization`` header value, or AuthError (401 missing/invalid, 403 revoked).

@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("import-bundle", help="import a bundle written by `fieldlog sync export-bundle`")
     p.add_argument("file", metavar="FILE")
     p.add_argument("--receipts", metavar="OUT", help="write receipts (JSON Lines) for `fieldlog sync import-receipts`")
-    p.add_argument("--device", metavar="NAME", help="record the items as from NAME (default: the bundle's device)")
+    p.add_argument("--device", metavar="NAME", help="accept the bundle only if NAME signed it (by default any active "
+                   "device; the items are always credited to the device that signed)")
     _db_option(p)
     p.set_defaults(func=cmd_import_bundle)
 
