@@ -21,8 +21,11 @@ the file holds (the manifest, each line, the number of lines and each chunk
 have a ceiling; a zip bomb stops at the first one it passes). The office imports it through the same ingest code
 as HTTP batches (``ServerDB.ingest``), so importing a bundle twice, or importing
 items the device later also sends online, creates nothing new. The import can
-write the receipts to a file; ``fieldlog sync import-receipts`` on the device then
+write the receipts to a file, each signed with the device's card key;
+``fieldlog sync import-receipts`` on the device checks every signature and then
 marks those rows sent, closing the loop for a device that never sees a network.
+Item ids and hashes are on the card for anyone to read, so an unsigned receipt
+proves nothing and marks nothing.
 
 Exporting does not change any outbox state: a bundle is not a receipt.
 """
@@ -44,7 +47,7 @@ from ..atomic import atomic_write
 from .server import ServerError
 from .client import _open_store
 from .protocol import MAX_ITEMS, PROTOCOL, Item, ProtocolError, item_to_wire, parse_json, validate_item
-from .signing import BUNDLE, key_from_token, sign, verify
+from .signing import BUNDLE, key_from_token, sign, sign_receipt, verify
 
 BUNDLE_FORMAT = "fieldlog-bundle"
 BUNDLE_VERSION = 1
@@ -202,9 +205,9 @@ class _Bundle:
             raise BundleError(f"{p}: the manifest has no items_sha256")
         return manifest
 
-    def check_signature(self, server_db, expect_device: str | None = None) -> str:
-        """The device that signed this bundle, or BundleError: unsigned, unknown or revoked device,
-        a signature by another key, or (``expect_device``) another device than expected."""
+    def check_signature(self, server_db, expect_device: str | None = None) -> tuple[str, bytes]:
+        """(device, its card key) for the device that signed this bundle, or BundleError: unsigned, unknown
+        or revoked device, a signature by another key, or (``expect_device``) another device than expected."""
         device = self.manifest.get("device")
         if expect_device is not None and device != expect_device:
             raise BundleError(f"{self.path}: the bundle is from {str(device)[:80]!r}, not {expect_device!r}")
@@ -216,7 +219,7 @@ class _Bundle:
         if not verify(key, BUNDLE, unsigned, self.manifest.get("signature")):
             raise BundleError(f"{self.path}: refused: the bundle is not signed by device {device!r} (made with "
                               "another device's token, an old token, or altered)")
-        return device
+        return device, key
 
     @property
     def count(self) -> int:
@@ -262,17 +265,18 @@ def import_bundle(server_db, path: str | os.PathLike, *, device: str | None = No
     from that one). ``receipts``: write the receipts there (JSON Lines, atomically) as the
     chunks commit."""
     with _Bundle(path) as b:
-        signer = b.check_signature(server_db, device)
+        signer, key = b.check_signature(server_db, device)
         b.verify()
         report = ImportReport(device=signer, total=b.count)
         if receipts is None:
-            _import_items(server_db, b, report, chunk, None)
+            _import_items(server_db, b, report, chunk, None, key)
         else:
-            _atomic_write(Path(receipts).expanduser(), lambda f: _import_items(server_db, b, report, chunk, f))
+            _atomic_write(Path(receipts).expanduser(), lambda f: _import_items(server_db, b, report, chunk, f, key))
     return report
 
 
-def _import_items(server_db, b: _Bundle, report: ImportReport, chunk: int, out: IO[bytes] | None) -> None:
+def _import_items(server_db, b: _Bundle, report: ImportReport, chunk: int, out: IO[bytes] | None,
+                  key: bytes) -> None:
     part: list[tuple[int, Item]] = []
     size = 0
 
@@ -289,7 +293,7 @@ def _import_items(server_db, b: _Bundle, report: ImportReport, chunk: int, out: 
                                  "message": c.message})
         if out is not None:
             for r in result.receipts:
-                out.write(_receipt_line(r))
+                out.write(_receipt_line(sign_receipt(key, r)))
         report.receipts += len(result.receipts)
         part, size = [], 0
 

@@ -52,6 +52,7 @@ from fieldlog_app.database import Store, StoreError
 from fieldlog_app.database.canonical import canonical_json, payload_sha256, utc_now
 
 from .protocol import PROTOCOL, item_to_wire, validate_receipt
+from .signing import key_from_token, receipt_is_signed
 
 __all__ = [
     "RetryPolicy", "SyncResult", "SyncStatus", "SyncError", "SyncBusyError", "SyncConfigError",
@@ -762,11 +763,16 @@ class ReceiptResult:
     already_sent: int = 0
     unknown: int = 0      # no such item on this device
     mismatched: int = 0   # same id, other hash: not this version
+    unverified: int = 0   # not signed by the office for this device: proves nothing, changes nothing
 
 
-def apply_receipts(db: Store | str | os.PathLike, receipts: Iterable[dict]) -> ReceiptResult:
-    """Mark rows sent from receipts the office returned for a bundle import (the same rule as
-    over HTTP: only an exact item id + sha256 match counts)."""
+def apply_receipts(db: Store | str | os.PathLike, receipts: Iterable[dict], *, token: str) -> ReceiptResult:
+    """Mark rows sent from receipts the office returned for a bundle import: only a receipt the office
+    signed for this device (its ``token``) counts, and then only for an exact item id + sha256 match
+    (the same rule as over HTTP)."""
+    if not token:
+        raise SyncConfigError(f"receipts are checked with this device's token: pass --token TOKEN or set {ENV_TOKEN}")
+    key = key_from_token(token)
     out = ReceiptResult()
     with _open_store(db) as store, sync_lock(store):
         now = utc_now()
@@ -774,6 +780,9 @@ def apply_receipts(db: Store | str | os.PathLike, receipts: Iterable[dict]) -> R
             for rec in receipts:
                 if validate_receipt(rec) is not None:
                     out.unknown += 1
+                    continue
+                if not receipt_is_signed(key, rec):
+                    out.unverified += 1
                     continue
                 row = store.outbox.get(rec["item_id"])
                 if row is None:

@@ -52,3 +52,15 @@ def verify(key: bytes, context: bytes, obj: Any, signature: Any) -> bool:
     except (TypeError, ValueError):  # not canonical JSON (NaN, a non-string key): nobody signed that
         return False
     return hmac.compare_digest(expected, signature)
+
+
+def sign_receipt(key: bytes, receipt: dict) -> dict:
+    """The receipt with the office's signature (under the device's card key)."""
+    unsigned = {k: v for k, v in receipt.items() if k != "signature"}
+    return {**unsigned, "signature": sign(key, RECEIPT, unsigned)}
+
+
+def receipt_is_signed(key: bytes, receipt: dict) -> bool:
+    """True when the office signed exactly this receipt for the device holding ``key``."""
+    unsigned = {k: v for k, v in receipt.items() if k != "signature"}
+    return verify(key, RECEIPT, unsigned, receipt.get("signature"))
