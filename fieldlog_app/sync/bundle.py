@@ -44,10 +44,9 @@ from typing import IO, Iterable, Iterator
 from fieldlog_app.database.canonical import utc_now
 
 from ..atomic import atomic_write
-from .server import ServerError
 from .client import _open_store
 from .protocol import MAX_ITEMS, PROTOCOL, Item, ProtocolError, item_to_wire, parse_json, validate_item
-from .signing import BUNDLE, key_from_token, sign, sign_receipt, verify
+from .signing import BUNDLE, NoSuchSigner, key_from_token, sign, sign_receipt, verify
 
 BUNDLE_FORMAT = "fieldlog-bundle"
 BUNDLE_VERSION = 1
@@ -213,7 +212,7 @@ class _Bundle:
             raise BundleError(f"{self.path}: the bundle is from {str(device)[:80]!r}, not {expect_device!r}")
         try:
             key = server_db.card_key(device)
-        except ServerError as e:
+        except NoSuchSigner as e:
             raise BundleError(f"{self.path}: refused: {e}") from None
         unsigned = {k: v for k, v in self.manifest.items() if k != "signature"}
         if not verify(key, BUNDLE, unsigned, self.manifest.get("signature")):

@@ -1,6 +1,8 @@
 """The farm-office sync server: a Starlette app over its own SQLite database.
 
-Endpoints (all JSON unless noted; every one but /v1/health needs ``Authorization: Bearer <device token>``):
+Endpoints (all JSON unless noted; every one but /v1/health needs ``Authorization: Bearer <device token>``;
+a client address with too many failed authentications gets 429 for a while, and server_cli serves this app
+with guard.py's connection deadlines and cap):
 
 * ``GET  /v1/health``          liveness + limits (``protocol``, ``max_body_bytes``, ``max_items``)
 * ``POST /v1/batches``         upload items (see protocol.py); answers receipts
@@ -58,7 +60,8 @@ from fieldlog_app.database.export import CSV_FIELDS
 from fieldlog_app.database.export import write_csv as device_write_csv
 
 from .protocol import MAX_ITEMS, PROTOCOL, Item, ProtocolError, parse_json, validate_batch
-from .signing import hash_token, key_from_token_hash
+from .guard import FailureLimiter
+from .signing import NoSuchSigner, hash_token, key_from_token_hash
 
 log = logging.getLogger("fieldlog.server")
 
@@ -119,9 +122,10 @@ class ServerError(Exception):
 
 
 class AuthError(ServerError):
-    def __init__(self, message: str, status: int):
+    def __init__(self, message: str, status: int, retry_after: int | None = None):
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after
 
 
 class BusyError(ServerError):
@@ -263,16 +267,16 @@ class ServerDB:
             )]
 
     def card_key(self, name: Any) -> bytes:
-        """The key that signs this device's bundles and receipts (signing.py); ServerError when no active
+        """The key that signs this device's bundles and receipts (signing.py); NoSuchSigner when no active
         device has that name."""
         if not isinstance(name, str) or not _DEVICE_NAME.match(name):
-            raise ServerError(f"{str(name)[:80]!r} is not a device name")
+            raise NoSuchSigner(f"{str(name)[:80]!r} is not a device name")
         with self.connect() as conn:
             row = conn.execute("SELECT token_sha256, revoked_at FROM devices WHERE name = ?", (name,)).fetchone()
         if row is None:
-            raise ServerError(f"no device named {name!r} on this server")
+            raise NoSuchSigner(f"no device named {name!r} on this server")
         if row["revoked_at"] is not None:
-            raise ServerError(f"device {name!r} was revoked on {row['revoked_at']}")
+            raise NoSuchSigner(f"device {name!r} was revoked on {row['revoked_at']}")
         return key_from_token_hash(row["token_sha256"])
 
     def authenticate(self, authorization: str | None) -> str:
@@ -507,17 +511,29 @@ def _error(status: int, code: str, message: str, headers: dict | None = None, **
 
 
 def _auth_error(e: AuthError) -> JSONResponse:
+    if e.status == 429:
+        return _error(429, "too-many-requests", str(e), {"Retry-After": str(e.retry_after)})
     headers = {"WWW-Authenticate": 'Bearer realm="fieldlog"' + (', error="invalid_token"' if e.status == 401 else "")}
     return _error(e.status, "unauthorized" if e.status == 401 else "forbidden", str(e), headers)
 
 
 def create_app(db: ServerDB | str | os.PathLike, *, max_body_bytes: int = DEFAULT_MAX_BODY,
-               max_items: int = MAX_ITEMS) -> Starlette:
-    """The ASGI app. ``db`` is a ServerDB or a path (created on first use)."""
+               max_items: int = MAX_ITEMS, limiter: FailureLimiter | None = None) -> Starlette:
+    """The ASGI app. ``db`` is a ServerDB or a path (created on first use); ``limiter`` counts
+    failed authentications per client address (guard.py; default: 10 at once, then 10 a minute)."""
     sdb = db if isinstance(db, ServerDB) else ServerDB(db)
+    limiter = limiter or FailureLimiter()
 
     async def authenticate(request: Request) -> str:
-        return await run_in_threadpool(sdb.authenticate, request.headers.get("authorization"))
+        client = request.client.host if request.client else "unknown"
+        wait = limiter.retry_after(client)
+        if wait is not None:  # before the lookup: guessing costs the guesser, not the database
+            raise AuthError(f"too many failed authentications from {client}; try again in {wait} s", 429, wait)
+        try:
+            return await run_in_threadpool(sdb.authenticate, request.headers.get("authorization"))
+        except AuthError:
+            limiter.failed(client)
+            raise
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "service": "fieldlog-server", "protocol": PROTOCOL,

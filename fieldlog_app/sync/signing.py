@@ -24,6 +24,10 @@ RECEIPT = b"fieldlog-receipt-v1\n"
 _KEY_CONTEXT = b"fieldlog card key v1"
 
 
+class NoSuchSigner(LookupError):
+    """No active device of that name, so nothing it signed can be trusted."""
+
+
 def hash_token(token: str) -> str:
     """What the office stores for a device token (hex sha256)."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
