@@ -249,6 +249,28 @@ def test_a_report_of_a_sighting_the_server_does_not_hold_is_refused(env):
     assert len(held(sdb)) == 2
 
 
+def test_only_the_device_that_logged_a_sighting_may_revise_it_or_report_on_it(env):
+    sdb, token, client, store = env
+    other = sdb.add_device("handheld-2")
+    (sid,) = make_sightings(store, 1)
+    base = outbox_items(store)[0]
+    assert post(client, token, [base]).status_code == 200
+    v2 = store.revise(sid, {"notes": "second visit"})
+    store.save_report(v2, text="Summary: fine.", model_pair={}, policy={}, stats={}, provenance=[], spans=[],
+                      findings=[])
+    edit, report = outbox_items(store)[1:]
+    r = post(client, other, [edit])  # a well-formed next version, from the wrong handheld
+    assert r.status_code == 409
+    c = r.json()["conflicts"][0]
+    assert c["reason"] == "other-device" and "handheld-1" in c["message"]
+    assert post(client, token, [edit]).status_code == 200
+    r = post(client, other, [report])
+    assert r.status_code == 409 and r.json()["conflicts"][0]["reason"] == "other-device"
+    assert len(held(sdb)) == 2
+    assert post(client, token, [report]).status_code == 200
+    assert {i["device"] for i in sdb.list_items()} == {"handheld-1"}
+
+
 def test_items_listing_and_exports(env):
     sdb, token, client, store = env
     ids = make_sightings(store, 3, seed=11)

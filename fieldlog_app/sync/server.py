@@ -26,7 +26,15 @@ Idempotency (ODK Central style), decided per item inside that transaction:
   sighting (unknown, or already replaced)  → 409 ``unknown-base`` / ``stale-edit``;
 * a revision whose ``version`` is not one more than the version it replaces → 409 ``wrong-version``;
 * a report of a sighting version the server does not hold (earlier in the same
-  batch counts)                             → 409 ``unknown-sighting``.
+  batch counts)                             → 409 ``unknown-sighting``;
+* a revision of, or a report on, a sighting another device logged → 409 ``other-device``.
+
+Who may revise what: a sighting belongs to the device that uploaded its first
+version (over HTTP or in a bundle it signed), and only that device may upload
+later versions of it or reports on it. A device's history is a line of edits
+made on that handheld; another handheld never holds the sighting, so an edit
+from it is a copied database or a forgery. A replacement handheld keeps the
+sightings by being registered under the same name (``add-device NAME --replace``).
 
 Durability: the database runs in WAL mode with ``synchronous=FULL``, so a receipt
 is only sent after its commit is on disk; a server killed at any moment has
@@ -365,6 +373,10 @@ class ServerDB:
                     f"is {head}; make the change on the current version",
                     current_id=head,
                 )
+            if base["device"] != device:
+                return conflict("other-device",
+                                f"this edit replaces {item.replaces}, a sighting logged by device {base['device']!r}; "
+                                "only that device may revise it")
             if item.version != (base["version"] or 0) + 1:
                 return conflict("wrong-version",
                                 f"this edit says it is version {item.version}, but it replaces version "
@@ -372,11 +384,16 @@ class ServerDB:
             chain_id = base["chain_id"]
         payload = item.payload
         if item.kind == "report":
-            of = conn.execute("SELECT kind FROM items WHERE item_id = ?", (payload.get("sighting_id"),)).fetchone()
+            of = conn.execute("SELECT kind, device FROM items WHERE item_id = ?",
+                              (payload.get("sighting_id"),)).fetchone()
             if of is None or of["kind"] != "sighting":
                 return conflict("unknown-sighting",
                                 f"this report is of sighting {payload.get('sighting_id')}, which the server does not "
                                 "hold; send the sighting first")
+            if of["device"] != device:
+                return conflict("other-device",
+                                f"this report is of sighting {payload.get('sighting_id')}, logged by device "
+                                f"{of['device']!r}; only that device reports on it")
         cur = conn.execute(
             "INSERT INTO items (item_id, kind, replaces, chain_id, version, sighting_id, sha256, payload, device,"
             " source, batch_id, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
