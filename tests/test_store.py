@@ -638,6 +638,54 @@ def test_import_reports_bad_lines_and_keeps_the_good_ones(store, tmp_path):
         store.import_notes(tmp_path / "missing.jsonl")
 
 
+def test_hostile_numbers_and_nesting_fail_their_own_line_only(store, tmp_path):
+    good = (SAMPLES / "notes.jsonl").read_text().splitlines()
+    obs = sample("a1-short")["observations"][0]
+
+    def with_sampled(raw: str) -> str:
+        return json.dumps({**sample("a1-short"), "observations": [{**obs, "sampled": 0}]}).replace(
+            '"sampled": 0', f'"sampled": {raw}')
+
+    lines = [
+        good[0],
+        with_sampled("NaN"),                             # 2: Python's json accepts it, JSON does not
+        with_sampled("Infinity"),                        # 3
+        with_sampled("1e400"),                           # 4: valid syntax, no finite double
+        with_sampled(str(2**63)),                        # 5: overflows a SQLite integer
+        with_sampled(str(10**20)),                       # 6
+        '{"a": ' * 5000 + "1" + "}" * 5000,              # 7: RecursionError in the parser
+        json.dumps({**sample("a1-short"), "lat": 1.0, "lon": 2.0}).replace('"lat": 1.0', '"lat": NaN'),  # 8
+        good[1],
+    ]
+    path = tmp_path / "hostile.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    res = store.import_notes(path)
+    assert res.imported == 2 and store.counts()["finalized"] == 2 and len(outbox(store)) == 2
+    assert [ln for ln, _ in res.errors] == [2, 3, 4, 5, 6, 7, 8]
+    msgs = dict(res.errors)
+    assert all("not valid JSON" in msgs[n] for n in (2, 3, 4, 7))
+    assert msgs[5].startswith("observations[0].sampled:") and msgs[6].startswith("observations[0].sampled:")
+    assert "nested too deeply" in msgs[7] and "not valid JSON" in msgs[8]
+
+
+@pytest.mark.parametrize("obs, field", [
+    ({"sampled": 10**20}, "observations[0].sampled"),
+    ({"sampled": 10, "count": 2**63}, "observations[0].count"),
+    ({"sampled": float("nan")}, "observations[0].sampled"),
+    ({"severity_pct": float("nan")}, "observations[0].severity_pct"),
+    ({"sampled": float("inf")}, "observations[0].sampled"),
+])
+def test_non_finite_and_out_of_range_numbers_are_validation_errors(store, obs, field):
+    with pytest.raises(ValidationError) as e:
+        store.save_draft({"block": "B4", "observations": [{"pest": "grape berry moth", **obs}]})
+    assert e.value.field == field
+    for bad in ({"accuracy_m": float("inf"), "lat": 1.0, "lon": 2.0}, {"lat": float("nan"), "lon": 2.0},
+                {"block": float("nan")}, {"block": 10**5000}):
+        with pytest.raises(ValidationError):
+            store.save_draft(bad)
+    assert store.counts()["draft"] == 0
+
+
 # ---------------------------------------------------------------------------------------------- misc
 def test_canonical_json_is_deterministic_and_strict():
     a = {"b": 1, "a": [1.5, "é"], "c": None}

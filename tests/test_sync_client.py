@@ -29,6 +29,7 @@ from fieldlog_app.sync.client import (
     sync_when_reachable,
 )
 from fieldlog_app.sync.server import ServerDB, create_app
+from fieldlog_app.sync.signing import key_from_token, sign_receipt
 from fieldlog_app.sync.server_cli import main as server_main
 from fieldlog_app.sync.testing import (
     FaultProxy,
@@ -362,7 +363,8 @@ def test_bundle_round_trip_double_import_and_receipts(env, capsys):
     bundle = env.tmp / "card" / "outbox.zip"
     bundle.parent.mkdir()
     db = str(env.db_path)
-    assert fieldlog_main(["sync", "export-bundle", str(bundle), "--db", db, "--device", "tablet-7"]) == 0
+    assert fieldlog_main(["sync", "export-bundle", str(bundle), "--db", db, "--device", "handheld-1",
+                          "--token", env.token]) == 0
     assert {r["state"] for r in env.device_rows()} == {"queued"}  # a bundle is not a receipt
 
     receipts = env.tmp / "receipts.jsonl"
@@ -370,12 +372,12 @@ def test_bundle_round_trip_double_import_and_receipts(env, capsys):
     assert server_main(["import-bundle", str(bundle), "--db", sdb_path, "--receipts", str(receipts)]) == 0
     assert "7 new" in capsys.readouterr().out
     assert env.server_items() == {r["item_id"]: r["sha256"] for r in env.device_rows()}
-    assert {r["device"] for r in env.sdb.list_items()} == {"tablet-7"}
+    assert {r["device"] for r in env.sdb.list_items()} == {"handheld-1"}
     again = import_bundle(env.sdb, bundle)
     assert (again.accepted, again.duplicate, again.conflicts, again.invalid) == (0, 7, [], [])
     assert len(env.server_items()) == 7
 
-    assert fieldlog_main(["sync", "import-receipts", str(receipts), "--db", db]) == 0
+    assert fieldlog_main(["sync", "import-receipts", str(receipts), "--db", db, "--token", env.token]) == 0
     assert_server_matches_device(env)
     result = env.sync()  # online later: nothing left to send
     assert result.batches == 0 and result.sent == 0
@@ -384,7 +386,7 @@ def test_bundle_round_trip_double_import_and_receipts(env, capsys):
 def test_damaged_bundle_imports_nothing(env):
     make_sightings(env.store, 3, seed=19)
     path = env.tmp / "b.zip"
-    export_bundle(env.store, path)
+    export_bundle(env.store, path, token=env.token, device="handheld-1")
     with zipfile.ZipFile(path) as zf:
         manifest, items = zf.read("manifest.json"), zf.read("items.jsonl")
     damaged = env.tmp / "damaged.zip"
@@ -397,11 +399,37 @@ def test_damaged_bundle_imports_nothing(env):
     with pytest.raises(BundleError, match="not a fieldlog bundle"):
         import_bundle(env.sdb, env.tmp / "junk.zip")
     assert env.server_items() == {}
-    # receipts that do not match this device's versions change nothing
-    write_receipts([{"item_id": r["item_id"], "sha256": "0" * 64, "status": "accepted", "server_seq": 1,
-                     "received_at": "t"} for r in env.device_rows()], env.tmp / "r.jsonl")
-    out = apply_receipts(env.store, read_receipts(env.tmp / "r.jsonl"))
+    # receipts that do not match this device's versions change nothing, even signed by the office
+    key = key_from_token(env.token)
+    write_receipts([sign_receipt(key, {"item_id": r["item_id"], "sha256": "0" * 64, "status": "accepted",
+                                       "server_seq": 1, "received_at": "t"}) for r in env.device_rows()],
+                   env.tmp / "r.jsonl")
+    out = apply_receipts(env.store, read_receipts(env.tmp / "r.jsonl"), token=env.token)
     assert (out.marked_sent, out.mismatched) == (0, 3)
+
+
+def test_forged_receipts_mark_nothing_sent(env, capsys):
+    make_sightings(env.store, 4, seed=25)
+    card = env.tmp / "card.zip"
+    export_bundle(env.store, card, token=env.token, device="handheld-1")
+    with zipfile.ZipFile(card) as zf:  # everything a forger needs is on the card: ids and hashes
+        on_card = [json.loads(line) for line in zf.read("items.jsonl").splitlines()]
+    forged = [{"item_id": i["item_id"], "kind": i["kind"], "sha256": i["sha256"], "status": "accepted",
+               "server_seq": n, "received_at": "2026-07-21T10:00:00.000Z"} for n, i in enumerate(on_card, 1)]
+    other_token = env.sdb.add_device("handheld-2")
+    for receipts in (forged,                                                      # unsigned
+                     [sign_receipt(key_from_token(other_token), r) for r in forged],  # another device's key
+                     [{**sign_receipt(key_from_token(env.token), r), "server_seq": 99} for r in forged]):  # altered
+        write_receipts(receipts, env.tmp / "forged.jsonl")
+        assert fieldlog_main(["sync", "import-receipts", str(env.tmp / "forged.jsonl"), "--db", str(env.db_path),
+                              "--token", env.token]) == 1
+        assert "4 receipt(s) are not signed by the office" in capsys.readouterr().err
+        assert {r["state"] for r in env.device_rows()} == {"queued"}
+    assert fieldlog_main(["sync", "import-receipts", str(env.tmp / "forged.jsonl"), "--db", str(env.db_path)]) == 2
+    assert "token" in capsys.readouterr().err
+    result = env.sync()  # the items were never at the office: they still go
+    assert result.sent == 4
+    assert_server_matches_device(env)
 
 
 def test_cli_sync_prints_counts_and_exit_codes(env, capsys, monkeypatch):

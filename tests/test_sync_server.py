@@ -188,6 +188,89 @@ def test_stale_edit_and_unknown_base_are_409(env):
     assert current == [v2]
 
 
+def test_huge_integers_are_422_not_a_500_and_store_nothing(env):
+    sdb, token, client, store = env
+    (sid,) = make_sightings(store, 1)
+    base = outbox_items(store)[0]
+    store.revise(sid, {"notes": "second visit"})
+    edit = outbox_items(store)[1]
+    assert post(client, token, [base]).status_code == 200
+    for bad in (resigned(edit, version=2**63), resigned(edit, version=10**30)):
+        r = post(client, token, [bad])
+        assert r.status_code == 422, r.text
+        assert "items[0].payload.version" in r.json()["message"]
+    obs = dict(base["payload"]["observations"][0])
+    new_id = str(uuid.uuid4())
+    huge = {**resigned(base, id=new_id, observations=[{**obs, "sampled": 2**63, "infested": 1}]), "item_id": new_id}
+    r = post(client, token, [huge])
+    assert r.status_code == 422 and "observations[0].sampled" in r.json()["message"]
+    assert held(sdb) == {base["item_id"]: base["sha256"]}
+
+
+def test_protocol_must_be_the_integer_one(env):
+    sdb, token, client, store = env
+    make_sightings(store, 1)
+    r = client.post("/v1/batches", json={"protocol": True, "batch_id": str(uuid.uuid4()),
+                                         "items": outbox_items(store)},
+                    headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 422 and "protocol" in r.json()["message"]
+    assert held(sdb) == {}
+
+
+def test_a_revision_must_be_the_next_version_of_what_it_replaces(env):
+    sdb, token, client, store = env
+    (sid,) = make_sightings(store, 1)
+    base = outbox_items(store)[0]
+    store.revise(sid, {"notes": "second visit"})
+    edit = outbox_items(store)[1]
+    assert post(client, token, [base]).status_code == 200
+    r = post(client, token, [resigned(edit, version=999)])
+    assert r.status_code == 409
+    c = r.json()["conflicts"][0]
+    assert c["reason"] == "wrong-version" and "version 2" in c["message"]
+    assert post(client, token, [edit]).status_code == 200
+    assert len(held(sdb)) == 2
+
+
+def test_a_report_of_a_sighting_the_server_does_not_hold_is_refused(env):
+    sdb, token, client, store = env
+    (sid,) = make_sightings(store, 1)
+    store.save_report(sid, text="Summary: fine.", model_pair={}, policy={}, stats={}, provenance=[], spans=[],
+                      findings=[])
+    sighting, report = outbox_items(store)
+    r = post(client, token, [report])
+    assert r.status_code == 409
+    assert r.json()["conflicts"][0]["reason"] == "unknown-sighting" and held(sdb) == {}
+    assert post(client, token, [sighting, report]).status_code == 200  # in order, in one batch: fine
+    new_id = str(uuid.uuid4())
+    of_a_report = {**resigned(report, id=new_id, sighting_id=report["item_id"]), "item_id": new_id}
+    r = post(client, token, [of_a_report])
+    assert r.status_code == 409 and r.json()["conflicts"][0]["reason"] == "unknown-sighting"
+    assert len(held(sdb)) == 2
+
+
+def test_only_the_device_that_logged_a_sighting_may_revise_it_or_report_on_it(env):
+    sdb, token, client, store = env
+    other = sdb.add_device("handheld-2")
+    (sid,) = make_sightings(store, 1)
+    base = outbox_items(store)[0]
+    assert post(client, token, [base]).status_code == 200
+    v2 = store.revise(sid, {"notes": "second visit"})
+    store.save_report(v2, text="Summary: fine.", model_pair={}, policy={}, stats={}, provenance=[], spans=[],
+                      findings=[])
+    edit, report = outbox_items(store)[1:]
+    r = post(client, other, [edit])  # a well-formed next version, from the wrong handheld
+    assert r.status_code == 409
+    c = r.json()["conflicts"][0]
+    assert c["reason"] == "other-device" and "handheld-1" in c["message"]
+    assert post(client, token, [edit]).status_code == 200
+    r = post(client, other, [report])
+    assert r.status_code == 409 and r.json()["conflicts"][0]["reason"] == "other-device"
+    assert len(held(sdb)) == 2
+    assert post(client, token, [report]).status_code == 200
+    assert {i["device"] for i in sdb.list_items()} == {"handheld-1"}
+
+
 def test_items_listing_and_exports(env):
     sdb, token, client, store = env
     ids = make_sightings(store, 3, seed=11)

@@ -11,6 +11,7 @@ import dataclasses
 import datetime as _dt
 import hashlib
 import json
+import math
 from typing import Any
 
 
@@ -22,6 +23,27 @@ def canonical_json(obj: Any) -> str:
 def payload_sha256(obj: Any) -> str:
     """sha256 (hex) of the UTF-8 canonical JSON of ``obj``."""
     return hashlib.sha256(canonical_json(obj).encode("utf-8")).hexdigest()
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: valid JSON syntax, but no finite double
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return value
+
+
+def strict_loads(text: str | bytes) -> Any:
+    """``json.loads`` for untrusted input: no NaN/Infinity, no number that overflows a double, and
+    nesting too deep for the parser is a ValueError ("nested too deeply"), not a RecursionError.
+    Every failure is a ValueError (``json.JSONDecodeError`` for syntax, with its position)."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 def jsonable(obj: Any, where: str = "value") -> Any:

@@ -11,11 +11,21 @@ v2  outbox (sync queue, backfilled from what v1 finalized), FTS5 search with
     triggers (sightings.pests column added for it), immutability triggers
 v3  sightings.risk_class (the block's pest-risk class, vineyard.fieldnote.RISK_CLASSES),
     NULL for every existing row; the immutability trigger covers it
+
+The file says whose it is: SQLite's header ``application_id`` is APPLICATION_ID
+and ``user_version`` the schema version (both kept by ``migrate``).
+``identify`` reads them before anything else opens a file, so a database of
+another application given as ``--db`` is refused untouched, not switched to WAL
+and given a ``_migrations`` table. Files from before the stamp (application_id
+0) are recognised by their ``_migrations`` and ``sightings`` tables.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
+import urllib.parse
 from typing import Callable
 
 import sqlite_utils
@@ -168,6 +178,9 @@ WHEN OLD.status <> 'draft' AND (
 BEGIN SELECT RAISE(ABORT, 'fieldlog: a finalized sighting is immutable; revise it instead'); END;
 """
 
+APPLICATION_ID = 0x464C4F47  # "FLOG" in SQLite's header (offset 68)
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
 SIGHTING_FTS_COLUMNS = ("block", "variety", "scout", "weather", "notes", "pests")
 REPORT_FTS_COLUMNS = ("text",)
 
@@ -233,6 +246,88 @@ MIGRATIONS: list[Migration] = [
 LATEST = MIGRATIONS[-1][0]
 
 
+def readonly_uri(path: str, *, immutable: bool = False) -> str:
+    """SQLite URI opening ``path`` read-only; ``immutable`` also skips locks, -wal and -shm (only for a file nobody
+    can be writing: a read-only filesystem, or a full disk with no WAL content)."""
+    return f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro" + ("&immutable=1" if immutable else "")
+
+
+def identify(path: str) -> str:
+    """Whose file ``path`` is, read before SQLite opens it for writing: ``"new"`` (missing or empty),
+    ``"fieldlog"``; raises StoreError for any other file, naming why."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(100)
+    except FileNotFoundError:
+        return "new"
+    except OSError as e:
+        raise StoreError(f"cannot read {path}: {e.strerror or e}") from None
+    if not head:
+        return "new"
+    if len(head) < 100 or not head.startswith(SQLITE_MAGIC):
+        raise StoreError(f"{path}: not a usable fieldlog database (not an SQLite file)")
+    app_id = int.from_bytes(head[68:72], "big")
+    if app_id == APPLICATION_ID:
+        return "fieldlog"
+    if app_id != 0:
+        raise StoreError(f"{path}: not a fieldlog database (its SQLite application_id is {app_id:#010x}, another "
+                         "application's); fieldlog does not open it")
+    return _inspect_unstamped(path)
+
+
+def _inspect_unstamped(path: str) -> str:
+    """An SQLite file without an application id: fieldlog's from before the stamp, an empty one, or another's.
+    Looked at through a read-only connection, so nothing is written whatever it is."""
+    try:
+        conn = connect_readonly(path, timeout=5.0)
+    except sqlite3.DatabaseError as e:
+        raise StoreError(f"{path}: not a usable fieldlog database ({e})") from None
+    try:
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as e:
+        raise StoreError(f"{path}: not a usable fieldlog database ({e})") from None
+    finally:
+        conn.close()
+    if app_id == APPLICATION_ID:  # stamped in a WAL commit the file header does not show yet
+        return "fieldlog"
+    if app_id != 0:
+        raise StoreError(f"{path}: not a fieldlog database (its SQLite application_id is {app_id & 0xFFFFFFFF:#010x}, "
+                         "another application's); fieldlog does not open it")
+    if not tables:
+        return "new"
+    if {"_migrations", "sightings"} <= tables:
+        return "fieldlog"
+    names = ", ".join(sorted(tables)[:5]) + (" ..." if len(tables) > 5 else "")
+    raise StoreError(f"{path}: not a fieldlog database (it holds tables {names}); fieldlog does not open it")
+
+
+def connect_readonly(path: str, *, timeout: float = 10.0) -> sqlite3.Connection:
+    """A read-only connection that also works where SQLite cannot create or grow its -shm file (a read-only
+    folder, a full disk): then, if no WAL content is waiting, the file is opened immutable."""
+    conn = sqlite3.connect(readonly_uri(path), uri=True, timeout=timeout, check_same_thread=False)
+    try:
+        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError as e:
+        conn.close()
+        wal = path + "-wal"
+        about_files = str(getattr(e, "sqlite_errorname", "")).startswith(("SQLITE_IOERR", "SQLITE_CANTOPEN",
+                                                                             "SQLITE_READONLY"))
+        if not about_files or (os.path.exists(wal) and os.path.getsize(wal) > 0):
+            raise  # busy, or committed data waits in the WAL: an immutable view would miss it
+    conn = sqlite3.connect(readonly_uri(path, immutable=True), uri=True, timeout=timeout, check_same_thread=False)
+    conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    return conn
+
+
+def stamp(db: sqlite_utils.Database) -> None:
+    """Mark the file as fieldlog's (application_id) if nobody has; run before the switch to WAL, so a new
+    file's header says so at once."""
+    if db.conn.execute("PRAGMA application_id").fetchone()[0] == 0:
+        db.conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+
+
 def _ensure_version_table(db: sqlite_utils.Database) -> None:
     db.conn.execute(
         "CREATE TABLE IF NOT EXISTS _migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
@@ -261,6 +356,7 @@ def migrate(db: sqlite_utils.Database, target: int | None = None) -> list[int]:
             f"this database has schema version {current_version(db)}, newer than this fieldlog "
             f"understands ({LATEST}); upgrade fieldlog"
         )
+    stamp(db)
     _ensure_version_table(db)
     applied: list[int] = []
     conn = db.conn
@@ -277,6 +373,8 @@ def migrate(db: sqlite_utils.Database, target: int | None = None) -> list[int]:
                     (version, name, utc_now()),
                 )
                 applied.append(version)
+            if conn.execute("PRAGMA user_version").fetchone()[0] < version:  # in the same commit
+                conn.execute(f"PRAGMA user_version = {version}")
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

@@ -18,12 +18,16 @@ any moment:
 
 One Store may be used from several threads (the app saves reports from a
 worker thread); calls are serialised by a lock.
+
+``Store(path, readonly=True)`` is for the read commands (list, export,
+export-bundle, sync status): a read-only connection, no switch to WAL, no
+migration, so they work on a read-only filesystem and on a full disk. Every
+open first checks that the file is fieldlog's (migrations.identify).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import functools
 import itertools
 import json
 import os
@@ -39,9 +43,20 @@ from typing import IO, Any, Iterable, Iterator
 import sqlite_utils
 
 from . import export as _export
-from .canonical import canonical_json, jsonable, payload_sha256, utc_now
+from .canonical import canonical_json, jsonable, payload_sha256, strict_loads, utc_now
 from .errors import NotFoundError, StateError, StoreError, ValidationError
-from .migrations import REPORT_FTS_COLUMNS, SIGHTING_FTS_COLUMNS, migrate
+from .guard import guarded
+from .migrations import (
+    LATEST,
+    REPORT_FTS_COLUMNS,
+    SIGHTING_FTS_COLUMNS,
+    connect_readonly,
+    current_version,
+    identify,
+    migrate,
+    stamp,
+)
+from .outbox import Outbox
 from .payloads import note_of, report_payload, sighting_payload
 from .validation import (
     GEO_FIELDS,
@@ -70,26 +85,6 @@ class ImportResult:
     ids: list[str] = field(default_factory=list)
 
 
-def _guard(method):
-    """Serialise calls and turn sqlite errors into StoreError with a readable message."""
-
-    @functools.wraps(method)
-    def wrapper(self: "Store", *args, **kwargs):
-        if self._closed:
-            raise StoreError("the store is closed")
-        with self._lock:
-            try:
-                return method(self, *args, **kwargs)
-            except sqlite3.OperationalError as e:
-                if "locked" in str(e) or "busy" in str(e):
-                    raise StoreError("the database is busy (another fieldlog process is writing); try again") from e
-                raise StoreError(f"database error: {e}") from e
-            except sqlite3.DatabaseError as e:
-                raise StoreError(f"database error: {e}") from e
-
-    return wrapper
-
-
 def _like_escape(s: str) -> str:
     return s.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
@@ -113,32 +108,52 @@ class Store:
 
     SNIPPET_MARKS = ("«", "»")  # around matched words in search snippets (not Textual markup on purpose)
 
-    def __init__(self, path: str | os.PathLike, *, timeout: float = 10.0):
+    def __init__(self, path: str | os.PathLike, *, timeout: float = 10.0, readonly: bool = False):
         self._lock = threading.RLock()
         self._closed = True
         self._sp = itertools.count(1)
+        self.outbox = Outbox(self)  # the sync queue's table API (outbox.py)
         self.path = str(path)
+        self.readonly = readonly
         memory = self.path == ":memory:"
+        if memory and readonly:
+            raise StoreError("an in-memory store cannot be read-only")
         if not memory:
             p = Path(self.path).expanduser()
+            self.path = str(p)
             if p.is_dir():
                 raise StoreError(f"{p} is a directory, not a database file")
-            try:
-                p.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise StoreError(f"cannot create the folder for {p}: {e}") from None
-            self.path = str(p)
+            if identify(self.path) == "new":
+                if readonly:
+                    raise StoreError(f"no fieldlog database at {p}")
+            if not readonly:
+                try:
+                    p.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as e:
+                    raise StoreError(f"cannot create the folder for {p}: {e}") from None
         try:
-            conn = sqlite3.connect(self.path, timeout=timeout, check_same_thread=False)
+            if readonly:
+                conn = connect_readonly(self.path, timeout=timeout)
+            else:
+                conn = sqlite3.connect(self.path, timeout=timeout, check_same_thread=False)
         except sqlite3.Error as e:
             raise StoreError(f"cannot open {self.path}: {e}") from None
         try:
             self.db = sqlite_utils.Database(conn)
-            conn.execute("PRAGMA foreign_keys = ON")
-            if not memory:
-                self.db.enable_wal()
-            conn.execute("PRAGMA synchronous = FULL")
-            migrate(self.db)
+            if readonly:
+                conn.execute("PRAGMA query_only = ON")
+                version = current_version(self.db)
+                if version != LATEST:
+                    newer = "a newer fieldlog; upgrade fieldlog" if version > LATEST else \
+                        "an older fieldlog; start fieldlog once with write access to upgrade it"
+                    raise StoreError(f"{self.path} has schema version {version}, from {newer}")
+            else:
+                conn.execute("PRAGMA foreign_keys = ON")
+                stamp(self.db)
+                if not memory:
+                    self.db.enable_wal()
+                conn.execute("PRAGMA synchronous = FULL")
+                migrate(self.db)
         except sqlite3.DatabaseError as e:
             conn.close()
             raise StoreError(f"{self.path}: not a usable fieldlog database ({e})") from None
@@ -185,7 +200,7 @@ class Store:
                 else:
                     conn.execute(f"RELEASE {name}")
                 return
-            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("BEGIN" if self.readonly else "BEGIN IMMEDIATE")  # a read-only one is a consistent view
             try:
                 yield self.db
             except BaseException:
@@ -217,21 +232,6 @@ class Store:
                 "entity_id": entity_id,
                 "action": action,
                 "detail": canonical_json(detail) if detail is not None else None,
-            }
-        )
-
-    def _enqueue(self, kind: str, payload: dict, now: str) -> None:
-        self.db["outbox"].insert(
-            {
-                "item_id": payload["id"],
-                "kind": kind,
-                "replaces": payload.get("replaces"),
-                "payload": canonical_json(payload),
-                "sha256": payload_sha256(payload),
-                "state": "queued",
-                "attempts": 0,
-                "created_at": now,
-                "updated_at": now,
             }
         )
 
@@ -306,17 +306,17 @@ class Store:
                 "content_sha256": content_sha,
             },
         )
-        self._enqueue("sighting", payload, now)
+        self.outbox.enqueue("sighting", payload, now)
         # Reports generated while this was a draft go out now, after the sighting,
         # but only those written from exactly the content being finalized.
         for r in self._rows(
             "SELECT * FROM reports WHERE sighting_id = ? AND status = 'complete' AND sighting_sha256 = ? ORDER BY created_at",
             (sid, content_sha),
         ):
-            self._enqueue("report", report_payload(self._decode_report(r)), now)
+            self.outbox.enqueue("report", report_payload(self._decode_report(r)), now)
         return payload
 
-    @_guard
+    @guarded
     def save_draft(self, sighting: dict, id: str | None = None) -> str:
         """Insert or update a draft; returns its id.
 
@@ -346,7 +346,7 @@ class Store:
             self._audit("sighting", sid, "update_draft", {"changed": changed}, now)
         return sid
 
-    @_guard
+    @guarded
     def finalize(self, id: str) -> str:
         """Fully validate a draft and make it immutable; queue it for sync. Idempotent."""
         with self.transaction():
@@ -361,7 +361,7 @@ class Store:
             self._audit("sighting", sid, "finalize", {"sha256": payload_sha256(payload)}, now)
         return sid
 
-    @_guard
+    @guarded
     def revise(self, id: str, changes: dict) -> str:
         """Make a new finalized version of a finalized sighting with ``changes`` applied.
 
@@ -402,7 +402,7 @@ class Store:
             )
         return new_id
 
-    @_guard
+    @guarded
     def delete_draft(self, id: str) -> None:
         """Delete a draft (and reports generated from it); the audit log keeps its content."""
         with self.transaction():
@@ -426,7 +426,7 @@ class Store:
             sid = nxt["id"]
             seen.add(sid)
 
-    @_guard
+    @guarded
     def get_sighting(self, id: str) -> dict:
         """The sighting with its observations, ``superseded_by`` and ``latest_report_id``."""
         row = self._require(id)
@@ -436,7 +436,7 @@ class Store:
         s["latest_report_id"] = self._latest_report_id(row["id"])
         return s
 
-    @_guard
+    @guarded
     def versions(self, id: str) -> list[dict]:
         """Every version of the sighting ``id`` belongs to, oldest first (its edit history)."""
         row = self._require(id)
@@ -464,7 +464,7 @@ class Store:
         )
         return r["id"] if r else None
 
-    @_guard
+    @guarded
     def find_sighting_id(self, prefix: str) -> str:
         """Resolve a full id or a unique prefix (>= 4 characters) as typed on a command line."""
         prefix = (prefix or "").strip().lower()
@@ -479,7 +479,7 @@ class Store:
             raise ValidationError(f"sighting id: {prefix!r} matches more than one sighting; give more characters")
         return rows[0]["id"]
 
-    @_guard
+    @guarded
     def list_sightings(
         self,
         *,
@@ -574,7 +574,7 @@ class Store:
             out["clean"] = bool(out["clean"])
         return out
 
-    @_guard
+    @guarded
     def save_report(
         self,
         sighting_id: str,
@@ -638,14 +638,14 @@ class Store:
                 }
             )
             if status == "complete" and row["status"] != "draft":
-                self._enqueue("report", payload, now)
+                self.outbox.enqueue("report", payload, now)
             self._audit(
                 "report", rid, "create",
                 {"sighting_id": sid, "status": status, "findings": len(values["findings"])}, now,
             )
         return rid
 
-    @_guard
+    @guarded
     def get_report(self, id: str) -> dict:
         rid = check_uuid(id, "report id")
         r = self._one("SELECT * FROM reports WHERE id = ?", (rid,))
@@ -653,14 +653,14 @@ class Store:
             raise NotFoundError(f"no report with id {rid}")
         return self._decode_report(r)
 
-    @_guard
+    @guarded
     def reports_for(self, sighting_id: str) -> list[dict]:
         """Every report of one sighting version, newest first, in full."""
         sid = self._require(sighting_id)["id"]
         rows = self._rows("SELECT * FROM reports WHERE sighting_id = ? ORDER BY created_at DESC, rowid DESC", (sid,))
         return [self._decode_report(r) for r in rows]
 
-    @_guard
+    @guarded
     def list_reports(
         self,
         *,
@@ -696,7 +696,7 @@ class Store:
         return [self._decode_report(r, drop=("provenance", "spans")) for r in rows]
 
     # ------------------------------------------------------------------ search
-    @_guard
+    @guarded
     def search(self, query: str, limit: int = 50, *, include_superseded: bool = False) -> list[dict]:
         """Full-text search over sightings (notes, pests, block, variety, scout, weather) and report text.
 
@@ -739,7 +739,7 @@ class Store:
         )
         return self._with_details(rows)
 
-    @_guard
+    @guarded
     def export(
         self,
         fmt: str,
@@ -765,14 +765,16 @@ class Store:
 
         return atomic_write(out, lambda f: writers[fmt](rows, f), error=StoreError)
 
-    @_guard
+    @guarded
     def import_notes(self, path: str | os.PathLike) -> ImportResult:
         """Import field notes (JSON Lines, the ``edgespec generate --notes`` shape) as finalized sightings.
 
-        A bad line is reported with its number and reason and does not stop the
-        good ones. A note already in the log (same content as an existing
-        finalized or superseded version) is skipped, so importing twice is harmless.
-        All good lines commit together: a crash mid-import imports nothing.
+        Every line succeeds or fails on its own: a bad one (not UTF-8, not strict
+        JSON — NaN, Infinity, nesting too deep — or not a valid note) is reported
+        with its number and reason, and whatever goes wrong storing a line undoes
+        only that line (a savepoint). A note already in the log (same content as an
+        existing finalized or superseded version) is skipped, so importing twice is
+        harmless. The good lines commit together: a crash mid-import imports nothing.
         """
         p = Path(path).expanduser()
         try:
@@ -795,9 +797,12 @@ class Store:
                     result.errors.append((line_no, "not UTF-8 text"))
                     continue
                 try:
-                    note = json.loads(line)
+                    note = strict_loads(line)
                 except json.JSONDecodeError as e:
                     result.errors.append((line_no, f"not valid JSON ({e.msg} at column {e.colno})"))
+                    continue
+                except ValueError as e:
+                    result.errors.append((line_no, f"not valid JSON ({e})"))
                     continue
                 try:
                     if isinstance(note, dict):
@@ -813,22 +818,26 @@ class Store:
                 if dup is not None or content_sha in seen:
                     result.skipped += 1
                     continue
+                try:
+                    with self.transaction():  # savepoint: a failure here undoes only this line
+                        now = utc_now()
+                        sid = str(uuid.uuid4())
+                        self._insert_draft_row(sid, norm, now)
+                        payload = self._finalize_in_tx(sid, now)
+                        self._audit(
+                            "sighting", sid, "import",
+                            {"source": str(p), "line": line_no, "sha256": payload_sha256(payload)}, now,
+                        )
+                except (StoreError, ValueError, OverflowError, sqlite3.DatabaseError) as e:
+                    result.errors.append((line_no, f"not stored: {e}"))
+                    continue
                 seen.add(content_sha)
-                with self.transaction():  # savepoint: a failure here undoes only this line
-                    now = utc_now()
-                    sid = str(uuid.uuid4())
-                    self._insert_draft_row(sid, norm, now)
-                    payload = self._finalize_in_tx(sid, now)
-                    self._audit(
-                        "sighting", sid, "import",
-                        {"source": str(p), "line": line_no, "sha256": payload_sha256(payload)}, now,
-                    )
                 result.imported += 1
                 result.ids.append(sid)
         return result
 
     # ------------------------------------------------------------------ audit / outbox / maintenance
-    @_guard
+    @guarded
     def audit_log(self, entity_id: str | None = None, limit: int | None = None) -> list[dict]:
         """Audit entries oldest first (all, or for one sighting/report id), detail decoded."""
         sql, params = "SELECT * FROM audit_log", []
@@ -844,29 +853,15 @@ class Store:
             r["detail"] = json.loads(r["detail"]) if r["detail"] else None
         return rows
 
-    @_guard
     def outbox_items(self, state: str | Iterable[str] | None = None, limit: int | None = None) -> list[dict]:
-        """Outbox rows in upload order (``payload`` is the frozen canonical JSON text)."""
-        sql, params = "SELECT * FROM outbox", []
-        if state is not None:
-            states = [state] if isinstance(state, str) else list(state)
-            sql += f" WHERE state IN ({', '.join('?' * len(states))})"
-            params.extend(states)
-        sql += " ORDER BY seq"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(int(limit))
-        return self._rows(sql, params)
+        """Outbox rows in upload order (``store.outbox.items``)."""
+        return self.outbox.items(state, limit)
 
-    @_guard
     def outbox_counts(self) -> dict[str, int]:
-        """Rows per outbox state (every state present, zero when empty)."""
-        counts = {s: 0 for s in ("queued", "sending", "sent", "failed", "needs-attention")}
-        for r in self._rows("SELECT state, COUNT(*) AS n FROM outbox GROUP BY state"):
-            counts[r["state"]] = r["n"]
-        return counts
+        """Rows per outbox state (``store.outbox.counts``)."""
+        return self.outbox.counts()
 
-    @_guard
+    @guarded
     def counts(self) -> dict[str, int]:
         """Sightings per status plus reports: for status lines and the demo seeder."""
         out = {s: 0 for s in SIGHTING_STATUSES}
@@ -875,12 +870,12 @@ class Store:
         out["reports"] = self._one("SELECT COUNT(*) AS n FROM reports")["n"]
         return out
 
-    @_guard
+    @guarded
     def check(self) -> str:
         """``PRAGMA integrity_check`` result ("ok" when the file is sound)."""
         return "\n".join(r[0] for r in self.db.conn.execute("PRAGMA integrity_check").fetchall())
 
-    @_guard
+    @guarded
     def vacuum(self) -> None:
         """Compact the file. VACUUM may renumber implicit rowids, which the FTS index
         points at, so the index is rebuilt right after."""

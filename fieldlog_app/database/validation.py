@@ -9,6 +9,7 @@ Unknown keys are rejected rather than silently dropped, so a typo never loses da
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import uuid
 from typing import Any
 
@@ -37,6 +38,9 @@ OBS_STORE_FIELDS = frozenset({"id", "sighting_id", "idx"})
 
 MAX_LEN = {"notes": 10_000, "weather": 500}
 DEFAULT_MAX_LEN = 200
+# The largest count a scout can record: far above any real tally, far below SQLite's 2**63 - 1,
+# so a typing accident or a hostile file is a validation error, never an overflow in the database.
+MAX_COUNT = 10**9
 
 
 def _text(value: Any, where: str, max_len: int) -> str | None:
@@ -44,7 +48,12 @@ def _text(value: Any, where: str, max_len: int) -> str | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise ValidationError(f"{where}: expected text, got {type(value).__name__}")
-    s = str(value).strip()
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValidationError(f"{where}: expected text, got {value!r}")
+    try:
+        s = str(value).strip()
+    except ValueError:  # an int too long for Python to print
+        raise ValidationError(f"{where}: too long (max {max_len} characters)") from None
     if len(s) > max_len:
         raise ValidationError(f"{where}: too long ({len(s)} characters, max {max_len})")
     return s or None
@@ -53,6 +62,8 @@ def _text(value: Any, where: str, max_len: int) -> str | None:
 def _number(value: Any, where: str, **kw) -> float | int | None:
     if value is None or value == "":
         return None
+    if isinstance(value, float) and not math.isfinite(value):  # NaN passes every range check
+        raise ValidationError(f"{where}: {value!r} is not a finite number")
     try:
         return parse_number(value, where, **kw)
     except FieldNoteError as e:
@@ -120,10 +131,10 @@ def validate_observation(obs: Any, i: int) -> dict:
         if key not in OBS_FIELDS and key not in OBS_STORE_FIELDS:
             raise ValidationError(f"{where}.{key}: unknown field")
     o: dict[str, Any] = {k: _text(obs.get(k), f"{where}.{k}", DEFAULT_MAX_LEN) for k in OBS_TEXT}
-    o["sampled"] = _number(obs.get("sampled"), f"{where}.sampled", integer=True, lo=1)
-    hi = o["sampled"]
+    o["sampled"] = _number(obs.get("sampled"), f"{where}.sampled", integer=True, lo=1, hi=MAX_COUNT)
+    hi = o["sampled"] if o["sampled"] is not None else MAX_COUNT
     o["infested"] = _number(obs.get("infested"), f"{where}.infested", integer=True, lo=0, hi=hi)
-    o["count"] = _number(obs.get("count"), f"{where}.count", integer=True, lo=0)
+    o["count"] = _number(obs.get("count"), f"{where}.count", integer=True, lo=0, hi=MAX_COUNT)
     o["severity_pct"] = _number(obs.get("severity_pct"), f"{where}.severity_pct", lo=0, hi=100)
     o["defoliation_pct"] = _number(obs.get("defoliation_pct"), f"{where}.defoliation_pct", lo=0, hi=100)
     return o

@@ -31,9 +31,11 @@ from textual.widgets import Button, Footer, Header, Static
 
 from vineyard.fieldnote import validate
 
+from ..generator import MODELS_HELP, EngineUnavailable, ModelsMissing
 from ..widgets.gen_status import GenerationStatus
 from ..widgets.provenance import ProvenanceLegend, StreamingReport, runs_from_records
 from .common import format_finding, short_id
+from .messages import OpenReport
 
 REPORT_KEYS = ("text", "model_pair", "policy", "stats", "provenance", "spans", "findings")
 
@@ -148,8 +150,6 @@ class GenerateScreen(Screen):
     def generate(self, note: dict) -> None:
         from edgespec.events import Done
 
-        from ..app import EngineUnavailable, ModelsMissing
-
         app = self.app
         post = self._post
         try:
@@ -214,8 +214,6 @@ class GenerateScreen(Screen):
         self.query_one("#gen-scroll", VerticalScroll).scroll_end(animate=False)
 
     def _models_missing(self, detail: str) -> None:
-        from ..app import MODELS_HELP
-
         self._set_state("missing")
         self.query_one("#gen-status", GenerationStatus).set_state("models not installed")
         t = Text(MODELS_HELP, style="bold")
@@ -336,9 +334,7 @@ class GenerateScreen(Screen):
 
     def action_open_report(self) -> None:
         if self.report_id:
-            from .report import ReportScreen
-
-            self.app.push_screen(ReportScreen(self.report_id))
+            self.post_message(OpenReport(self.report_id))
 
     @on(Button.Pressed, "#gen-cancel")
     def _b_cancel(self) -> None:

@@ -21,6 +21,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from .common import pests_of, report_badge
 from .form_model import TOP_BY_KEY, check_value
+from .messages import EditSighting, OpenReport, OpenSighting
 
 STATUS_STYLE = {"draft": "yellow", "finalized": "green", "superseded": "dim"}
 
@@ -260,20 +261,14 @@ class LogScreen(Screen):
         key = str(event.row_key.value or "")
         kind, _, ident = key.partition(":")
         if kind == "s":
-            from .sighting_detail import SightingDetailScreen
-
-            self.app.push_screen(SightingDetailScreen(ident))
+            self.post_message(OpenSighting(ident))
         elif kind == "r":
-            from .report import ReportScreen
-
-            self.app.push_screen(ReportScreen(ident))
+            self.post_message(OpenReport(ident))
 
     # ---------------------------------------------------------------- actions
 
     def action_new_sighting(self) -> None:
-        from .sighting_form import SightingFormScreen
-
-        self.app.push_screen(SightingFormScreen())
+        self.post_message(EditSighting())
 
     def action_focus_search(self) -> None:
         self.query_one("#log-search", Input).focus()

@@ -12,6 +12,7 @@ from textual.widgets import Footer, Header, Label, Static
 from ..widgets.gen_status import describe_pair
 from ..widgets.provenance import ProvenanceLegend, runs_from_stored, source_counts, styled_text
 from .common import findings_of, format_finding, format_number, format_span, loads_maybe, short_id
+from .messages import OpenSighting
 
 STAT_KEYS = ("tokens", "tokens_per_s", "acceptance_rate", "mean_accepted_length", "drafted_tokens",
              "accepted_tokens", "oracle_passes", "cycles", "wall_s", "prefill_s", "stop_reason", "drafter",
@@ -143,6 +144,4 @@ class ReportScreen(Screen):
 
     def action_open_sighting(self) -> None:
         if self.report and self.report.get("sighting_id"):
-            from .sighting_detail import SightingDetailScreen
-
-            self.app.push_screen(SightingDetailScreen(self.report["sighting_id"]))
+            self.post_message(OpenSighting(self.report["sighting_id"]))

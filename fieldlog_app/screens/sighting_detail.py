@@ -17,6 +17,8 @@ from textual.widgets import DataTable, Footer, Header, Label, Static
 
 from ..widgets.gen_status import describe_pair
 from .common import findings_of, is_clean, loads_maybe, short_id, sighting_summary
+from .confirm import ConfirmScreen
+from .messages import EditSighting, GenerateReport, OpenReport
 
 
 def _report_row(r: dict) -> tuple:
@@ -117,16 +119,12 @@ class SightingDetailScreen(Screen):
 
     @on(DataTable.RowSelected, "#detail-reports")
     def _open_report(self, event: DataTable.RowSelected) -> None:
-        from .report import ReportScreen
-
-        self.app.push_screen(ReportScreen(str(event.row_key.value)))
+        self.post_message(OpenReport(str(event.row_key.value)))
 
     def action_edit(self) -> None:
         if self.sighting is None:
             return
-        from .sighting_form import SightingFormScreen
-
-        self.app.push_screen(SightingFormScreen(self.sighting))
+        self.post_message(EditSighting(self.sighting))
 
     def action_finalize(self) -> None:
         if self.sighting is None:
@@ -139,14 +137,11 @@ class SightingDetailScreen(Screen):
     def action_generate(self) -> None:
         if self.sighting is None:
             return
-        from .generate import GenerateScreen
-
-        self.app.push_screen(GenerateScreen(self.sighting))
+        self.post_message(GenerateReport(self.sighting))
 
     def action_delete(self) -> None:
         if self.sighting is None:
             return
-        from .confirm import ConfirmScreen
 
         def _done(confirmed: bool | None) -> None:
             if confirmed:

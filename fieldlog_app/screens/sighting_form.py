@@ -20,7 +20,9 @@ from textual.widgets import Button, Footer, Header, Input, Label, Static
 
 from ..widgets.fields import FormField, ObservationRow
 from .common import short_id
+from .confirm import ConfirmScreen
 from .form_model import TOP_FIELDS, WIDE_FIELDS, FormResult, error_key, note_to_form, parse_form
+from .messages import SightingSaved
 
 
 # the longest top label ("Risk class") plus the label's right padding and one column of air,
@@ -225,7 +227,7 @@ class SightingFormScreen(Screen):
             self._store_rejected(e)
             return
         self.notify("Sighting finalized", timeout=3)
-        self._open_detail(self.sighting_id)
+        self.post_message(SightingSaved(self.sighting_id))
 
     def action_revise(self) -> None:
         result = self.validate_form(strict=True)
@@ -237,19 +239,7 @@ class SightingFormScreen(Screen):
             self._store_rejected(e)
             return
         self.notify(f"Saved as a new version ({short_id(new_id)})", timeout=3)
-        self._open_detail(new_id)
-
-    def _open_detail(self, sighting_id: str | None) -> None:
-        from .sighting_detail import SightingDetailScreen
-
-        # replace the form (and a detail screen of the old version below it) with the fresh detail
-        below = self.app.screen_stack[-2] if len(self.app.screen_stack) >= 2 else None
-        self.app.pop_screen()
-        if isinstance(below, SightingDetailScreen):
-            if below.sighting_id == sighting_id:
-                return  # it reloads itself on resume
-            self.app.pop_screen()
-        self.app.push_screen(SightingDetailScreen(sighting_id))
+        self.post_message(SightingSaved(new_id))
 
     async def action_add_observation(self) -> None:
         rows = self.obs_rows()
@@ -268,7 +258,6 @@ class SightingFormScreen(Screen):
         if not self.dirty:
             self.app.pop_screen()
             return
-        from .confirm import ConfirmScreen
 
         def _answer(discard: bool | None) -> None:
             if discard:

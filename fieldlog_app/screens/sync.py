@@ -20,7 +20,8 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Header, Label, Static
 
-STATES = ("queued", "sending", "sent", "failed", "needs-attention")
+from ..database import OUTBOX_STATES as STATES
+
 STATE_HELP = {
     "queued": "waiting to upload",
     "sending": "in flight (retried if interrupted)",
@@ -94,13 +95,7 @@ class SyncScreen(Screen):
         return True
 
     def counts(self) -> dict[str, int]:
-        store = self.app.store
-        if hasattr(store, "outbox_counts"):
-            return dict(store.outbox_counts())
-        rows = store.db.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall()
-        out = {s: 0 for s in STATES}
-        out.update({state: n for state, n in rows})
-        return out
+        return dict(self.app.store.outbox.counts())
 
     def refresh_counts(self) -> None:
         ok, counts = self.app.store_call("Reading the outbox", self.counts)
@@ -122,14 +117,13 @@ class SyncScreen(Screen):
 
     def _last_sent(self) -> str | None:
         try:
-            rows = self.app.store.outbox_items("sent")
+            return self.app.store.outbox.last_sent_at()
         except Exception:
             return None
-        return max((str(r.get("updated_at") or "") for r in rows), default=None) or None
 
     def _problems(self) -> Text:
         try:
-            rows = self.app.store.outbox_items(["failed", "needs-attention"], limit=5)
+            rows = self.app.store.outbox.attention(limit=5)
         except Exception:
             return Text()
         t = Text()

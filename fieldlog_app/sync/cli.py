@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 # The client (httpx) is imported inside the handlers: `fieldlog` registers these
@@ -62,12 +63,17 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     s = sub.add_parser("export-bundle", help="write pending items to a bundle file (zip) for the office")
     s.add_argument("file", metavar="FILE")
     s.add_argument("--all", action="store_true", help="include items already sent")
-    s.add_argument("--device", metavar="NAME", help="device name recorded in the bundle (default: host name)")
+    s.add_argument("--device", metavar="NAME",
+                   help="this device's name at the office, as given to `fieldlog-server add-device` (default: host name)")
+    s.add_argument("--token", metavar="TOKEN", default=argparse.SUPPRESS,
+                   help=f"this device's token, which signs the bundle (default: ${ENV_TOKEN})")
     _db_option(s)
     s.set_defaults(func=cmd_export_bundle)
 
     s = sub.add_parser("import-receipts", help="mark items sent from a receipts file made by the office import")
     s.add_argument("file", metavar="FILE")
+    s.add_argument("--token", metavar="TOKEN", default=argparse.SUPPRESS,
+                   help=f"this device's token, which checks the office's signatures (default: ${ENV_TOKEN})")
     _db_option(s)
     s.set_defaults(func=cmd_import_receipts)
 
@@ -143,8 +149,9 @@ def cmd_export_bundle(args: argparse.Namespace) -> int:
     from .bundle import BundleError, export_bundle
     from .client import SyncError
 
+    token = (getattr(args, "token", None) or os.environ.get(ENV_TOKEN) or "").strip()
     try:
-        info = export_bundle(args.db_path, args.file, include_sent=args.all, device=args.device)
+        info = export_bundle(args.db_path, args.file, token=token, include_sent=args.all, device=args.device)
     except (BundleError, SyncError) as e:
         _err(str(e))
         return EXIT_ITEMS
@@ -155,10 +162,14 @@ def cmd_export_bundle(args: argparse.Namespace) -> int:
 
 def cmd_import_receipts(args: argparse.Namespace) -> int:
     from .bundle import BundleError, read_receipts
-    from .client import SyncBusyError, SyncError, apply_receipts
+    from .client import SyncBusyError, SyncConfigError, SyncError, apply_receipts
 
+    token = (getattr(args, "token", None) or os.environ.get(ENV_TOKEN) or "").strip()
     try:
-        out = apply_receipts(args.db_path, read_receipts(args.file))
+        out = apply_receipts(args.db_path, read_receipts(args.file), token=token)
+    except SyncConfigError as e:
+        _err(str(e))
+        return EXIT_USAGE
     except SyncBusyError as e:
         _err(str(e))
         return EXIT_UNREACHABLE
@@ -167,7 +178,9 @@ def cmd_import_receipts(args: argparse.Namespace) -> int:
         return EXIT_ITEMS
     print(f"marked {out.marked_sent} item(s) sent; {out.already_sent} already were; "
           f"{out.unknown} unknown here; {out.mismatched} for another version")
-    return EXIT_OK if out.mismatched == 0 else EXIT_ITEMS
+    if out.unverified:
+        _err(f"{out.unverified} receipt(s) are not signed by the office for this device; those items stay queued")
+    return EXIT_OK if out.mismatched == 0 and out.unverified == 0 else EXIT_ITEMS
 
 
 def cmd_retry(args: argparse.Namespace) -> int:

@@ -1,7 +1,8 @@
 """The device side of sync: drain the store's outbox to the farm-office server, exactly once.
 
-Every outbox row moves through these states (the Store inserts rows as ``queued``
-and never touches them again; this module owns every later transition)::
+Every outbox row moves through these states (the Store inserts rows as ``queued``;
+this module decides every later transition and makes it through ``store.outbox``,
+fieldlog_app/database/outbox.py)::
 
     queued ──claim──► sending ──receipt──► sent
        ▲                 │ ├─409────────► needs-attention   (the user must look)
@@ -41,14 +42,17 @@ import weakref
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import httpx
 
+from fieldlog_app.database import OUTBOX_ATTENTION as ATTENTION
+from fieldlog_app.database import OUTBOX_PENDING as PENDING
 from fieldlog_app.database import Store, StoreError
 from fieldlog_app.database.canonical import canonical_json, payload_sha256, utc_now
 
 from .protocol import PROTOCOL, item_to_wire, validate_receipt
+from .signing import key_from_token, receipt_is_signed
 
 __all__ = [
     "RetryPolicy", "SyncResult", "SyncStatus", "SyncError", "SyncBusyError", "SyncConfigError",
@@ -58,11 +62,8 @@ __all__ = [
 
 ENV_SERVER = "FIELDLOG_SERVER"
 ENV_TOKEN = "FIELDLOG_TOKEN"
-PENDING = ("queued", "sending")
-ATTENTION = ("failed", "needs-attention")
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 CONFIG_STATUS = frozenset({401, 403, 404, 405})  # about the server/token, not the items: nothing is marked failed
-AUDIT_ENTITY = "outbox"
 ITEM_OVERHEAD = 300       # bytes an item adds around its payload on the wire (ids, hash, keys)
 ENVELOPE_OVERHEAD = 200   # bytes of the batch envelope
 USER_AGENT = "fieldlog-sync/1"
@@ -223,8 +224,9 @@ def _server_message(resp: httpx.Response) -> str:
 
 
 @contextlib.contextmanager
-def _open_store(db: Store | str | os.PathLike) -> Iterator[Store]:
-    """Use the caller's Store, or open one (which also migrates an old database)."""
+def _open_store(db: Store | str | os.PathLike, *, readonly: bool = False) -> Iterator[Store]:
+    """Use the caller's Store, or open one: read-only for commands that only read (they then work on a
+    read-only or full disk), else writable (which also migrates an old database)."""
     if isinstance(db, Store):
         yield db
         return
@@ -232,7 +234,7 @@ def _open_store(db: Store | str | os.PathLike) -> Iterator[Store]:
         # Opening would create an empty database and report "nothing to send": a typo must say so.
         raise SyncError(f"no fieldlog database at {db}")
     try:
-        store = Store(db)
+        store = Store(db, readonly=readonly)
     except StoreError as e:
         raise SyncError(str(e)) from None
     try:
@@ -274,18 +276,6 @@ def sync_lock(store: Store) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the flock
-
-
-def _rows(conn, sql: str, params: Iterable = ()) -> list[dict]:
-    cur = conn.execute(sql, tuple(params))
-    keys = [d[0] for d in cur.description]
-    return [dict(zip(keys, r)) for r in cur.fetchall()]
-
-
-def _set_state(conn, seqs: Iterable[int], state: str, now: str, **cols: Any) -> None:
-    sets = ", ".join([f"{k} = ?" for k in ("state", "updated_at", *cols)])
-    for seq in seqs:
-        conn.execute(f"UPDATE outbox SET {sets} WHERE seq = ?", (state, now, *cols.values(), seq))
 
 
 class _Transient(Exception):
@@ -368,18 +358,15 @@ class _Run:
     # -- outbox transitions ---------------------------------------------------------------
     def recover(self) -> None:
         """Rows left 'sending' by a killed run: we hold the lock, so nobody is sending them."""
-        with self.store.transaction() as db:
-            n = db.conn.execute("UPDATE outbox SET state = 'queued', updated_at = ? WHERE state = 'sending'",
-                                (utc_now(),)).rowcount
-        self.result.recovered = n
+        self.result.recovered = self.store.outbox.recover()
 
     def claim(self) -> list[dict] | None:
         """The next batch in seq order, marked 'sending'; [] when the queue is empty,
         None when the head of the queue is still backing off (and not forced)."""
         now = utc_now()
-        with self.store.transaction() as db:
-            rows = _rows(db.conn, "SELECT * FROM outbox WHERE state IN ('queued', 'sending') ORDER BY seq LIMIT ?",
-                         (self.batch_size,))
+        outbox = self.store.outbox
+        with self.store.transaction():
+            rows = outbox.items(PENDING, limit=self.batch_size)
             if not rows:
                 return []
             head_wait = _parse_iso(rows[0]["next_attempt_at"])
@@ -399,17 +386,15 @@ class _Run:
                 batch.append(r)
                 size += n
             for r in bad:
-                self._fail_local(db.conn, r, f"too large to upload ({len(r['payload'])} bytes; the server accepts "
+                self._fail_local(r, f"too large to upload ({len(r['payload'])} bytes; the server accepts "
                                              f"requests up to {self.hard_limit + ENVELOPE_OVERHEAD} bytes)", now)
             if bad and not batch:
                 return _CLAIM_AGAIN  # type: ignore[return-value]  # the next rows may fit
-            for r in batch:  # the first POST attempt is counted here, in the same commit
-                db.conn.execute("UPDATE outbox SET state = 'sending', attempts = attempts + 1, next_attempt_at = NULL,"
-                                " updated_at = ? WHERE seq = ?", (now, r["seq"]))
+            outbox.claim([r["seq"] for r in batch], now)  # the first POST attempt is counted in the same commit
         return batch
 
-    def _fail_local(self, conn, row: dict, message: str, now: str, state: str = "failed") -> None:
-        _set_state(conn, [row["seq"]], state, now, last_error=message, next_attempt_at=None)
+    def _fail_local(self, row: dict, message: str, now: str, state: str = "failed") -> None:
+        self.store.outbox.fail(row["seq"], message, state=state, now=now)
         if state == "failed":
             self.result.failed += 1
         else:
@@ -417,25 +402,17 @@ class _Run:
         self.result.messages.append(f"{row['kind']} {row['item_id']}: {message}")
 
     def bump_attempts(self, batch: list[dict]) -> None:
-        with self.store.transaction() as db:
-            for r in batch:
-                db.conn.execute("UPDATE outbox SET attempts = attempts + 1, updated_at = ? WHERE seq = ?",
-                                (utc_now(), r["seq"]))
+        self.store.outbox.count_attempt([r["seq"] for r in batch])
 
     def requeue(self, rows: list[dict], *, error: str | None = None, wait: float | None = None) -> None:
-        now = utc_now()
-        with self.store.transaction() as db:
-            cols: dict[str, Any] = {}
-            if error is not None:
-                cols["last_error"] = error
+        seqs = [r["seq"] for r in rows]
+        outbox = self.store.outbox
+        with self.store.transaction():
+            next_at = None
             if wait is not None:  # one time for the whole batch: it goes out together again
-                seqs = [r["seq"] for r in rows]
-                attempts = db.conn.execute(
-                    f"SELECT MAX(attempts) FROM outbox WHERE seq IN ({', '.join('?' * len(seqs))})", seqs
-                ).fetchone()[0] or 0
-                delay = max(wait, self.retry.persisted_delay(attempts, self.rng))
-                cols["next_attempt_at"] = _iso(_now() + timedelta(seconds=delay))
-            _set_state(db.conn, [r["seq"] for r in rows], "queued", now, **cols)
+                delay = max(wait, self.retry.persisted_delay(outbox.max_attempts(seqs), self.rng))
+                next_at = _iso(_now() + timedelta(seconds=delay))
+            outbox.requeue(seqs, error=error, next_attempt_at=next_at)
 
     # -- one batch ------------------------------------------------------------------------
     def wire(self, rows: list[dict]) -> tuple[bytes, list[dict]]:
@@ -455,9 +432,9 @@ class _Run:
             items.append(item_to_wire(r["item_id"], r["kind"], r["replaces"], r["sha256"], payload))
             good.append(r)
         if corrupt:
-            with self.store.transaction() as db:
+            with self.store.transaction():
                 for r in corrupt:
-                    self._fail_local(db.conn, r, "the queued payload does not match its sha256 (damaged on the "
+                    self._fail_local(r, "the queued payload does not match its sha256 (damaged on the "
                                                  "device); not sent", now)
         body = {"protocol": PROTOCOL, "batch_id": str(uuid.uuid4()), "items": items}
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8"), good
@@ -483,8 +460,7 @@ class _Run:
             self.on_item_errors(rows, resp, "errors", "failed")
         elif code == 413:
             if len(rows) == 1:
-                with self.store.transaction() as db:
-                    self._fail_local(db.conn, rows[0], f"rejected as too large: {_server_message(resp)}", utc_now())
+                self._fail_local(rows[0], f"rejected as too large: {_server_message(resp)}", utc_now())
             else:
                 self.batch_size = max(1, len(rows) // 2)
                 self.max_bytes = max(1024, len(body) // 2)
@@ -496,9 +472,9 @@ class _Run:
         else:
             msg = f"HTTP {code}: {_server_message(resp)}"
             now = utc_now()
-            with self.store.transaction() as db:
+            with self.store.transaction():
                 for r in rows:
-                    self._fail_local(db.conn, r, msg, now)
+                    self._fail_local(r, msg, now)
 
     def on_receipts(self, rows: list[dict], resp: httpx.Response) -> None:
         try:
@@ -515,17 +491,16 @@ class _Run:
                 by_id[r["item_id"]] = r
         now = utc_now()
         missing = []
-        with self.store.transaction() as db:
+        with self.store.transaction():
             for row in rows:
                 rec = by_id.get(row["item_id"])
                 if rec is None:
                     missing.append(row)
                 elif rec["sha256"] != row["sha256"]:
-                    self._fail_local(db.conn, row, f"the server's receipt names sha256 {rec['sha256'][:12]}…, "
+                    self._fail_local(row, f"the server's receipt names sha256 {rec['sha256'][:12]}…, "
                                                    "not this version's", now, state="needs-attention")
                 else:
-                    _set_state(db.conn, [row["seq"]], "sent", now, receipt=canonical_json(rec), last_error=None,
-                               next_attempt_at=None)
+                    self.store.outbox.mark_sent(row["seq"], rec, now)
                     if rec["status"] == "accepted":
                         self.result.sent += 1
                     else:
@@ -550,13 +525,13 @@ class _Run:
                 named.setdefault(rows[e["index"]]["item_id"], []).append(str(e.get("message") or message))
         hit = [r for r in rows if r["item_id"] in named]
         now = utc_now()
-        with self.store.transaction() as db:
+        with self.store.transaction():
             if not hit:  # the server blamed the batch as a whole: every item in it carries the message
                 for r in rows:
-                    self._fail_local(db.conn, r, f"HTTP {resp.status_code}: {message}", now, state=state)
+                    self._fail_local(r, f"HTTP {resp.status_code}: {message}", now, state=state)
                 return
             for r in hit:
-                self._fail_local(db.conn, r, "; ".join(named[r["item_id"]])[:2000], now, state=state)
+                self._fail_local(r, "; ".join(named[r["item_id"]])[:2000], now, state=state)
         rest = [r for r in rows if r["item_id"] not in named]
         if rest:
             self.requeue(rest)
@@ -597,8 +572,7 @@ class _Run:
         return self.result
 
     def count_pending(self) -> int:
-        with self.store.transaction() as db:
-            return db.conn.execute("SELECT COUNT(*) FROM outbox WHERE state IN ('queued', 'sending')").fetchone()[0]
+        return self.store.outbox.pending_count()
 
 
 _CLAIM_AGAIN = object()
@@ -608,10 +582,7 @@ def _log_run(store: Store, result: SyncResult) -> None:
     """One audit entry per run that did something or failed: the Sync screen's 'last success'."""
     detail = {k: v for k, v in result.to_dict().items() if k not in ("messages",)}
     detail["messages"] = result.messages[:20]
-    action = "sync" if result.error is None else "sync-error"
-    with store.transaction() as db:
-        db.conn.execute("INSERT INTO audit_log (at, entity, entity_id, action, detail) VALUES (?, 'sync', ?, ?, ?)",
-                        (result.finished_at or utc_now(), AUDIT_ENTITY, action, canonical_json(detail)))
+    store.outbox.log_run(detail, ok=result.error is None, at=result.finished_at or None)
 
 
 def sync_once(db: Store | str | os.PathLike, server: str | None = None, token: str | None = None, *,
@@ -752,28 +723,22 @@ class AutoSync:
 
 # ---------------------------------------------------------------------------------- status & repair
 def outbox_status(db: Store | str | os.PathLike, *, attention_limit: int = 100) -> SyncStatus:
-    with _open_store(db) as store:
-        counts = store.outbox_counts()
-        with store.transaction() as tx:
-            conn = tx.conn
-            attention = _rows(conn, "SELECT seq, item_id, kind, state, last_error, attempts, updated_at FROM outbox"
-                                    " WHERE state IN ('failed', 'needs-attention') ORDER BY seq LIMIT ?",
-                              (attention_limit,))
-            runs = _rows(conn, "SELECT at, action, detail FROM audit_log WHERE entity = 'sync' AND entity_id = ?"
-                               " ORDER BY id DESC LIMIT 1", (AUDIT_ENTITY,))
-            ok = _rows(conn, "SELECT at FROM audit_log WHERE entity = 'sync' AND entity_id = ? AND action = 'sync'"
-                             " ORDER BY id DESC LIMIT 1", (AUDIT_ENTITY,))
-            nxt = _rows(conn, "SELECT next_attempt_at FROM outbox WHERE state IN ('queued', 'sending')"
-                              " ORDER BY seq LIMIT 1")
-    last = runs[0] if runs else None
-    detail = json.loads(last["detail"]) if last and last["detail"] else None
+    with _open_store(db, readonly=True) as store:
+        outbox = store.outbox
+        with store.transaction():  # one consistent view
+            counts = outbox.counts()
+            attention = outbox.attention(attention_limit)
+            last = outbox.last_run()
+            last_success = outbox.last_success_at()
+            next_at = outbox.next_attempt_at()
+    detail = last["detail"] if last else None
     return SyncStatus(
         counts=counts,
         pending=counts.get("queued", 0) + counts.get("sending", 0),
         last_run_at=last["at"] if last else None,
-        last_success_at=ok[0]["at"] if ok else None,
+        last_success_at=last_success,
         last_error=(detail or {}).get("error") if last and last["action"] == "sync-error" else None,
-        next_attempt_at=nxt[0]["next_attempt_at"] if nxt else None,
+        next_attempt_at=next_at,
         attention=attention,
         last_result=detail,
     )
@@ -789,18 +754,7 @@ def retry_items(db: Store | str | os.PathLike, item_ids: Iterable[str] | None = 
     if not states:
         return 0
     with _open_store(db) as store, sync_lock(store):
-        now = utc_now()
-        with store.transaction() as tx:
-            sql = (f"UPDATE outbox SET state = 'queued', next_attempt_at = NULL, updated_at = ? "
-                   f"WHERE state IN ({', '.join('?' * len(states))})")
-            params: list[Any] = [now, *states]
-            if item_ids is not None:
-                ids = list(item_ids)
-                if not ids:
-                    return 0
-                sql += f" AND item_id IN ({', '.join('?' * len(ids))})"
-                params += ids
-            return tx.conn.execute(sql, params).rowcount
+        return store.outbox.retry(item_ids, states=states)
 
 
 @dataclass
@@ -809,29 +763,35 @@ class ReceiptResult:
     already_sent: int = 0
     unknown: int = 0      # no such item on this device
     mismatched: int = 0   # same id, other hash: not this version
+    unverified: int = 0   # not signed by the office for this device: proves nothing, changes nothing
 
 
-def apply_receipts(db: Store | str | os.PathLike, receipts: Iterable[dict]) -> ReceiptResult:
-    """Mark rows sent from receipts the office returned for a bundle import (the same rule as
-    over HTTP: only an exact item id + sha256 match counts)."""
+def apply_receipts(db: Store | str | os.PathLike, receipts: Iterable[dict], *, token: str) -> ReceiptResult:
+    """Mark rows sent from receipts the office returned for a bundle import: only a receipt the office
+    signed for this device (its ``token``) counts, and then only for an exact item id + sha256 match
+    (the same rule as over HTTP)."""
+    if not token:
+        raise SyncConfigError(f"receipts are checked with this device's token: pass --token TOKEN or set {ENV_TOKEN}")
+    key = key_from_token(token)
     out = ReceiptResult()
     with _open_store(db) as store, sync_lock(store):
         now = utc_now()
-        with store.transaction() as tx:
+        with store.transaction():
             for rec in receipts:
                 if validate_receipt(rec) is not None:
                     out.unknown += 1
                     continue
-                row = tx.conn.execute("SELECT seq, sha256, state FROM outbox WHERE item_id = ?",
-                                      (rec["item_id"],)).fetchone()
+                if not receipt_is_signed(key, rec):
+                    out.unverified += 1
+                    continue
+                row = store.outbox.get(rec["item_id"])
                 if row is None:
                     out.unknown += 1
-                elif row[1] != rec["sha256"]:
+                elif row["sha256"] != rec["sha256"]:
                     out.mismatched += 1
-                elif row[2] == "sent":
+                elif row["state"] == "sent":
                     out.already_sent += 1
                 else:
-                    _set_state(tx.conn, [row[0]], "sent", now, receipt=canonical_json(rec), last_error=None,
-                               next_attempt_at=None)
+                    store.outbox.mark_sent(row["seq"], rec, now)
                     out.marked_sent += 1
     return out

@@ -37,7 +37,7 @@ from typing import Any
 from vineyard import FieldNoteError, fieldnote
 from fieldlog_app.database.canonical import canonical_json, payload_sha256
 from fieldlog_app.database.payloads import REPORT_FIELDS, SIGHTING_META
-from fieldlog_app.database.validation import DEFAULT_MAX_LEN, GEO_FIELDS, MAX_LEN, OBS_FIELDS, TEXT_FIELDS
+from fieldlog_app.database.validation import DEFAULT_MAX_LEN, GEO_FIELDS, MAX_COUNT, MAX_LEN, OBS_FIELDS, TEXT_FIELDS
 
 __all__ = [
     "PROTOCOL", "KINDS", "RECEIPT_STATUSES", "MAX_ITEMS", "MAX_ERRORS", "Item", "ProtocolError",
@@ -51,6 +51,9 @@ RECEIPT_STATUSES = ("accepted", "duplicate")
 MAX_ITEMS = 500            # per batch; a device never needs more and it bounds server work per request
 MAX_ERRORS = 50            # per response: enough to fix a client, not a megabyte of messages
 MAX_REPORT_TEXT = 200_000  # characters
+# Every integer the server stores in an INTEGER column is bounded far below SQLite's 2**63 - 1;
+# a sighting revised a million times is not a sighting.
+MAX_VERSION = 1_000_000
 REPORT_STATUSES = ("complete", "cancelled", "failed")
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -144,6 +147,12 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and v not in (float("inf"), float("-inf"))
 
 
+def _short(v: Any) -> str:
+    """repr for a message, cut short: a hostile 4000-digit number must not fill the answer."""
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _type_name(v: Any) -> str:
     return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null",
             int: "integer", float: "number"}.get(type(v), type(v).__name__)
@@ -210,7 +219,7 @@ def _check_number(p: dict, key: str, where: str, err, *, integer: bool = False, 
         return
     if (lo is not None and v < lo) or (hi is not None and v > hi):
         rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
-        err(f"{where}.{key}", f"{v!r} is out of range ({rng})")
+        err(f"{where}.{key}", f"{_short(v)} is out of range ({rng})")
 
 
 def _validate_sighting(p: dict, item_id: str, replaces: Any, where: str, err_) -> None:
@@ -231,8 +240,8 @@ def _validate_sighting(p: dict, item_id: str, replaces: Any, where: str, err_) -
         err(f"{where}.replaces", f"{p['replaces']!r} differs from the item's replaces {replaces!r}")
     v = p.get("version")
     if "version" in p:
-        if not _is_int(v) or v < 1:
-            err(f"{where}.version", f"expected an integer >= 1, got {v!r}")
+        if not _is_int(v) or not 1 <= v <= MAX_VERSION:
+            err(f"{where}.version", f"expected an integer 1..{MAX_VERSION}, got {_short(v)}")
         elif (v == 1) != (p.get("replaces") is None):
             err(f"{where}.version", "version 1 replaces nothing; a later version must name the one it replaces")
     for key in ("created_at", "finalized_at"):
@@ -258,9 +267,9 @@ def _validate_sighting(p: dict, item_id: str, replaces: Any, where: str, err_) -
             err(f"{ow}.{key}", "unknown field")
         for key in _OBS_TEXT:
             _check_text(o, key, ow, err)
-        _check_number(o, "sampled", ow, err, integer=True, lo=1)
-        _check_number(o, "infested", ow, err, integer=True, lo=0)
-        _check_number(o, "count", ow, err, integer=True, lo=0)
+        _check_number(o, "sampled", ow, err, integer=True, lo=1, hi=MAX_COUNT)
+        _check_number(o, "infested", ow, err, integer=True, lo=0, hi=MAX_COUNT)
+        _check_number(o, "count", ow, err, integer=True, lo=0, hi=MAX_COUNT)
         _check_number(o, "severity_pct", ow, err, lo=0, hi=100)
         _check_number(o, "defoliation_pct", ow, err, lo=0, hi=100)
     if found:
@@ -393,8 +402,8 @@ def validate_batch(obj: Any, *, max_items: int = MAX_ITEMS) -> tuple[str | None,
     errors = _Errors()
     for key in sorted(set(obj) - {"protocol", "batch_id", "items"}):
         errors.add(None, None, key, "unknown field")
-    if obj.get("protocol") != PROTOCOL:
-        errors.add(None, None, "protocol", f"this server speaks protocol {PROTOCOL}, got {obj.get('protocol')!r}")
+    if not (_is_int(obj.get("protocol")) and obj["protocol"] == PROTOCOL):  # True == 1 in Python, not here
+        errors.add(None, None, "protocol", f"this server speaks protocol {PROTOCOL}, got {_short(obj.get('protocol'))}")
     batch_id = obj.get("batch_id")
     if batch_id is not None:
         msg = _uuid_error(batch_id)

@@ -1,6 +1,8 @@
 """The farm-office sync server: a Starlette app over its own SQLite database.
 
-Endpoints (all JSON unless noted; every one but /v1/health needs ``Authorization: Bearer <device token>``):
+Endpoints (all JSON unless noted; every one but /v1/health needs ``Authorization: Bearer <device token>``;
+a client address with too many failed authentications gets 429 for a while, and server_cli serves this app
+with guard.py's connection deadlines and cap):
 
 * ``GET  /v1/health``          liveness + limits (``protocol``, ``max_body_bytes``, ``max_items``)
 * ``POST /v1/batches``         upload items (see protocol.py); answers receipts
@@ -21,7 +23,18 @@ Idempotency (ODK Central style), decided per item inside that transaction:
   received_at), nothing new stored: re-sending after a lost response is always safe;
 * same ``item_id``, different sha256      → 409 ``diverging-payload``;
 * a revision whose ``replaces`` is not the server's current version of that
-  sighting (unknown, or already replaced)  → 409 ``unknown-base`` / ``stale-edit``.
+  sighting (unknown, or already replaced)  → 409 ``unknown-base`` / ``stale-edit``;
+* a revision whose ``version`` is not one more than the version it replaces → 409 ``wrong-version``;
+* a report of a sighting version the server does not hold (earlier in the same
+  batch counts)                             → 409 ``unknown-sighting``;
+* a revision of, or a report on, a sighting another device logged → 409 ``other-device``.
+
+Who may revise what: a sighting belongs to the device that uploaded its first
+version (over HTTP or in a bundle it signed), and only that device may upload
+later versions of it or reports on it. A device's history is a line of edits
+made on that handheld; another handheld never holds the sighting, so an edit
+from it is a copied database or a forgery. A replacement handheld keeps the
+sightings by being registered under the same name (``add-device NAME --replace``).
 
 Durability: the database runs in WAL mode with ``synchronous=FULL``, so a receipt
 is only sent after its commit is on disk; a server killed at any moment has
@@ -31,7 +44,6 @@ either the whole batch or none of it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import logging
@@ -56,6 +68,8 @@ from fieldlog_app.database.export import CSV_FIELDS
 from fieldlog_app.database.export import write_csv as device_write_csv
 
 from .protocol import MAX_ITEMS, PROTOCOL, Item, ProtocolError, parse_json, validate_batch
+from .guard import FailureLimiter
+from .signing import NoSuchSigner, hash_token, key_from_token_hash
 
 log = logging.getLogger("fieldlog.server")
 
@@ -116,9 +130,10 @@ class ServerError(Exception):
 
 
 class AuthError(ServerError):
-    def __init__(self, message: str, status: int):
+    def __init__(self, message: str, status: int, retry_after: int | None = None):
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after
 
 
 class BusyError(ServerError):
@@ -158,10 +173,6 @@ class IngestResult:
     @property
     def duplicate(self) -> int:
         return sum(r["status"] == "duplicate" for r in self.receipts)
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 def default_server_db() -> Path:
@@ -263,6 +274,19 @@ class ServerDB:
                 "(SELECT COUNT(*) FROM items i WHERE i.device = d.name) AS items FROM devices d ORDER BY d.name"
             )]
 
+    def card_key(self, name: Any) -> bytes:
+        """The key that signs this device's bundles and receipts (signing.py); NoSuchSigner when no active
+        device has that name."""
+        if not isinstance(name, str) or not _DEVICE_NAME.match(name):
+            raise NoSuchSigner(f"{str(name)[:80]!r} is not a device name")
+        with self.connect() as conn:
+            row = conn.execute("SELECT token_sha256, revoked_at FROM devices WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise NoSuchSigner(f"no device named {name!r} on this server")
+        if row["revoked_at"] is not None:
+            raise NoSuchSigner(f"device {name!r} was revoked on {row['revoked_at']}")
+        return key_from_token_hash(row["token_sha256"])
+
     def authenticate(self, authorization: str | None) -> str:
         """Device name for an ``Authorization`` header value, or AuthError (401 missing/invalid, 403 revoked).
 
@@ -349,8 +373,27 @@ class ServerDB:
                     f"is {head}; make the change on the current version",
                     current_id=head,
                 )
+            if base["device"] != device:
+                return conflict("other-device",
+                                f"this edit replaces {item.replaces}, a sighting logged by device {base['device']!r}; "
+                                "only that device may revise it")
+            if item.version != (base["version"] or 0) + 1:
+                return conflict("wrong-version",
+                                f"this edit says it is version {item.version}, but it replaces version "
+                                f"{base['version']}, so it must be version {(base['version'] or 0) + 1}")
             chain_id = base["chain_id"]
         payload = item.payload
+        if item.kind == "report":
+            of = conn.execute("SELECT kind, device FROM items WHERE item_id = ?",
+                              (payload.get("sighting_id"),)).fetchone()
+            if of is None or of["kind"] != "sighting":
+                return conflict("unknown-sighting",
+                                f"this report is of sighting {payload.get('sighting_id')}, which the server does not "
+                                "hold; send the sighting first")
+            if of["device"] != device:
+                return conflict("other-device",
+                                f"this report is of sighting {payload.get('sighting_id')}, logged by device "
+                                f"{of['device']!r}; only that device reports on it")
         cur = conn.execute(
             "INSERT INTO items (item_id, kind, replaces, chain_id, version, sighting_id, sha256, payload, device,"
             " source, batch_id, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -485,17 +528,29 @@ def _error(status: int, code: str, message: str, headers: dict | None = None, **
 
 
 def _auth_error(e: AuthError) -> JSONResponse:
+    if e.status == 429:
+        return _error(429, "too-many-requests", str(e), {"Retry-After": str(e.retry_after)})
     headers = {"WWW-Authenticate": 'Bearer realm="fieldlog"' + (', error="invalid_token"' if e.status == 401 else "")}
     return _error(e.status, "unauthorized" if e.status == 401 else "forbidden", str(e), headers)
 
 
 def create_app(db: ServerDB | str | os.PathLike, *, max_body_bytes: int = DEFAULT_MAX_BODY,
-               max_items: int = MAX_ITEMS) -> Starlette:
-    """The ASGI app. ``db`` is a ServerDB or a path (created on first use)."""
+               max_items: int = MAX_ITEMS, limiter: FailureLimiter | None = None) -> Starlette:
+    """The ASGI app. ``db`` is a ServerDB or a path (created on first use); ``limiter`` counts
+    failed authentications per client address (guard.py; default: 10 at once, then 10 a minute)."""
     sdb = db if isinstance(db, ServerDB) else ServerDB(db)
+    limiter = limiter or FailureLimiter()
 
     async def authenticate(request: Request) -> str:
-        return await run_in_threadpool(sdb.authenticate, request.headers.get("authorization"))
+        client = request.client.host if request.client else "unknown"
+        wait = limiter.retry_after(client)
+        if wait is not None:  # before the lookup: guessing costs the guesser, not the database
+            raise AuthError(f"too many failed authentications from {client}; try again in {wait} s", 429, wait)
+        try:
+            return await run_in_threadpool(sdb.authenticate, request.headers.get("authorization"))
+        except AuthError:
+            limiter.failed(client)
+            raise
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "service": "fieldlog-server", "protocol": PROTOCOL,

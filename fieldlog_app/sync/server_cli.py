@@ -19,6 +19,7 @@ import logging
 import sys
 from pathlib import Path
 
+from .guard import ConnectionLimits, guarded_protocol
 from .server import DEFAULT_MAX_BODY, ServerDB, ServerError, create_app, default_server_db, write_csv, write_geojson
 
 PROG = "fieldlog-server"
@@ -31,6 +32,16 @@ def _db_option(p: argparse.ArgumentParser, top: bool = False) -> None:
                    "server database")
 
 
+def _limit_options(p: argparse.ArgumentParser, top: bool = False) -> None:
+    d = ConnectionLimits()
+    p.add_argument("--header-timeout", type=float, metavar="S", default=d.header_timeout if top else argparse.SUPPRESS,
+                   help=f"seconds a client has to send its request head (default {d.header_timeout:g})")
+    p.add_argument("--body-timeout", type=float, metavar="S", default=d.body_timeout if top else argparse.SUPPRESS,
+                   help=f"seconds a client has to send its request body (default {d.body_timeout:g})")
+    p.add_argument("--max-connections", type=int, metavar="N", default=d.max_connections if top else argparse.SUPPRESS,
+                   help=f"connections open at once; more are answered 503 (default {d.max_connections})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog=PROG, description="fieldlog farm-office sync server. With no command, serves.",
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n")[1])
@@ -41,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY, metavar="N",
                     help=f"largest request accepted (default {DEFAULT_MAX_BODY})")
     ap.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    _limit_options(ap, top=True)
     ap.add_argument("--ssl-certfile", metavar="PEM", default=None,
                     help="serve HTTPS with this certificate (tokens cross the network: use TLS beyond a trusted LAN)")
     ap.add_argument("--ssl-keyfile", metavar="PEM", default=None, help="private key for --ssl-certfile")
@@ -52,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=argparse.SUPPRESS)
     p.add_argument("--max-body-bytes", type=int, default=argparse.SUPPRESS, metavar="N")
     p.add_argument("--log-level", default=argparse.SUPPRESS, choices=["debug", "info", "warning", "error"])
+    _limit_options(p)
     _db_option(p)
     p.set_defaults(func=cmd_serve)
 
@@ -73,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("import-bundle", help="import a bundle written by `fieldlog sync export-bundle`")
     p.add_argument("file", metavar="FILE")
     p.add_argument("--receipts", metavar="OUT", help="write receipts (JSON Lines) for `fieldlog sync import-receipts`")
-    p.add_argument("--device", metavar="NAME", help="record the items as from NAME (default: the bundle's device)")
+    p.add_argument("--device", metavar="NAME", help="accept the bundle only if NAME signed it (by default any active "
+                   "device; the items are always credited to the device that signed)")
     _db_option(p)
     p.set_defaults(func=cmd_import_bundle)
 
@@ -103,6 +117,9 @@ def cmd_serve(args) -> int:
     if args.max_body_bytes < 1024:
         print(f"{PROG}: error: --max-body-bytes must be at least 1024", file=sys.stderr)
         return 2
+    if args.header_timeout <= 0 or args.body_timeout <= 0 or args.max_connections < 1:
+        print(f"{PROG}: error: timeouts must be positive and --max-connections at least 1", file=sys.stderr)
+        return 2
     if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
         print(f"{PROG}: error: --ssl-certfile and --ssl-keyfile go together", file=sys.stderr)
         return 2
@@ -112,8 +129,10 @@ def cmd_serve(args) -> int:
     scheme = "https" if args.ssl_certfile else "http"
     print(f"{PROG}: serving {sdb.path} on {scheme}://{args.host}:{args.port}  (Ctrl-C to stop)", file=sys.stderr,
           flush=True)
+    limits = ConnectionLimits(args.header_timeout, args.body_timeout, args.max_connections)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.log_level == "debug",
-                timeout_graceful_shutdown=5, ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile)
+                timeout_graceful_shutdown=5, ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
+                http=guarded_protocol(limits))
     return 0
 
 
@@ -142,13 +161,11 @@ def cmd_devices(args) -> int:
 
 
 def cmd_import_bundle(args) -> int:
-    from .bundle import BundleError, import_bundle, write_receipts
+    from .bundle import BundleError, import_bundle
 
     sdb = _open(args)
     try:
-        report = import_bundle(sdb, args.file, device=args.device)
-        if args.receipts:
-            write_receipts(report.receipts, args.receipts)
+        report = import_bundle(sdb, args.file, device=args.device, receipts=args.receipts)
     except BundleError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 1
@@ -157,8 +174,11 @@ def cmd_import_bundle(args) -> int:
         print(f"  conflict, line {c['line']}: {c['message']}")
     for c in report.invalid:
         print(f"  invalid, line {c['line']}: {c['message']}")
+    unlisted = report.n_conflicts + report.n_invalid - len(report.conflicts) - len(report.invalid)
+    if unlisted:
+        print(f"  ... and {unlisted} more")
     if args.receipts:
-        print(f"receipts for {len(report.receipts)} item(s) written to {args.receipts}; on the device run: "
+        print(f"receipts for {report.receipts} item(s) written to {args.receipts}; on the device run: "
               f"fieldlog sync import-receipts {Path(args.receipts).name}")
     return 0 if not report.conflicts and not report.invalid else 1
 

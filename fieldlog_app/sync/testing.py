@@ -90,12 +90,16 @@ class SwappableApp:
 class ThreadServer:
     """An ASGI app under uvicorn in a background thread: real HTTP on loopback, in-process and fast."""
 
-    def __init__(self, app, port: int | None = None):
+    def __init__(self, app, port: int | None = None, *, limits=None):
+        """``limits``: a guard.ConnectionLimits to serve with the office's connection deadlines and cap."""
         import uvicorn
 
+        from .guard import guarded_protocol
+
         self.port = port or free_port()
+        extra = {"http": guarded_protocol(limits)} if limits is not None else {}
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                   lifespan="off", access_log=False))
+                                                   lifespan="off", access_log=False, **extra))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property
