@@ -1002,4 +1002,5 @@ async def test_generate_with_the_real_engine_on_tiny_models(store, request):
         assert report["status"] == "complete"
         assert report["text"] == screen.query_one("#gen-text").plain
         assert len(report["provenance"]) == report["stats"]["tokens"] > 0
-        assert {p["source"] for p in report["provenance"]} <= {"drafted", "corrected", "bonus", "oracle", "unverified"}
+        assert {p["source"] for p in report["provenance"]} <= {"data", "drafted", "corrected", "bonus", "oracle", "unverified"}
+        assert "data" in {p["source"] for p in report["provenance"]}  # the header and data lines came from the record

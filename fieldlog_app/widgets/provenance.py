@@ -17,7 +17,9 @@ from textual.widgets import Static
 # corrected: the oracle overrode the drafter here.
 # bonus/oracle: the oracle's own tokens (default style: nothing to point out).
 # unverified: drafter text nobody checked (power saving) — the thing to read twice.
+# data: rendered from the sighting and the catalog under the report grammar (nothing to point out).
 STYLES: dict[str, str] = {
+    "data": "",
     "drafted": "green",
     "corrected": "bold yellow underline",
     "bonus": "",
