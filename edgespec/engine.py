@@ -259,15 +259,17 @@ class Engine:
         return self.policy.ask(self.drafter.name, cheap, d_cap, len(run.out.tokens))
 
     def _propose(self, run: _Run, want: int) -> _Proposal:
-        proposal = self._propose_draft(run, want)
         if run.grammar is None:
-            return proposal
-        # the grammar's forced runs go into the batch with the draft; it cuts the draft where it refuses it
-        budget = max(len(proposal.draft.tokens),
-                     min(FORCED_BATCH, run.params.max_tokens - len(run.out.tokens) - 1, self._room(run)))
-        plan = run.grammar.plan(proposal.draft.tokens, max(budget, 0))
+            return self._propose_draft(run, want)
+        # the drafter continues after the run the grammar forces next; the forced runs go into the batch
+        # with the draft, and the grammar cuts the draft where it refuses it
+        lead = run.grammar.forced()[:FORCED_BATCH]
+        proposal = self._propose_draft(run, want, lead)
         d = proposal.draft
-        probs = None if d.probs is None else [None if j is None else d.probs[j] for j in plan.from_draft]
+        budget = max(len(lead) + len(d.tokens),
+                     min(FORCED_BATCH, run.params.max_tokens - len(run.out.tokens) - 1, self._room(run)))
+        plan = run.grammar.plan(lead + d.tokens, max(budget, 0))
+        probs = None if d.probs is None else [None if j is None else d.probs[j - len(lead)] for j in plan.from_draft]
         n_drafted = plan.n_drafted
         proposal.draft = Draft(plan.tokens, probs, d.passes, d.source, d.match_len)
         proposal.forced, proposal.from_draft = plan.forced, plan.from_draft
@@ -275,10 +277,10 @@ class Engine:
             proposal.bucket, proposal.choice = None, None
         return proposal
 
-    def _propose_draft(self, run: _Run, want: int) -> _Proposal:
+    def _propose_draft(self, run: _Run, want: int, lead: list[int] = ()) -> _Proposal:
         if want <= 0:
             return _Proposal(Draft())
-        context = run.context()
+        context = run.context() + list(lead)
         if self._cascade:
             draft, choice = self._draft_from_candidates(run, context, want)
         else:
