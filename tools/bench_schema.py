@@ -8,7 +8,10 @@ conditions). The baseline is llama-cpp-python's ``Llama.create_completion`` with
 grammar as ``LlamaGrammar`` (GBNF, ``vineyard.schema.report_gbnf``), greedy; ``speedup`` is
 against it. edgespec runs the same prompt under the same grammar in llguidance's dialect
 (``report_grammar``): the data lines go into the verify batch unsampled (jump-forward), the drafter
-drafts the written fields. Also timed: today's free-form report in plain llama-cpp-python (a
+drafts the written fields. "same tokens as oracle-only" compares each drafter's tokens with edgespec's own oracle-only run
+under the grammar (the oracle's constrained greedy decoding); "same text as baseline" with
+llama-cpp-python's, which may tokenize the fixed text differently and so part later. Also timed:
+today's free-form report in plain llama-cpp-python (a
 different prompt, no grammar), as seconds per finished report. A note the validator refuses is
 listed and skipped. ``--notes`` takes a folder of note JSON files or a JSONL file (repeatable);
 the default is the shipped samples and the held-out set in bench/unseen/notes.
@@ -133,7 +136,9 @@ def main(argv=None) -> int:
                 t0 = time.perf_counter()
                 done = list(eng.generate(tokens, GenerationParams(max_tokens=MAX_TOKENS), constraint=constraint))[-1]
                 dt = time.perf_counter() - t0
-                res[kind].append({"s": dt, "text": done.text, "speedup": dt_base / dt, "same": done.text == base,
+                own = res["none"][-1]["tokens"] if kind != "none" and "none" in res and res["none"] else done.tokens
+                res[kind].append({"s": dt, "text": done.text, "tokens": done.tokens, "speedup": dt_base / dt,
+                                  "same": done.text == base, "same_own": done.tokens == own,
                                   "accepted": done.stats.accepted_tokens, "drafted": done.stats.drafted_tokens})
                 if kind == "history":
                     eng.drafter.index.add_report(done.text, tokenize=lambda s: oracle.tokenize(s, add_bos=False, special=False),
@@ -149,6 +154,7 @@ def main(argv=None) -> int:
                    "speedup": statistics.median(sp) if sp else None, "speedup_min": min(sp) if sp else None,
                    "speedup_max": max(sp) if sp else None,
                    "identical": sum(r.get("same", False) for r in rs) if sp else None,
+                   "identical_own": sum(r["same_own"] for r in rs) if any("same_own" in r for r in rs) else None,
                    "looping": sum(repeated_sentence(r["text"]) for r in rs), "findings": findings}
             if any("drafted" in r for r in rs):
                 dr = sum(r["drafted"] for r in rs)
@@ -161,14 +167,16 @@ def main(argv=None) -> int:
 
 
 def render(rows: list[dict]) -> str:
-    out = ["| workload | method | reports (skipped) | s/report | speedup vs grammar baseline (median, min–max) | acceptance | same text | looping | fact-check findings |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    out = ["| workload | method | reports (skipped) | s/report | speedup vs grammar baseline (median, min–max) | acceptance | "
+           "same text as baseline | same tokens as oracle-only | looping | fact-check findings |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         sp = "–" if r["speedup"] is None else f"{r['speedup']:.2f}x ({r['speedup_min']:.2f}–{r['speedup_max']:.2f})"
         same = "–" if r["identical"] is None else f"{r['identical']}/{r['reports']}"
         acc = f"{r['acceptance']:.2f}" if "acceptance" in r else "–"
+        own = "–" if r.get("identical_own") is None else f"{r['identical_own']}/{r['reports']}"
         out.append(f"| {r['workload']} | {r['drafter']} | {r['reports']} ({r['skipped']}) | {r['s_per_report']:.2f} | {sp} | "
-                   f"{acc} | {same} | {r['looping']} | {r['findings']} |")
+                   f"{acc} | {same} | {own} | {r['looping']} | {r['findings']} |")
     return "\n".join(out)
 
 
