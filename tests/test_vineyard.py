@@ -584,3 +584,14 @@ def test_block_risk_class_reaches_the_threshold_check():
     assert [f.kind for f in check_report(claim, high)] == []
     with pytest.raises(FieldNoteError, match="risk_class"):
         validate({**note, "risk_class": "extreme"})
+
+
+def test_a_repeated_sentence_is_a_finding_and_a_single_one_is_not():
+    from vineyard import fieldnote
+    from vineyard.facts import check_report
+
+    note = fieldnote.load(Path(__file__).resolve().parents[1] / "vineyard" / "samples" / "notes" / "a2-leafhopper.json")
+    line = "- Grape leafhopper nymphs were counted on the basal leaves.\n"
+    assert [f.kind for f in check_report("Summary: A2 scouted.\n" + line, note)] == []
+    found = [f for f in check_report("Summary: A2 scouted.\n" + line * 3, note) if f.kind == "repeated_text"]
+    assert len(found) == 2 and found[0].severity == "warning"

@@ -99,6 +99,24 @@ def check_report(text: str, note: dict) -> list[Finding]:
     return check_spans(text, note, policy, policy.find_spans(text))
 
 
+_SENTENCE_RE = re.compile(r"[^\n.!?]*(?:\.\d[^\n.!?]*)*[.!?]?")
+
+
+def _check_repeats(text: str) -> list[Finding]:
+    """A line or sentence said twice: what a small model does when it loops; such a report is not clean."""
+    seen: set[str] = set()
+    out = []
+    for m in _SENTENCE_RE.finditer(text):
+        key = " ".join(m.group().lower().split()).strip(" -:.")
+        if len(key) < 16:
+            continue
+        if key in seen:
+            out.append(Finding("repeated_text", "this sentence repeats an earlier one", m.start(), m.end(),
+                               "warning", m.group().strip()))
+        seen.add(key)
+    return out
+
+
 def check_spans(text: str, note: dict, policy: CatalogSpanPolicy, spans: list[Span]) -> list[Finding]:
     """``check_report`` for a note already validated, given the policy built for it and the spans it
     found in ``text`` (the report writer shares them with the span audit instead of finding them twice)."""
@@ -129,6 +147,7 @@ def check_spans(text: str, note: dict, policy: CatalogSpanPolicy, spans: list[Sp
     _check_dates_locations(text, spans, facts, in_action, findings)
     skip = [(s.start, s.end) for s in spans if s.kind in ("date", "location")] + claimed
     _check_numbers(text, facts, skip, in_action, sentence_of, pests_in, findings)
+    findings += _check_repeats(text)
     findings.sort(key=lambda f: (f.start, f.end, f.kind))
     return findings
 
