@@ -18,7 +18,7 @@ from fieldlog_app.database import SCHEMA_VERSION, Store, StoreError
 from fieldlog_app.database.migrations import APPLICATION_ID
 
 ROOT = Path(__file__).resolve().parent.parent
-NOTES_JSONL = ROOT / "edgespec" / "samples" / "notes.jsonl"
+NOTES_JSONL = ROOT / "vineyard" / "samples" / "notes.jsonl"
 TOKEN = "fl_test-token-for-bundles"
 
 
