@@ -303,7 +303,7 @@ class Engine:
         return draft.truncated(keep)
 
     def _draft_from_candidates(self, run: _Run, context: list[int], want: int) -> tuple[Draft, Choice | None]:
-        choice = self.policy.choose(self.drafter.candidates(context, want, sample=run.spec))
+        choice = self.policy.choose(self.drafter.candidates(context, want, sample=run.spec, clock=self.clock))
         if choice is None:
             return Draft(), None
         t0 = self.clock()

@@ -11,7 +11,7 @@ what a drafter declares about itself (``name``, ``cheap``, ``multi_candidate``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Callable, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -102,8 +102,10 @@ class CandidateDrafter(Protocol):
 
     def begin(self, prompt_tokens: list[int]) -> None: ...
 
-    def candidates(self, context: list[int], max_tokens: int, *, sample: "SamplingSpec | None" = None) -> list[Candidate]:
-        """Every source's offer: cheap sources' proposals (empty ones included, ``available`` 0) and on-demand sources."""
+    def candidates(self, context: list[int], max_tokens: int, *, sample: "SamplingSpec | None" = None,
+                   clock: Callable[[], float] = ...) -> list[Candidate]:
+        """Every source's offer: cheap sources' proposals (empty ones included, ``available`` 0; timed on
+        ``clock``, the engine's) and on-demand sources."""
 
     def take(self, candidate: Candidate, n_tokens: int, context: list[int], *, sample: "SamplingSpec | None" = None) -> Draft:
         """The picked candidate's draft of ``n_tokens``: its proposal cut to length, or its source run now."""

@@ -14,7 +14,7 @@ the cascade drafts from the pick and routes the verdict back to that source.
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 from .. import EdgespecError
 from ..policy import bucket_of
@@ -46,16 +46,17 @@ class CascadeDrafter:
             src.begin(list(prompt_tokens))
         self._last = None
 
-    def candidates(self, context: list[int], max_tokens: int, *, sample: SamplingSpec | None = None) -> list[Candidate]:
+    def candidates(self, context: list[int], max_tokens: int, *, sample: SamplingSpec | None = None,
+                   clock: Callable[[], float] = time.perf_counter) -> list[Candidate]:
         self._last = None
         if max_tokens <= 0:
             return []
         cands = []
         for i, src in enumerate(self.sources):
             if src.cheap:
-                t0 = time.perf_counter()
+                t0 = clock()
                 draft = src.propose(context, max_tokens, sample=sample)
-                seconds = time.perf_counter() - t0
+                seconds = clock() - t0
                 name = draft.source or src.name
                 cands.append(Candidate(i, name, bucket_of(name, draft.match_len), len(draft.tokens), draft, seconds))
             else:
