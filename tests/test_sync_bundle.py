@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from fieldlog_app.database import Store
-from fieldlog_app.sync.bundle import BundleError, export_bundle, import_bundle
+from fieldlog_app.sync.bundle import BundleError, export_bundle, import_bundle, read_receipts
 from fieldlog_app.sync.server import ServerDB
 from fieldlog_app.sync.signing import BUNDLE, key_from_token, sign
 from fieldlog_app.sync.testing import make_sightings
@@ -148,3 +148,11 @@ def test_only_a_bundle_signed_by_the_device_it_names_is_imported(tmp_path, sdb):
     with pytest.raises(BundleError, match="token"):
         export_bundle(store, tmp_path / "x.zip", token="", device="handheld-1")
     store.close()
+
+
+def test_a_hostile_receipts_file_is_a_bundle_error(tmp_path):
+    path = tmp_path / "r.jsonl"
+    for text in ("[" * 5000 + "]" * 5000, '{"server_seq": NaN}', "[1]"):
+        path.write_text(text + "\n")
+        with pytest.raises(BundleError, match="line 1"):
+            read_receipts(path)

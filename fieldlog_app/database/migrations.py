@@ -17,7 +17,7 @@ and ``user_version`` the schema version (both kept by ``migrate``).
 ``identify`` reads them before anything else opens a file, so a database of
 another application given as ``--db`` is refused untouched, not switched to WAL
 and given a ``_migrations`` table. Files from before the stamp (application_id
-0) are recognised by their ``_migrations`` and ``sightings`` tables.
+0) are recognised by their ``_migrations``, ``sightings`` and ``observations`` tables.
 """
 
 from __future__ import annotations
@@ -296,7 +296,7 @@ def _inspect_unstamped(path: str) -> str:
                          "another application's); fieldlog does not open it")
     if not tables:
         return "new"
-    if {"_migrations", "sightings"} <= tables:
+    if {"_migrations", "sightings", "observations"} <= tables:
         return "fieldlog"
     names = ", ".join(sorted(tables)[:5]) + (" ..." if len(tables) > 5 else "")
     raise StoreError(f"{path}: not a fieldlog database (it holds tables {names}); fieldlog does not open it")

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Iterable, Iterator
 
-from fieldlog_app.database.canonical import utc_now
+from fieldlog_app.database.canonical import strict_loads, utc_now
 
 from ..atomic import atomic_write
 from .client import _open_store
@@ -56,6 +56,7 @@ MAX_MANIFEST_BYTES = 64 * 1024       # a real manifest is ~300 bytes
 MAX_LINE_BYTES = 4 * 1024 * 1024     # one item; twice what the server takes over HTTP by default
 MAX_BUNDLE_ITEMS = 100_000           # years of one handheld's sightings and reports
 MAX_CHUNK_BYTES = 8 * 1024 * 1024    # items parsed and stored together
+MAX_RECEIPTS_BYTES = 100 * 1024 * 1024  # a signed receipt is ~300 bytes: the largest bundle three times over
 MAX_LISTED = 100                     # conflicts / invalid lines listed in a report (all are counted)
 
 
@@ -334,6 +335,8 @@ def read_receipts(path: str | os.PathLike) -> list[dict]:
     """Receipts from a JSON Lines file; raises BundleError naming the first bad line."""
     p = Path(path).expanduser()
     try:
+        if p.stat().st_size > MAX_RECEIPTS_BYTES:
+            raise BundleError(f"{p}: larger than {MAX_RECEIPTS_BYTES} bytes; not a receipts file")
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise BundleError(f"{p}: no such file") from None
@@ -344,7 +347,7 @@ def read_receipts(path: str | os.PathLike) -> list[dict]:
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = strict_loads(line)
         except ValueError as e:
             raise BundleError(f"{p} line {n}: not JSON ({e})") from None
         if not isinstance(obj, dict):
