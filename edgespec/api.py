@@ -19,7 +19,7 @@ from typing import Iterator
 
 from . import EdgespecError, IncompatibleModelsError, PromptError, power
 from .acceptance import SamplingParams, validate_sampling
-from .calibrate import load_or_measure
+from .calibrate import load_or_measure, load_policy_state, save_policy_state
 from .catalog import resolve_model
 from .constraints import Constraint
 from .drafters.bridge import BridgeDrafter
@@ -58,6 +58,7 @@ class GeneratorConfig:
     history_db: str | None = None
     fetch: bool = False
     adaptive: bool = True
+    persist_policy: bool = True  # start from (and save) what earlier processes learned about this pair's drafts
     extra: dict = field(default_factory=dict)
 
 
@@ -82,6 +83,10 @@ class Generator:
             raise
         # the guard is set per stream (stream(..., guard=)): without one every token is verified
         self.engine = Engine(self.oracle, self.drafter, curve=self.curve, adaptive=config.adaptive)
+        self.policy_warm = False
+        if config.persist_policy and self.drafter is not None:
+            state = load_policy_state(str(self.oracle_path), self.oracle.n_threads, self._policy_key())
+            self.policy_warm = bool(state) and self.engine.policy.restore(state)
 
     # ------------------------------------------------------------------ setup
     def _power_policy(self) -> power.PowerPolicy:
@@ -139,6 +144,17 @@ class Generator:
             return CascadeDrafter(sources)
         raise EdgespecError(f"unknown drafter {kind!r}")
 
+    def _policy_key(self) -> str:
+        """The estimates belong to a drafter (and the draft model it runs, whose cost they price)."""
+        key = self.config.drafter
+        if self.draft_model_path is not None:
+            key += "-" + self.draft_model_path.name
+        return key
+
+    def save_policy(self) -> None:
+        if self.config.persist_policy and self.drafter is not None:
+            save_policy_state(str(self.oracle_path), self.oracle.n_threads, self._policy_key(), self.engine.policy.to_state())
+
     @property
     def model_id(self) -> str:
         """History entries are keyed by the oracle's token table: another vocabulary must not reuse them."""
@@ -152,10 +168,12 @@ class Generator:
         text = render_chat(self.oracle, messages)
         return self.oracle.tokenize(text, add_bos=self.oracle.add_bos, special=True)
 
-    def raw_prompt(self, text: str) -> list[int]:
+    def raw_prompt(self, text: str, *, special: bool = True) -> list[int]:
+        """``text`` as the oracle's tokens. Special-token text (``<|im_start|>``) becomes those tokens, as in
+        llama-cpp-python's ``create_completion``; ``special=False`` keeps it literal text."""
         if not text or not text.strip():
             raise PromptError("empty prompt")
-        return self.oracle.tokenize(text, add_bos=self.oracle.add_bos, special=False)
+        return self.oracle.tokenize(text, add_bos=self.oracle.add_bos, special=special)
 
     # ------------------------------------------------------------------ generation
     def generation_params(self, *, max_tokens=400, temperature=0.0, top_k=0, top_p=1.0, seed=None, stop=()) -> GenerationParams:
@@ -185,6 +203,7 @@ class Generator:
                     meter.stop()
                     ev.stats.energy_j = meter.joules
                     ev.stats.cpu_s = meter.cpu_s
+                    self.save_policy()
                 yield ev
 
     @property

@@ -1,16 +1,21 @@
-"""Measure an oracle's verify-cost curve once and cache it.
+"""Measure an oracle's verify-cost curve once and cache it; keep the draft policy's learned estimates beside it.
 
 The draft-length policy needs t(n), the time of one decode of n tokens. It
-depends on the model file, the thread count and the machine, so it is measured
-here (a few seconds) and cached by those keys.
+depends on the model file, the thread count and the machine (the CPU's model and
+instruction set, not only its architecture: an AVX2 host and an AVX-512 host of
+the same arch differ ~2.5x), so it is measured here (a few seconds) and cached by
+those keys. What the policy learned about a drafter's acceptance is kept under the
+same key plus the drafter's name, so a new process starts warm.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
 import time
+from functools import lru_cache
 from pathlib import Path
 
 from .policy import CostCurve
@@ -18,18 +23,61 @@ from .policy import CostCurve
 SIZES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 14, 16, 17)
 
 
-def _cache_path(model_path: str, n_threads: int) -> Path:
+@lru_cache(maxsize=1)
+def cpu_fingerprint() -> str:
+    """A short hash of the CPU's model name and feature flags (the arch name alone when they cannot be read)."""
+    ident = platform.machine()
     try:
-        from .catalog import cache_dir
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            lines = [ln for ln in f.read().splitlines() if ln.startswith(("model name", "flags", "Features", "CPU part"))]
+        ident += "\n" + "\n".join(sorted(set(lines)))
+    except OSError:
+        ident += "\n" + platform.processor()
+    return hashlib.sha256(ident.encode()).hexdigest()[:10]
 
-        base = Path(cache_dir())
-    except Exception:
-        import platformdirs
 
-        base = Path(platformdirs.user_cache_dir("edgespec"))
+def _base_dir() -> Path:
+    from .catalog import cache_dir
+
+    return Path(cache_dir())
+
+
+def cache_key(model_path: str, n_threads: int) -> str:
     st = os.stat(model_path)
-    key = f"{Path(model_path).name}-{st.st_size}-{int(st.st_mtime)}-t{n_threads}-{platform.machine()}"
-    return base / "calibration" / f"{key}.json"
+    return f"{Path(model_path).name}-{st.st_size}-{int(st.st_mtime)}-t{n_threads}-{platform.machine()}-{cpu_fingerprint()}"
+
+
+def _cache_path(model_path: str, n_threads: int) -> Path:
+    return _base_dir() / "calibration" / f"{cache_key(model_path, n_threads)}.json"
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def policy_state_path(model_path: str, n_threads: int, drafter: str) -> Path:
+    """``$EDGESPEC_POLICY_DIR`` (the tests point it at a temporary folder) or ``<cache>/policy``."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in drafter)
+    base = Path(os.environ["EDGESPEC_POLICY_DIR"]) if os.environ.get("EDGESPEC_POLICY_DIR") else _base_dir() / "policy"
+    return base / f"{cache_key(model_path, n_threads)}-{safe}.json"
+
+
+def load_policy_state(model_path: str, n_threads: int, drafter: str) -> dict | None:
+    """The estimates a previous process saved for this oracle file, machine and drafter, or None."""
+    try:
+        return json.loads(policy_state_path(model_path, n_threads, drafter).read_text())
+    except (OSError, ValueError):
+        return None  # none yet, or damaged: the policy starts from its priors
+
+
+def save_policy_state(model_path: str, n_threads: int, drafter: str, state: dict) -> None:
+    try:
+        _write_json(policy_state_path(model_path, n_threads, drafter), state)
+    except OSError:
+        pass  # a read-only or full cache costs a warm start, not the report
 
 
 def measure_curve(model, sizes=SIZES, *, context_len: int = 128, repeats: int = 5) -> CostCurve:
@@ -71,8 +119,8 @@ def load_or_measure(model, *, refresh: bool = False) -> CostCurve:
     print(f"edgespec: measuring the verify-cost curve of {Path(model.path).name} (once per model and thread count)…",
           file=sys.stderr, flush=True)
     curve = measure_curve(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({**curve.to_dict(), "model": model.path, "threads": model.n_threads}))
-    os.replace(tmp, path)
+    try:
+        _write_json(path, {**curve.to_dict(), "model": model.path, "threads": model.n_threads})
+    except OSError:
+        pass  # measured again next time
     return curve

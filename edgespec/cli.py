@@ -14,7 +14,8 @@ from . import EdgespecError, __version__
 def _add_generate(sub) -> None:
     g = sub.add_parser("generate", help="generate text, or a report through an installed writer (--notes), with speculative decoding")
     src = g.add_mutually_exclusive_group(required=True)
-    src.add_argument("--prompt", help="raw text given to the oracle as-is (no chat template)")
+    src.add_argument("--prompt", help="raw text given to the oracle (no chat template is added); special-token text such "
+                     "as <|im_start|> becomes those tokens, as in llama-cpp-python")
     src.add_argument("--notes", metavar="FILE", help="an input file for the installed `notes` report writer (vineyard: a "
                      "field-note JSON); its prompt uses the oracle's chat template")
     g.add_argument("--drafter", default=None, help="none|model|bridge|lookup|history|cascade|onnx (default: cascade)")
@@ -33,6 +34,7 @@ def _add_generate(sub) -> None:
     g.add_argument("--allow-relaxed", action="store_true", help="let saver modes skip verification outside critical spans")
     g.add_argument("--db", default=None, help="fieldlog database holding the history index (history/cascade drafters)")
     g.add_argument("--fetch", action="store_true", help="fetch catalog models that are not cached yet")
+    g.add_argument("--literal-prompt", action="store_true", help="with --prompt: special-token text stays plain text")
     g.add_argument("--json", action="store_true", help="print one JSON object instead of streaming text")
 
 
@@ -96,7 +98,7 @@ def cmd_generate(args) -> int:
         else:
             params = gen.generation_params(max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k,
                                            top_p=args.top_p, seed=args.seed, stop=args.stop)
-            events = gen.stream(gen.raw_prompt(args.prompt), params, cancel)
+            events = gen.stream(gen.raw_prompt(args.prompt, special=not args.literal_prompt), params, cancel)
             record = gen.record
         done = None
         for ev in events:

@@ -209,6 +209,21 @@ class LengthEstimate:
         per_pos = p[[_group(k) for k in range(1, d_max + 1)]]
         return np.cumprod(per_pos)
 
+    def to_dict(self) -> dict:
+        return {"prior_alpha": self.prior_alpha, "prior_weight": self.prior_weight, "decay": self.decay,
+                "acc": list(self.acc), "rej": list(self.rej)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "LengthEstimate":
+        """Raises ValueError on anything but the shape ``to_dict`` writes (a saved file may be damaged)."""
+        n = len(POSITION_EDGES) + 1
+        acc, rej = [float(x) for x in d["acc"]], [float(x) for x in d["rej"]]
+        vals = [float(d["prior_alpha"]), float(d["prior_weight"]), float(d["decay"]), *acc, *rej]
+        if len(acc) != n or len(rej) != n or not all(math.isfinite(v) and v >= 0 for v in vals):
+            raise ValueError("not a LengthEstimate")
+        return cls(prior_alpha=float(d["prior_alpha"]), prior_weight=float(d["prior_weight"]),
+                   decay=float(d["decay"]), acc=acc, rej=rej)
+
 
 # Starting per-token acceptance of match-based drafts by match length, before a bucket has data:
 # measured here, prompt-lookup drafts pay only on matches of >= ~6 tokens (issue 2), so short
@@ -334,6 +349,31 @@ class DraftPolicy:
         for est in self.estimates.values():
             est.scale(self.params.generation_decay)
         self._reset_generation()
+
+    # ------------------------------------------------------------------ what carries over between processes
+    STATE_VERSION = 1
+
+    def to_state(self) -> dict:
+        """What was learned about the drafts (not this report's fallback state), as JSON-ready data."""
+        return {"version": self.STATE_VERSION,
+                "estimates": {k: e.to_dict() for k, e in self.estimates.items()},
+                "source_estimates": {k: e.to_dict() for k, e in self.source_estimates.items()},
+                "draft_cost": dict(self.draft_cost)}
+
+    def restore(self, state: Mapping) -> bool:
+        """Start from a saved ``to_state``; a state of another version or a damaged one is ignored (False)."""
+        try:
+            if state.get("version") != self.STATE_VERSION:
+                return False
+            est = {str(k): LengthEstimate.from_dict(v) for k, v in state["estimates"].items()}
+            src = {str(k): LengthEstimate.from_dict(v) for k, v in state["source_estimates"].items()}
+            cost = {str(k): float(v) for k, v in state["draft_cost"].items()}
+            if not all(math.isfinite(v) and v >= 0 for v in cost.values()):
+                return False
+        except (AttributeError, KeyError, TypeError, ValueError):
+            return False
+        self.estimates, self.source_estimates, self.draft_cost = est, src, cost
+        return True
 
     # ------------------------------------------------------------------ a single drafter
     def estimate(self, bucket: str) -> LengthEstimate:

@@ -15,10 +15,19 @@ session into a temporary folder in a few milliseconds each:
   e.g. ``tiny_gguf(vocab="a", seed=1, dtype="q8_0")``.
 """
 
+import os
+import tempfile
+
 import pytest
 
 from edgespec.drafters.history_index import HistoryIndex
 from edgespec.testing.tiny_gguf import write_tiny_gguf
+
+
+def pytest_configure(config):
+    """The suite starts cold: a developer's saved draft-policy estimates never change a test's outcome."""
+    os.environ["EDGESPEC_POLICY_DIR"] = tempfile.mkdtemp(prefix="edgespec-policy-")
+
 
 # --------------------------------------------------------------------------- tiny GGUF models
 

@@ -125,3 +125,34 @@ def test_length_estimate_counts_drafts_as_evidence_and_decays():
     assert est.alpha == pytest.approx(2.0 / 3.0)
     est.scale(0.5)
     assert est.evidence == pytest.approx(1.5)
+
+
+def test_policy_state_round_trips_what_was_learned():
+    from edgespec.drafters.base import Candidate
+
+    learned = DraftPolicy(QWEN)
+    for pos in range(60):  # lookup on long matches always right, the model source always wrong
+        learned.record_cycle("lookup:16+", 12, 12, QWEN.t(13), 13, pos)
+        learned.record_source(Candidate(1, "model", "model", 16), 0, 8)
+    learned.record_draft_time("model", 0.08, 8)
+    fresh, warm = DraftPolicy(QWEN), DraftPolicy(QWEN)
+    assert warm.restore(learned.to_state())
+    assert warm.to_state() == learned.to_state()
+    # a new process with the saved state decides as the one that learned it, unlike a cold one
+    assert warm.plan("lookup:16+", 16, 0) == learned.plan("lookup:16+", 16, 0) == 16
+    cands = [Candidate(1, "model", "model", 16)]
+    assert fresh.choose(list(cands)) is not None  # the prior alone would try the model source
+    assert warm.choose(list(cands)) is None and learned.choose(list(cands)) is None
+
+
+@pytest.mark.parametrize("state", [
+    None, {}, {"version": 99}, {"version": 1, "estimates": {"x": {"acc": [1]}}, "source_estimates": {}, "draft_cost": {}},
+    {"version": 1, "estimates": {}, "source_estimates": {}, "draft_cost": {"model": float("nan")}},
+    {"version": 1, "estimates": {"x": {"prior_alpha": 0.5, "prior_weight": 3, "decay": 0.9, "acc": [1, -5], "rej": [1, 0]}},
+     "source_estimates": {}, "draft_cost": {}},
+])
+def test_damaged_policy_state_is_ignored(state):
+    pol = DraftPolicy(QWEN)
+    before = pol.to_state()
+    assert pol.restore(state if state is not None else {}) is False
+    assert pol.to_state() == before
