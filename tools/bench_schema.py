@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Schema-driven reports, side by side: plain llama-cpp-python with the same prompt and grammar against edgespec.
 
-    python tools/bench_schema.py [--notes PATH ...] [--drafters none,lookup,history] [--json OUT]
+    python tools/bench_schema.py [--notes PATH ...] [--season PATH ...] [--drafters none,lookup,history,cascade]
+                                 [--cli N] [--json OUT]
 
 Every note is written by each method in turn, in one process (ratios under the same machine
 conditions). The baseline is llama-cpp-python's ``Llama.create_completion`` with the report's
@@ -14,7 +15,11 @@ llama-cpp-python's, which may tokenize the fixed text differently and so part la
 today's free-form report in plain llama-cpp-python (a
 different prompt, no grammar), as seconds per finished report. A note the validator refuses is
 listed and skipped. ``--notes`` takes a folder of note JSON files or a JSONL file (repeatable);
-the default is the shipped samples and the held-out set in bench/unseen/notes.
+``--season`` one block's notes in date order, of which the last weeks are scored, each drafting from
+the reports of the weeks before. The default is the shipped samples and season and the held-out
+notes and season in bench/unseen/. The CLI rows run ``edgespec generate --notes`` in a fresh
+process per report (the policy state kept between processes, as in a user's cache), against the
+same command with ``--drafter none``.
 """
 
 from __future__ import annotations
@@ -23,7 +28,10 @@ import argparse
 import contextlib
 import io
 import json
+import os
+import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -96,87 +104,232 @@ class Plain:
         return out["choices"][0]["text"], time.perf_counter() - t0
 
 
+SEASON_SCORED = 8  # a season scores its last 8 weeks; the weeks before only fill the history, as a season would
+CLI_NOTES = 4  # single notes run through `edgespec generate` in fresh processes
+
+
+def workloads(args) -> list[tuple[str, str, Path]]:
+    """(name, "single" | "season", path) for every note set asked for (default: samples and unseen, notes and seasons)."""
+    if not (args.notes or args.season):
+        return [("samples", "single", ROOT / "vineyard" / "samples" / "notes"),
+                ("unseen", "single", ROOT / "bench" / "unseen" / "notes"),
+                ("samples season", "season", ROOT / "vineyard" / "samples" / "season"),
+                ("unseen season", "season", ROOT / "bench" / "unseen" / "season-eola-2n")]
+    name = lambda p: p.parent.name if p.name == "notes" else p.stem  # noqa: E731
+    season = lambda p: p.name if "season" in p.name else f"{p.name} season"  # noqa: E731
+    return ([(name(p), "single", p) for p in args.notes or []] + [(season(p), "season", p) for p in args.season or []])
+
+
+class Engines:
+    """One engine per drafter for a workload: fresh history databases (seeded with the templates only, the user's
+    real history untouched), the draft policy carried over from the previous workload as a long-running app
+    (or a saved policy state) would."""
+
+    def __init__(self, oracle, curve, drafters, threads, previous: "Engines | None" = None):
+        self.oracle = oracle
+        self.engines = {}
+        for kind in drafters:
+            d = make_drafter(kind, oracle, paths(), threads, str(Path(tempfile.mkdtemp()) / "history.db"))
+            eng = Engine(oracle, d, curve=curve)
+            if previous is not None and kind in previous.engines:
+                eng.policy.restore(previous.engines[kind].policy.to_state())
+            self.engines[kind] = eng
+
+    def add_report(self, kind: str, text: str) -> None:
+        index = getattr(self.engines[kind].drafter, "index", None)
+        if index is not None and text.strip():
+            index.add_report(text, tokenize=lambda s: self.oracle.tokenize(s, add_bos=False, special=False),
+                             model_id=self.oracle.vocab_fingerprint())
+
+    def close(self) -> None:
+        for eng in self.engines.values():
+            if eng.drafter is not None:
+                eng.drafter.close()
+
+
+def paths() -> dict:
+    return {"smollm2": str(resolve("smollm2-135m-instruct", fetch=True))}
+
+
+NEAR_TIE = 0.25  # as tools/bench.py: two tokens within this many logits of each other are a near-tie
+
+
+def identity(oracle, prompt: list[int], ref: list[int], got: list[int]) -> str:
+    """"yes", "near-tie@i" (at the first divergence both tokens are within NEAR_TIE logits, one step at a time
+    after the common prefix; both were allowed by the grammar, each path chose one) or "NO@i"."""
+    i = next((k for k, (a, b) in enumerate(zip(ref, got)) if a != b), None)
+    if i is None:
+        return "yes" if len(ref) == len(got) else f"NO (length {len(got)} vs {len(ref)})"
+    oracle.reset()
+    logits = oracle.sync(prompt + ref[:i])
+    return f"near-tie@{i}" if abs(float(logits[ref[i]]) - float(logits[got[i]])) <= NEAR_TIE else f"NO@{i}"
+
+
+def generate(oracle, eng, tokens, constraint) -> tuple[object, float]:
+    oracle.reset()
+    t0 = time.perf_counter()
+    done = list(eng.generate(tokens, GenerationParams(max_tokens=MAX_TOKENS), constraint=constraint))[-1]
+    return done, time.perf_counter() - t0
+
+
+def cli_rows(notes: list[tuple[str, Path]], drafters: list[str], threads: int) -> list[dict]:
+    """``edgespec generate --notes F --json`` in a fresh process per report, as a user runs it, drafters interleaved
+    note by note; the policy state starts empty and is kept between the processes (as in a user's cache)."""
+    state = tempfile.mkdtemp(prefix="bench-policy-")
+    env = {**os.environ, "EDGESPEC_POLICY_DIR": state}
+    res: dict[str, list[dict]] = {d: [] for d in ["none", *drafters]}
+    for name, path in notes:
+        for kind in res:
+            cmd = [sys.executable, "-m", "edgespec.cli", "generate", "--notes", str(path), "--json", "--drafter", kind,
+                   "--max-tokens", str(MAX_TOKENS), "--threads", str(threads), "--db", str(Path(state) / f"{kind}.db")]
+            t0 = time.perf_counter()
+            out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+            wall = time.perf_counter() - t0
+            if out.returncode != 0:
+                raise SystemExit(f"{' '.join(cmd)} failed: {out.stderr[-2000:]}")
+            rec = json.loads(out.stdout)
+            gen_s = rec["stats"]["wall_s"] + rec["stats"]["prefill_s"]
+            res[kind].append({"s": gen_s, "process_s": wall, "text": rec["text"], "tokens": rec["tokens"]})
+        base = res["none"][-1]
+        for kind in res:
+            r = res[kind][-1]
+            r.update(speedup=base["s"] / r["s"], same_own=r["tokens"] == base["tokens"])
+        print(f"[cli] {name}: " + ", ".join(f"{k} {v[-1]['s']:.2f}s ({v[-1]['process_s']:.1f}s process)"
+                                            for k, v in res.items()), file=sys.stderr)
+    rows = []
+    for kind, rs in res.items():
+        sp = [r["speedup"] for r in rs]
+        rows.append({"workload": "cli, fresh process", "drafter": kind, "reports": len(rs), "skipped": 0,
+                     "s_per_report": statistics.median(r["s"] for r in rs),
+                     "process_s": statistics.median(r["process_s"] for r in rs),
+                     "speedup": statistics.median(sp), "speedup_min": min(sp), "speedup_max": max(sp),
+                     "vs": "oracle-only CLI", "identical": None,
+                     "identical_own": sum(r["same_own"] for r in rs), "looping": sum(repeated_sentence(r["text"]) for r in rs),
+                     "findings": None})
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--notes", action="append", type=Path, help="a folder of note JSON files or a JSONL file (repeatable)")
-    ap.add_argument("--drafters", default="none,lookup,history")
+    ap.add_argument("--season", action="append", type=Path,
+                    help="a season: a folder or JSONL of one block's notes in date order (repeatable); its last "
+                         f"{SEASON_SCORED} weeks are scored, each drafting from the reports of the weeks before")
+    ap.add_argument("--drafters", default="none,lookup,history,cascade")
+    ap.add_argument("--cli", type=int, default=CLI_NOTES, metavar="N",
+                    help=f"also run N single notes through the CLI, one fresh process each (default {CLI_NOTES}; 0: skip)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--limit", type=int, default=None, metavar="N", help="at most N notes per workload (a smoke run)")
     ap.add_argument("--json", metavar="OUT")
     args = ap.parse_args(argv)
-    sets = args.notes or [ROOT / "vineyard" / "samples" / "notes", ROOT / "bench" / "unseen" / "notes"]
     drafters = [d for d in args.drafters.split(",") if d]
+    if "none" not in drafters:
+        drafters.insert(0, "none")  # the drafters' tokens are compared with the oracle-only run's
 
     oracle_path = str(resolve("qwen2.5-coder-0.5b-instruct", fetch=True))
     oracle = LlamaModel(oracle_path, n_ctx=4096, n_threads=args.threads)
     curve = load_or_measure(oracle)
     plain = Plain(oracle_path, args.threads)
-    engines = {}
-    for kind in drafters:
-        # a history of its own, seeded with the templates only: the user's real history stays untouched
-        d = make_drafter(kind, oracle, {}, args.threads, str(Path(tempfile.mkdtemp()) / "history.db"))
-        engines[kind] = Engine(oracle, d, curve=curve)
+    print(f"verify cost on this machine: 1 token {curve.t(1) * 1000:.0f} ms, 16 tokens {curve.t(16) * 1000:.0f} ms",
+          file=sys.stderr)
 
-    rows = []
-    for path in sets:
-        workload = "samples" if "samples" in str(path) else path.parent.name if path.name == "notes" else path.stem
+    rows, engines, cli_candidates = [], None, []
+    for workload, shape, path in workloads(args):
         notes, refused = load_notes(path)
+        notes = notes[-args.limit:] if args.limit else notes
         for name, why in refused:
             print(f"[{workload}] skipped {name}: {why}", file=sys.stderr)
-        res: dict[str, list[dict]] = {m: [] for m in ["llama-cpp-python free-form", "llama-cpp-python + grammar", *drafters]}
-        for name, note in notes:
+        if shape == "single" and path.is_dir():
+            cli_candidates += [(name, path / name) for name, _ in notes]
+        engines = Engines(oracle, curve, drafters, args.threads, previous=engines)
+        scored_from = max(0, len(notes) - SEASON_SCORED) if shape == "season" else 0
+        methods = (["llama-cpp-python free-form"] if shape == "single" else []) + ["llama-cpp-python + grammar", *drafters]
+        res: dict[str, list[dict]] = {m: [] for m in methods}
+        scored = []
+        for i, (name, note) in enumerate(notes):
             tokens = oracle.tokenize(render_chat(oracle, schema.report_messages(note)), special=True)
-            free_tokens = oracle.tokenize(render_chat(oracle, prompt.report_messages(note)), special=True)
             constraint = Constraint.lark(schema.report_grammar(note))
-            text, dt = plain.run(free_tokens, None)
-            res["llama-cpp-python free-form"].append({"s": dt, "text": text})
+            if i < scored_from:  # an earlier week: its report goes into every history, nothing is timed
+                done, _ = generate(oracle, engines.engines["none"], tokens, constraint)
+                for kind in drafters:
+                    engines.add_report(kind, done.text)
+                continue
+            scored.append(note)
+            if shape == "single":
+                free_tokens = oracle.tokenize(render_chat(oracle, prompt.report_messages(note)), special=True)
+                text, dt = plain.run(free_tokens, None)
+                res["llama-cpp-python free-form"].append({"s": dt, "text": text})
             base, dt_base = plain.run(tokens, schema.report_gbnf(note))
             res["llama-cpp-python + grammar"].append({"s": dt_base, "text": base, "speedup": 1.0, "same": True})
-            for kind, eng in engines.items():
-                oracle.reset()
-                t0 = time.perf_counter()
-                done = list(eng.generate(tokens, GenerationParams(max_tokens=MAX_TOKENS), constraint=constraint))[-1]
-                dt = time.perf_counter() - t0
-                own = res["none"][-1]["tokens"] if kind != "none" and "none" in res and res["none"] else done.tokens
+            for kind, eng in engines.engines.items():
+                done, dt = generate(oracle, eng, tokens, constraint)
+                own = res["none"][-1]["tokens"] if kind != "none" else done.tokens
+                ident = identity(oracle, tokens, own, done.tokens) if done.tokens != own else "yes"
+                if ident != "yes":
+                    print(f"[{workload}] {name}: {kind} parts from oracle-only: {ident}", file=sys.stderr)
                 res[kind].append({"s": dt, "text": done.text, "tokens": done.tokens, "speedup": dt_base / dt,
-                                  "same": done.text == base, "same_own": done.tokens == own,
-                                  "accepted": done.stats.accepted_tokens, "drafted": done.stats.drafted_tokens})
-                if kind == "history":
-                    eng.drafter.index.add_report(done.text, tokenize=lambda s: oracle.tokenize(s, add_bos=False, special=False),
-                                                 model_id=oracle.vocab_fingerprint())
+                                  "same": done.text == base, "same_own": ident == "yes" or ident.startswith("near-tie"),
+                                  "identity": ident,
+                                  "accepted": done.stats.accepted_tokens, "drafted": done.stats.drafted_tokens,
+                                  "forced": done.stats.forced_tokens, "n": done.stats.tokens})
+                if shape == "season":
+                    engines.add_report(kind, done.text)
             print(f"[{workload}] {name}: " + ", ".join(f"{k} {v[-1]['s']:.2f}s" for k, v in res.items()), file=sys.stderr)
         for method, rs in res.items():
-            if not rs:
-                continue
-            sp = [r["speedup"] for r in rs if "speedup" in r]
-            findings = sum(len(check_report(r["text"], n)) for r, (_, n) in zip(rs, notes))
-            row = {"workload": workload, "drafter": method, "reports": len(rs), "skipped": len(refused),
-                   "s_per_report": statistics.median(r["s"] for r in rs),
-                   "speedup": statistics.median(sp) if sp else None, "speedup_min": min(sp) if sp else None,
-                   "speedup_max": max(sp) if sp else None,
-                   "identical": sum(r.get("same", False) for r in rs) if sp else None,
-                   "identical_own": sum(r["same_own"] for r in rs) if any("same_own" in r for r in rs) else None,
-                   "looping": sum(repeated_sentence(r["text"]) for r in rs), "findings": findings}
-            if any("drafted" in r for r in rs):
-                dr = sum(r["drafted"] for r in rs)
-                row["acceptance"] = sum(r["accepted"] for r in rs) / dr if dr else 0.0
-            rows.append(row)
+            if rs:
+                rows.append(summarise(workload, method, rs, scored, len(refused)))
+    if engines is not None:
+        engines.close()
+    if args.cli > 0 and cli_candidates:
+        oracle.close()  # the CLI processes get the machine to themselves
+        plain = None
+        rows += cli_rows(cli_candidates[-args.cli:], [d for d in drafters if d != "none"][-1:], args.threads)
     print(render(rows))
     if args.json:
-        Path(args.json).write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=1))
+        Path(args.json).write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "machine": machine(),
+                                               "rows": rows}, indent=1))
     return 0
 
 
+def summarise(workload: str, method: str, rs: list[dict], notes: list[dict], skipped: int) -> dict:
+    sp = [r["speedup"] for r in rs if "speedup" in r]
+    row = {"workload": workload, "drafter": method, "reports": len(rs), "skipped": skipped,
+           "s_per_report": statistics.median(r["s"] for r in rs),
+           "speedup": statistics.median(sp) if sp else None, "speedup_min": min(sp) if sp else None,
+           "speedup_max": max(sp) if sp else None, "vs": "llama-cpp-python + grammar",
+           "identical": sum(r.get("same", False) for r in rs) if sp else None,
+           "identical_own": sum(r["same_own"] for r in rs) if any("same_own" in r for r in rs) else None,
+           "near_ties": sum(r.get("identity", "").startswith("near-tie") for r in rs),
+           "looping": sum(repeated_sentence(r["text"]) for r in rs),
+           "findings": sum(len(check_report(r["text"], n)) for r, n in zip(rs, notes))}
+    if any("drafted" in r for r in rs):
+        dr = sum(r["drafted"] for r in rs)
+        row["acceptance"] = sum(r["accepted"] for r in rs) / dr if dr else 0.0
+        row["forced_share"] = sum(r["forced"] for r in rs) / max(sum(r["n"] for r in rs), 1)
+    return row
+
+
+def machine() -> str:
+    try:
+        name = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        name = platform.processor() or platform.machine()
+    return f"{name}, {os.cpu_count()} cores"
+
+
 def render(rows: list[dict]) -> str:
-    out = ["| workload | method | reports (skipped) | s/report | speedup vs grammar baseline (median, min–max) | acceptance | "
-           "same text as baseline | same tokens as oracle-only | looping | fact-check findings |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+    out = ["| workload | method | reports (skipped) | s/report | speedup (median, min–max) | against | acceptance | "
+           "same text as baseline | same tokens as oracle-only (near-ties) | looping | fact-check findings |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         sp = "–" if r["speedup"] is None else f"{r['speedup']:.2f}x ({r['speedup_min']:.2f}–{r['speedup_max']:.2f})"
         same = "–" if r["identical"] is None else f"{r['identical']}/{r['reports']}"
         acc = f"{r['acceptance']:.2f}" if "acceptance" in r else "–"
-        own = "–" if r.get("identical_own") is None else f"{r['identical_own']}/{r['reports']}"
+        own = "–" if r.get("identical_own") is None else f"{r['identical_own']}/{r['reports']}" + (
+            f" ({r['near_ties']})" if r.get("near_ties") else "")
         out.append(f"| {r['workload']} | {r['drafter']} | {r['reports']} ({r['skipped']}) | {r['s_per_report']:.2f} | {sp} | "
-                   f"{acc} | {same} | {own} | {r['looping']} | {r['findings']} |")
+                   f"{r.get('vs', '–') if r['speedup'] is not None else '–'} | "
+                   f"{acc} | {same} | {own} | {r['looping']} | {'–' if r['findings'] is None else r['findings']} |")
     return "\n".join(out)
 
 
