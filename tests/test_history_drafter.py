@@ -162,3 +162,21 @@ def test_history_drafts_the_start_of_a_report_from_how_earlier_ones_began(index)
     raw = tok("moth larvae on")
     d.begin(raw)
     assert tok.words(d.propose(raw, 2).tokens) == ["the", "edge"]
+
+
+def test_history_spec_factor_caps_a_draft_by_its_match_length(index):
+    tok = WordTokenizer()
+    index.add_report("risk is low . re-scout in 7 days and count the clusters again next week")
+    ctx = tok("field note text risk is low .")  # matched 4 words deep
+    lengths = {}
+    for factor in (None, 0.5, 1.0, 2.0):
+        d = HistoryDrafter(index, tok, "words", k_max=16, spec_factor=factor)
+        d.begin(ctx)
+        draft = d.propose(ctx, 16)
+        assert draft.match_len == 4
+        lengths[factor] = len(draft.tokens)
+    assert lengths == {None: 11, 0.5: 2, 1.0: 4, 2.0: 8}  # None: the whole rest of the report
+    with pytest.raises(HistoryError):
+        HistoryDrafter(index, tok, "words", spec_factor=0)
+    with pytest.raises(HistoryError):
+        HistoryDrafter(index, tok, "words", min_path_prob=1.5)

@@ -63,3 +63,22 @@ def test_suffix_automaton_matches_do_not_cross_documents():
     for t in [2, 3]:
         state, length = sam.step(state, length, t)
     assert sam.greedy(state, 4) == ([], [])  # the report ended there: nothing to draft
+
+
+def test_greedy_stops_where_the_path_probability_falls_below_the_floor():
+    # after [1, 2]: 3 follows in 3 of 4 docs; after [1, 2, 3]: 4 in 2 of 3, 5 in 1 of 3; then 6 always
+    docs = [[1, 2, 3, 4, 6], [1, 2, 3, 4, 6], [1, 2, 3, 5, 6], [1, 2, 7, 8]]
+    sam = SuffixAutomaton()
+    for d in docs:
+        sam.add_doc(d)
+    state, length = 0, 0
+    for t in [1, 2]:
+        state, length = sam.step(state, length, t)
+    toks, confs = sam.greedy(state, 8)
+    assert toks == [3, 4, 6] and confs == pytest.approx([3 / 4, 2 / 3, 1.0])
+    # path probabilities 0.75, 0.5, 0.5: a floor of 0.6 keeps one token, 0.5 all three, 0.76 none
+    assert sam.greedy(state, 8, min_path_prob=0.6)[0] == [3]
+    assert sam.greedy(state, 8, min_path_prob=0.5)[0] == [3, 4, 6]
+    assert sam.greedy(state, 8, min_path_prob=0.76)[0] == []
+    # the per-token floor alone would keep 6 after 4 (its own probability is 1)
+    assert sam.greedy(state, 8, min_confidence=0.6)[0] == [3, 4, 6]

@@ -75,6 +75,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", metavar="OUT")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--oracle", default="qwen2.5-coder-0.5b-instruct", help="catalog name or GGUF path")
+    ap.add_argument("--history-kw", type=json.loads, default={}, metavar="JSON",
+                    help='HistoryDrafter keyword arguments to try, e.g. \'{"min_path_prob": 0.3, "spec_factor": 1.0}\'')
     args = ap.parse_args(argv)
     max_tokens = args.max_tokens or (64 if args.quick else 200)
     n_cands = [int(x) for x in args.candidates.split(",") if x]
@@ -92,7 +94,7 @@ def main(argv=None) -> int:
         skip = first_scored(wname, len(refs))  # as the bench: a season scores its last reports, earlier ones in the history
         with tempfile.TemporaryDirectory() as td:
             index = HistoryIndex(os.path.join(td, "history.db"))
-            history = HistoryDrafter.for_oracle(index, oracle)
+            history = HistoryDrafter.for_oracle(index, oracle, **args.history_kw)
             # the cascade of the cheap sources only: a model drafter's cost would not show on the virtual clock
             cascade = CascadeDrafter([history, PromptLookupDrafter()])
             drafters = {"lookup": PromptLookupDrafter(), "history": history, "cascade (history, lookup)": cascade}

@@ -53,7 +53,11 @@ class HistoryDrafter:
 
     ``k_max``: longest draft; ``min_match``: shortest suffix worth drafting from;
     ``min_confidence``: stop a history draft at the first token whose empirical
-    probability given the match is below this. Each draft carries ``match_len``,
+    probability given the match is below this; ``min_path_prob``: stop where the product of those
+    probabilities along the draft falls below this (SuffixDecoding's path probability, its default 0.1;
+    in the replay on the samples it lifted single-note history drafting from 1.08x to 1.10x median and
+    left the season as it was); ``spec_factor``: cap a draft at this many tokens per matched token
+    (SuffixDecoding's ``max_spec_factor``; off by default, no gain in the replay). Each draft carries ``match_len``,
     ``source`` ("history", or "lookup" for a match inside the context), ``support`` and per-token
     ``confidence`` for the policy; ``last_match_len`` holds the latest.
 
@@ -80,6 +84,8 @@ class HistoryDrafter:
         *,
         min_match: int = 2,
         min_confidence: float = 0.0,
+        min_path_prob: float = 0.1,
+        spec_factor: float | None = None,
         use_context: bool = True,
         context_max_match: int = 16,
         token_text: Callable[[int], str] | None = None,
@@ -101,6 +107,12 @@ class HistoryDrafter:
         self.k_max = k_max
         self.min_match = min_match
         self.min_confidence = float(min_confidence)
+        if not 0.0 <= float(min_path_prob) <= 1.0:
+            raise HistoryError(f"min_path_prob must be in [0, 1], got {min_path_prob!r}")
+        if spec_factor is not None and not float(spec_factor) > 0:
+            raise HistoryError(f"spec_factor must be > 0, got {spec_factor!r}")
+        self.min_path_prob = float(min_path_prob)
+        self.spec_factor = None if spec_factor is None else float(spec_factor)
         self.use_context = use_context
         self._ctx = ContextIndex(min_match, max(min_match, context_max_match))
         self._sam = SuffixAutomaton()
@@ -197,7 +209,9 @@ class HistoryDrafter:
         source = "history-start" if self._from_start else "history"
         if length < self.min_match:
             return MatchDraft(match_len=length, source=source)
-        toks, confs = self._sam.greedy(state, max_tokens, self.min_confidence)
+        if self.spec_factor is not None:  # SuffixDecoding: a short match earns a short draft
+            max_tokens = min(max_tokens, max(1, int(self.spec_factor * length)))
+        toks, confs = self._sam.greedy(state, max_tokens, self.min_confidence, self.min_path_prob)
         return MatchDraft(tokens=toks, match_len=length, source=source, support=self._sam.cnt[state], confidence=confs)
 
     def _context_draft(self, max_tokens: int) -> MatchDraft:

@@ -148,11 +148,15 @@ class SuffixAutomaton:
                 return tok
         raise KeyError(child)
 
-    def greedy(self, state: int, max_tokens: int, min_confidence: float = 0.0) -> tuple[list[int], list[float]]:
-        """The most frequent continuation of the match ending in ``state``, token by token."""
+    def greedy(self, state: int, max_tokens: int, min_confidence: float = 0.0,
+               min_path_prob: float = 0.0) -> tuple[list[int], list[float]]:
+        """The most frequent continuation of the match ending in ``state``, token by token; it stops at a token
+        whose own probability is below ``min_confidence`` or where the product along the path (SuffixDecoding's
+        path probability) falls below ``min_path_prob``."""
         toks: list[int] = []
         confs: list[float] = []
         cnt = self.cnt
+        path = 1.0
         while len(toks) < max_tokens:
             total = cnt[state]
             child = self.best_child(state)
@@ -162,7 +166,8 @@ class SuffixAutomaton:
             if tok < 0:
                 break
             conf = cnt[child] / total
-            if conf < min_confidence:
+            path *= conf
+            if conf < min_confidence or path < min_path_prob:
                 break
             toks.append(tok)
             confs.append(conf)
