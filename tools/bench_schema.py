@@ -233,7 +233,7 @@ def main(argv=None) -> int:
     print(f"verify cost on this machine: 1 token {curve.t(1) * 1000:.0f} ms, 16 tokens {curve.t(16) * 1000:.0f} ms",
           file=sys.stderr)
 
-    rows, engines, cli_candidates = [], None, []
+    rows, engines, cli_candidates, texts = [], None, [], []
     for workload, shape, path in workloads(args):
         notes, refused = load_notes(path)
         notes = notes[-args.limit:] if args.limit else notes
@@ -278,6 +278,10 @@ def main(argv=None) -> int:
         for method, rs in res.items():
             if rs:
                 rows.append(summarise(workload, method, rs, scored, len(refused)))
+        names = [n for n, _ in notes][scored_from:]
+        for method in ("llama-cpp-python free-form", "none"):  # the quality comparison: before and after
+            texts += [{"workload": workload, "note": n, "method": method, "text": r["text"]}
+                      for n, r in zip(names, res.get(method, []))]
     if engines is not None:
         engines.close()
     if args.cli > 0 and cli_candidates:
@@ -287,7 +291,7 @@ def main(argv=None) -> int:
     print(render(rows))
     if args.json:
         Path(args.json).write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "machine": machine(),
-                                               "rows": rows}, indent=1))
+                                               "rows": rows, "reports": texts}, indent=1))
     return 0
 
 
