@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
 from . import EdgespecError, IncompatibleModelsError, PromptError, power
 from .acceptance import SamplingParams, validate_sampling
@@ -56,6 +56,7 @@ class GeneratorConfig:
     battery_sim: str | None = None  # "PERCENT[:charging]"
     allow_relaxed: bool = False  # user setting: saver modes may skip verification outside critical spans
     history_db: str | None = None
+    history_seed: Callable[[], Iterable[tuple[str, str]]] | None = None  # (name, text) reports an empty history starts with
     fetch: bool = False
     adaptive: bool = True
     persist_policy: bool = True  # start from (and save) what earlier processes learned about this pair's drafts
@@ -130,7 +131,8 @@ class Generator:
             from .drafters.history import HistoryDrafter
             from .drafters.history_index import HistoryIndex
 
-            self.history_index = HistoryIndex(self.config.history_db)
+            seed = {} if self.config.history_seed is None else {"templates": self.config.history_seed}
+            self.history_index = HistoryIndex(self.config.history_db, **seed)
             hist = HistoryDrafter.for_oracle(self.history_index, self.oracle)
             if kind == "history":
                 return hist

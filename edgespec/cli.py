@@ -85,6 +85,7 @@ def cmd_generate(args) -> int:
         battery_sim=args.battery_sim,
         allow_relaxed=args.allow_relaxed,
         history_db=args.db,
+        history_seed=getattr(writer_factory, "history_seed", None),
         fetch=args.fetch,
     )
     cancel = threading.Event()

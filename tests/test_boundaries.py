@@ -103,3 +103,10 @@ def test_a_planted_import_is_caught(tmp_path):
         "vineyard/__init__.py:1 imports ..",
         "vineyard/app.py:2 imports fieldlog_app",
     ]
+
+
+def test_the_runtime_ships_no_domain_data():
+    """Sample notes, template reports and catalogs live in the domain package, not in edgespec/."""
+    root = Path(__file__).resolve().parents[1] / "edgespec"
+    data = [p.relative_to(root) for p in root.rglob("*") if p.suffix in {".txt", ".jsonl"} or p.name.endswith("catalog.json")]
+    assert data == []

@@ -8,7 +8,8 @@ import time
 import pytest
 
 from edgespec.drafters.history import HistoryDrafter
-from edgespec.drafters.history_index import HistoryError, HistoryIndex, template_reports
+from edgespec.drafters.history_index import HistoryError, HistoryIndex
+from vineyard.seeds import template_reports
 from edgespec.testing.words import WordTokenizer
 
 

@@ -7,7 +7,8 @@ import sqlite3
 import pytest
 
 from edgespec.drafters.history import HistoryDrafter
-from edgespec.drafters.history_index import HistoryError, HistoryIndex, template_reports
+from edgespec.drafters.history_index import HistoryError, HistoryIndex
+from vineyard.seeds import template_reports
 from edgespec.testing.words import WordTokenizer
 
 
@@ -110,12 +111,14 @@ def test_history_templates_seed_an_empty_index(tmp_path):
         for section in ("Summary", "Observations", "Risk", "Action"):
             assert section in text, f"{name} lacks {section}"
     db = tmp_path / "h.db"
-    with HistoryIndex(db) as idx:
+    with HistoryIndex(db, templates=template_reports) as idx:
         assert idx.count() == len(templates)
         assert {s for _i, s, _t in idx.documents()} == {"template"}
         idx.add_report("a real report")
-    with HistoryIndex(db) as idx:  # not re-seeded once it holds anything
+    with HistoryIndex(db, templates=template_reports) as idx:  # not re-seeded once it holds anything
         assert idx.count() == len(templates) + 1
+    with HistoryIndex(tmp_path / "bare.db") as idx:  # the runtime alone seeds nothing: it knows no domain
+        assert idx.count() == 0
 
 
 def test_history_seed_reports_are_injectable(tmp_path):

@@ -41,6 +41,7 @@ from edgespec.policy import CostCurve  # noqa: E402
 from edgespec.power import EnergyMeter  # noqa: E402
 from vineyard import fieldnote  # noqa: E402
 from vineyard.prompt import report_messages  # noqa: E402
+from vineyard.seeds import template_reports  # noqa: E402
 
 NEAR_TIE = 0.25
 README_BEGIN = "<!-- bench:begin -->"
@@ -174,7 +175,7 @@ def make_drafter(kind: str, oracle: LlamaModel, paths: dict, threads: int, histo
         from edgespec.drafters.history import HistoryDrafter
         from edgespec.drafters.history_index import HistoryIndex
 
-        index = HistoryIndex(history_db)
+        index = HistoryIndex(history_db, templates=template_reports)
         hist = HistoryDrafter.for_oracle(index, oracle)
         hist.index = index
         if kind == "history":

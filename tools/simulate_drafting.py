@@ -43,6 +43,7 @@ from edgespec.llama import LlamaModel, render_chat  # noqa: E402
 from edgespec.testing.reference import oracle_greedy  # noqa: E402
 from edgespec.testing.replay import ReplayOracle, VirtualClock, hindsight_speedup, replay  # noqa: E402
 from vineyard.prompt import report_messages  # noqa: E402
+from vineyard.seeds import template_reports  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "tools"))
 from bench import first_scored, load_workloads  # noqa: E402
@@ -93,7 +94,7 @@ def main(argv=None) -> int:
         refs = record(oracle, notes, max_tokens, cache)
         skip = first_scored(wname, len(refs))  # as the bench: a season scores its last reports, earlier ones in the history
         with tempfile.TemporaryDirectory() as td:
-            index = HistoryIndex(os.path.join(td, "history.db"))
+            index = HistoryIndex(os.path.join(td, "history.db"), templates=template_reports)
             history = HistoryDrafter.for_oracle(index, oracle, **args.history_kw)
             # the cascade of the cheap sources only: a model drafter's cost would not show on the virtual clock
             cascade = CascadeDrafter([history, PromptLookupDrafter()])

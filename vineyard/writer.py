@@ -24,6 +24,7 @@ from edgespec.spans import audit
 
 from . import fieldnote, prompt, schema
 from .facts import check_spans
+from .seeds import template_reports
 from .spans import CatalogSpanPolicy, default_policy
 
 
@@ -32,6 +33,8 @@ class ReportWriter:
 
     # how the edgespec CLI reads ``--notes FILE`` before it loads any model
     load = staticmethod(fieldnote.load)
+    # what an empty history index starts with (the CLI and open_writer pass it to the generator)
+    history_seed = staticmethod(template_reports)
 
     def __init__(self, generator: Generator) -> None:
         self.generator = generator
@@ -112,5 +115,7 @@ class ReportWriter:
 
 
 def open_writer(**kwargs: Any) -> ReportWriter:
-    """A ReportWriter over ``edgespec.api.open_generator(**kwargs)`` (the default pair unless told)."""
+    """A ReportWriter over ``edgespec.api.open_generator(**kwargs)`` (the default pair unless told; an empty history
+    starts from the template reports)."""
+    kwargs.setdefault("history_seed", ReportWriter.history_seed)
     return ReportWriter(open_generator(**kwargs))

@@ -6,9 +6,9 @@ one is given, else a per-user file, with their tokenization per oracle
 tokenizer (``model_id``), bounded in size with oldest-first eviction. Texts are
 model-independent, so a report saved while no model is loaded, or a switch to
 another oracle, is tokenized lazily the next time a drafter for that tokenizer
-opens the index. A new index is seeded with template reports (by default those
-in ``edgespec/samples/templates/``) so the first report on a device already
-drafts well.
+opens the index. A new index can be seeded with template reports (the domain
+gives them: ``vineyard.seeds.template_reports``) so the first report on a device
+already drafts well; by default it starts empty.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
-from importlib import resources
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -57,9 +56,14 @@ def default_db_path() -> Path:
     return Path(platformdirs.user_data_dir("edgespec")) / "history.db"
 
 
-def template_reports() -> list[tuple[str, str]]:
-    """(name, text) of the shipped cold-start template reports, in name order."""
-    root = resources.files("edgespec") / "samples" / "templates"
+def no_seed() -> list[tuple[str, str]]:
+    """The default seed: none (the runtime knows no domain's reports)."""
+    return []
+
+
+def reports_in(folder) -> list[tuple[str, str]]:
+    """(name, text) of every non-empty ``*.txt`` in ``folder`` (a path or an importlib resource), in name order."""
+    root = folder if hasattr(folder, "iterdir") else Path(folder)
     out = []
     if not root.is_dir():
         return out
@@ -104,8 +108,8 @@ class HistoryIndex:
     and generates from another).
 
     ``templates``: what an empty index is seeded with (``seed_templates``), a
-    callable returning (name, text) pairs; by default the shipped
-    ``template_reports``. It is called only when the index is empty.
+    callable returning (name, text) pairs; by default none (``no_seed``). It is
+    called only when the index is empty.
     """
 
     def __init__(
@@ -115,7 +119,7 @@ class HistoryIndex:
         max_docs: int = DEFAULT_MAX_DOCS,
         max_tokens: int = DEFAULT_MAX_TOKENS,
         seed_templates: bool = True,
-        templates: SeedFn = template_reports,
+        templates: SeedFn = no_seed,
     ):
         require_positive_int("max_docs", max_docs)
         require_positive_int("max_tokens", max_tokens)
