@@ -109,15 +109,22 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from .database.exporting import Exporter
+
     with Store(args.db_path, readonly=True) as store:
         kw = dict(include_drafts=args.include_drafts, include_superseded=args.include_superseded)
-        if args.output and args.output != "-":
-            n = store.export(args.format, args.output, **kw)
+        to_file = bool(args.output and args.output != "-")
+        result = Exporter(store).export(args.format, args.output if to_file else sys.stdout, **kw)
+        if to_file:
+            n = result.written
             print(f"wrote {n} {'row' if args.format == 'csv' else 'feature' if args.format == 'geojson' else 'line'}"
                   f"{'s' if n != 1 else ''} to {args.output}", file=sys.stderr)
         else:
-            store.export(args.format, sys.stdout, **kw)
             sys.stdout.flush()
+        if result.without_gps:  # a map that silently drops sightings looks complete when it is not
+            k = result.without_gps
+            print(f"{k} sighting{'s' if k != 1 else ''} left out of the map: no GPS position "
+                  f"(the file's sightings_without_gps says so too)", file=sys.stderr)
     return 0
 
 
