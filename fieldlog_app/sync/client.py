@@ -712,7 +712,9 @@ class AutoSync:
                 result = sync_when_reachable(self.db, self.server, self.token, **self.sync_kw)
             except Exception as e:  # never let the worker die: report and keep going
                 result = e
-            if result is not None and self.on_result is not None and not self._stop.is_set():
+            # Delivered even when stop() came meanwhile: the rows are already marked sent, and a
+            # result dropped here is a screen that never learns it (issue 14, item 10).
+            if result is not None and self.on_result is not None:
                 try:
                     self.on_result(result)
                 except Exception:
