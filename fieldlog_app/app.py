@@ -6,7 +6,7 @@ report generator (loaded lazily in a worker thread because loading GGUF models
 takes seconds, and guarded by a lock because one llama context cannot run two
 generations), and an optional sync callback that the sync module wires in.
 
-Screens: log browser (home) → sighting detail → form / generate / report; sync.
+Screens: log browser (home) → sighting detail → form / generate / report; season; sync.
 Screens never push each other: they post navigation messages
 (``screens/messages.py``) and the ``on_*`` handlers below push the screens.
 """
@@ -29,8 +29,9 @@ from .generator import MODELS_HELP, EngineUnavailable, ModelsMissing, default_ge
 from .screens.form_model import pest_names
 from .screens.generate import GenerateScreen
 from .screens.log import LogScreen
-from .screens.messages import EditSighting, GenerateReport, OpenReport, OpenSighting, SightingSaved
+from .screens.messages import EditSighting, GenerateReport, OpenReport, OpenSeason, OpenSighting, SightingSaved
 from .screens.report import ReportScreen
+from .screens.season import SeasonScreen
 from .screens.sighting_detail import SightingDetailScreen
 from .screens.sighting_form import SightingFormScreen
 from .screens.sync import SyncScreen
@@ -145,6 +146,9 @@ class FieldlogApp(App):
     def on_open_sighting(self, message: OpenSighting) -> None:
         self.push_screen(SightingDetailScreen(message.sighting_id))
 
+    def on_open_season(self, message: OpenSeason) -> None:
+        self.push_screen(SeasonScreen(message.block))
+
     def on_open_report(self, message: OpenReport) -> None:
         self.push_screen(ReportScreen(message.report_id))
 
@@ -178,7 +182,7 @@ def run(db_path: Path, demo: bool = False, *, sync_callback: SyncCallback | None
     store = Store(str(db_path))
     try:
         if demo:
-            seed_demo(store)
+            seed_demo(store, season=True)
         FieldlogApp(store, generator_factory=generator_factory, sync_callback=sync_callback).run()
     finally:
         store.close()

@@ -68,7 +68,7 @@ def cmd_app(args: argparse.Namespace) -> int:
         if args.demo:
             from .demo import seed_demo
 
-            added = seed_demo(store)
+            added = seed_demo(store, season=True)
             if added:
                 print(f"demo database {path}: added {added} sample sightings", file=sys.stderr)
     try:

@@ -1,8 +1,11 @@
 """Demo data for ``fieldlog --demo``: the vineyard sample field notes, so a newcomer
-sees a populated log (and can generate a report) the moment the app opens."""
+sees a populated log (and can generate a report) the moment the app opens, and
+block B4's 20-week sample season (``vineyard/samples/season/``), so the season
+screen has a season to show."""
 
 from __future__ import annotations
 
+import json
 from importlib import resources
 from typing import Any
 
@@ -22,8 +25,16 @@ def sample_notes_path():
     return resources.files("vineyard").joinpath("samples", "notes.jsonl")
 
 
-def seed_demo(store: Any) -> int:
-    """Fill an *empty* store with the sample notes (finalized) and one unfinished draft.
+def season_notes() -> list[dict]:
+    """The sample season's weekly notes (vineyard/samples/season/week*.json), in order."""
+    folder = resources.files("vineyard").joinpath("samples", "season")
+    files = sorted((f for f in folder.iterdir() if f.name.endswith(".json")), key=lambda f: f.name)
+    return [json.loads(f.read_text(encoding="utf-8")) for f in files]
+
+
+def seed_demo(store: Any, *, season: bool = False) -> int:
+    """Fill an *empty* store with the sample notes (finalized) and one unfinished draft, and
+    with ``season`` also block B4's sample season (weeks the sample notes already cover skipped).
 
     Returns how many sightings were added; 0 when the store already has any, so
     ``fieldlog --demo`` can be started again and again without duplicates.
@@ -33,5 +44,12 @@ def seed_demo(store: Any) -> int:
         return 0
     with resources.as_file(sample_notes_path()) as path:
         result = store.import_notes(path)
+    added = result.imported
+    if season:
+        have = {(str(s["block"]).lower(), s["date"]) for s in store.list_sightings(status="finalized", limit=10_000)}
+        for note in season_notes():
+            if (note["block"].lower(), note["date"]) not in have:
+                store.finalize(store.save_draft(note))
+                added += 1
     store.save_draft(DEMO_DRAFT)
-    return result.imported + 1
+    return added + 1

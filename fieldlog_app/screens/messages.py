@@ -52,3 +52,11 @@ class SightingSaved(Message):
     def __init__(self, sighting_id: str) -> None:
         super().__init__()
         self.sighting_id = sighting_id
+
+
+class OpenSeason(Message):
+    """Show a block's season at a glance (``block=None``: the first block with sightings)."""
+
+    def __init__(self, block: str | None = None) -> None:
+        super().__init__()
+        self.block = block
