@@ -66,27 +66,28 @@ def cmd_app(args: argparse.Namespace) -> int:
     path = args.db_path
     with Store(path) as store:  # open (create/migrate) first, so a bad path is a one-line error
         if args.demo:
+            from .database.demo_mark import mark_demo
             from .demo import seed_demo
 
             added = seed_demo(store, season=True)
             if added:
                 print(f"demo database {path}: added {added} sample sightings", file=sys.stderr)
+            elif Path(path) == demo_db_path():
+                mark_demo(store)  # a demo database seeded by an older fieldlog: never sync it either
     try:
         from . import app
     except ImportError as e:
         raise CliError(f"the fieldlog app cannot start in this install ({e})") from None
     sync_callback = auto = None
-    try:  # sync is optional: no server configured (FIELDLOG_SERVER / FIELDLOG_TOKEN) means no button action
+    try:  # sync is optional: a broken sync setup must never keep the scout from logging
         from .sync.client import AutoSync, app_sync_callback
 
-        sync_callback = app_sync_callback(path)
-        if sync_callback is not None:
-            auto = AutoSync(path)  # syncs by itself whenever the farm office becomes reachable
-            auto.start()
-    except Exception as e:  # a broken sync setup must never keep the scout from logging
+        sync_callback = app_sync_callback(path)  # None until a server is set (env or the Sync screen)
+        auto = AutoSync(path)  # syncs by itself whenever the farm office becomes reachable; the app starts it
+    except Exception as e:
         print(f"fieldlog: sync disabled ({e})", file=sys.stderr)
     try:
-        app.run(path, demo=args.demo, sync_callback=sync_callback)
+        app.run(path, demo=args.demo, sync_callback=sync_callback, autosync=auto)
     finally:
         if auto is not None:
             auto.stop()

@@ -9,6 +9,8 @@ import json
 from importlib import resources
 from typing import Any
 
+from .database.demo_mark import mark_demo
+
 DEMO_DRAFT = {
     "block": "C1",
     "variety": "Chardonnay",
@@ -37,7 +39,8 @@ def seed_demo(store: Any, *, season: bool = False) -> int:
     with ``season`` also block B4's sample season (weeks the sample notes already cover skipped).
 
     Returns how many sightings were added; 0 when the store already has any, so
-    ``fieldlog --demo`` can be started again and again without duplicates.
+    ``fieldlog --demo`` can be started again and again without duplicates. A seeded
+    store is marked as the demo's (``database/demo_mark.py``): it never syncs.
     """
     counts = store.counts()
     if counts["draft"] + counts["finalized"] + counts["superseded"]:
@@ -52,4 +55,5 @@ def seed_demo(store: Any, *, season: bool = False) -> int:
                 store.finalize(store.save_draft(note))
                 added += 1
     store.save_draft(DEMO_DRAFT)
+    mark_demo(store)  # sample data never syncs to a farm office (sync and bundle export refuse it)
     return added + 1

@@ -49,7 +49,7 @@ def imported(db: Path, n: int = 10) -> list[str]:
 def fake_app(monkeypatch):
     calls = []
     mod = types.ModuleType("fieldlog_app.app")
-    mod.run = lambda db_path, demo=False, sync_callback=None: calls.append((Path(db_path), demo))
+    mod.run = lambda db_path, demo=False, sync_callback=None, autosync=None: calls.append((Path(db_path), demo))
     monkeypatch.setitem(sys.modules, "fieldlog_app.app", mod)
     monkeypatch.setattr(fieldlog_app, "app", mod, raising=False)
     return calls

@@ -521,6 +521,7 @@ def test_autosync_delivers_a_finished_run_even_when_stopped_meanwhile(env, monke
 def test_app_sync_callback(env, monkeypatch):
     monkeypatch.delenv("FIELDLOG_SERVER", raising=False)
     monkeypatch.delenv("FIELDLOG_TOKEN", raising=False)
+    monkeypatch.setenv("FIELDLOG_CONFIG", str(env.tmp / "no-settings.json"))  # not this machine's own settings
     assert app_sync_callback(env.db_path) is None  # not configured: the screen says so
     make_sightings(env.store, 2, seed=24)
     sync_now = app_sync_callback(env.db_path, env.url, env.token, retry=FAST)

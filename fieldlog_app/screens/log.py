@@ -97,6 +97,10 @@ class LogScreen(Screen):
         self.refresh_alerts()
         self.refresh_table()
 
+    def on_background_sync(self) -> None:
+        # the "waiting to sync" count under the table
+        self.refresh_table()
+
     # ---------------------------------------------------------------- threshold alerts
 
     def refresh_alerts(self) -> None:
