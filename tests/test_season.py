@@ -45,6 +45,7 @@ def test_the_sample_season_marks_the_weeks_a_report_would_call_above():
     assert {w.week for w in moth.weeks_above} == expected and expected
     w30 = next(w for w in moth.weeks if w.week == 30)
     assert (w30.metric, w30.observed, w30.threshold.value, w30.sampled) == ("incidence_pct", 8.0, 6.0, 50)
+    assert moth.label == "% of clusters infested"
     mites = next(p for p in s.pests if p.pest == "spider mites")
     assert not mites.weeks_above and all(w.threshold is None for w in mites.weeks)  # the catalog gives none
     assert s.alerts == []  # the latest week (mid-September) is outside every threshold window
@@ -69,6 +70,9 @@ def test_alerts_name_blocks_whose_latest_week_is_above():
     assert [(s.block, [p.pest for p in s.alerts]) for s in alerts] == [("B", ["grape berry moth"])]
     c = block_season(unknown, "C").pests[0]
     assert (c.pest, c.in_catalog, c.latest.status, c.latest.observed) == ("grape cicada", False, "unknown", 90.0)
+    density = block_season([note("2026-07-21", {"pest": "grape leafhopper", "unit": "leaves", "sampled": 10,
+                                                "count": 14})], "Z9").pests[0]
+    assert (density.metric, density.label, density.latest.observed) == ("per_unit", "per leaf sampled", 1.4)
 
 
 def test_nice_steps():

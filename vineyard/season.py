@@ -14,16 +14,23 @@ import datetime as _dt
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from .pests import Threshold, lookup, normalize, observed_figures, threshold_status
+from .pests import Threshold, lookup, normalize, observed_figures, plural, singular, threshold_status
 
 # Which figure a week shows when no threshold applies to it: the threshold's metric wins.
 _FALLBACK_METRICS = ("incidence_pct", "per_unit", "severity_pct", "defoliation_pct")
 METRIC_LABEL = {
-    "incidence_pct": "% of units infested",
-    "per_unit": "per unit sampled",
+    "incidence_pct": "% of {units} infested",
+    "per_unit": "per {unit} sampled",
     "severity_pct": "% severity",
     "defoliation_pct": "% defoliation",
 }
+
+
+def metric_label(metric: str, unit: str = "") -> str:
+    """incidence_pct, "clusters" -> "% of clusters infested" (the unit sampled, else "units")."""
+    unit = normalize(unit)
+    return METRIC_LABEL.get(metric, metric).format(units=plural(singular(unit)) if unit else "units",
+                                                   unit=singular(unit) if unit else "unit")
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,7 @@ class Week:
     start: str  # the week's Monday, ISO date
     last_date: str  # the last scouting day in the week
     sampled: int | float
+    unit: str  # the unit sampled (clusters, leaves, ...), as the week's last note wrote it
     metric: str | None  # incidence_pct, per_unit, ... (None: nothing measurable)
     observed: float | None
     threshold: Threshold | None  # the one that applies that week, if any
@@ -62,6 +70,15 @@ class PestSeason:
         """The figure the series shows (the most common one across its weeks)."""
         metrics = [w.metric for w in self.weeks if w.metric]
         return max(dict.fromkeys(metrics), key=metrics.count) if metrics else None
+
+    @property
+    def label(self) -> str:
+        """What the series shows, e.g. "% of clusters infested"."""
+        metric = self.metric
+        if metric is None:
+            return ""
+        units = [w.unit for w in self.weeks if w.metric == metric and w.unit]
+        return metric_label(metric, units[-1] if units else "")
 
     @property
     def latest(self) -> Week | None:
@@ -122,7 +139,8 @@ def _week(notes: list[dict], pest_obs: list[dict], risk: str | None) -> Week:
         metric = next((m for m in _FALLBACK_METRICS if m in figures), None)
         observed = round(figures[metric], 4) if metric else None
     ids = tuple(str(n["id"]) for n in notes if n.get("id"))
-    return Week(iso[0], iso[1], start, last_date, pooled.get("sampled", 0), metric, observed, st.threshold,
+    return Week(iso[0], iso[1], start, last_date, pooled.get("sampled", 0), str(pooled.get("unit") or ""), metric,
+                observed, st.threshold,
                 st.status, st.reason, ids)
 
 

@@ -21,7 +21,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 from textual_plotext import PlotextPlot
 
 from vineyard.pests import PEST_CATALOG, fmt_quantity
-from vineyard.season import METRIC_LABEL, BlockSeason, PestSeason, Week
+from vineyard.season import BlockSeason, PestSeason, Week
 
 from ..database import season as season_db
 
@@ -44,9 +44,8 @@ def week_status(w: Week) -> Text:
 
 def pest_heading(p: PestSeason) -> Text:
     t = Text(p.pest, style="bold")
-    metric = p.metric
-    if metric:
-        t.append(f" · {METRIC_LABEL.get(metric, metric)}", style="dim")
+    if p.label:
+        t.append(f" · {p.label}", style="dim")
     if not p.in_catalog:
         t.append(" · not in the pest catalog, no threshold", style="yellow")
     elif not PEST_CATALOG[p.pest].thresholds:
@@ -88,7 +87,7 @@ class SeasonChart(PlotextPlot):
             plt.title("nothing measurable to chart")
             return
         xs = [w.week for w in weeks]
-        plt.plot(xs, [w.observed for w in weeks], marker="braille", color="cyan", label="observed")
+        plt.plot(xs, [w.observed for w in weeks], marker="hd", color="cyan", label="observed")
         with_t = [w for w in weeks if w.threshold is not None and w.threshold.metric == w.metric]
         if with_t:
             plt.scatter([w.week for w in with_t], [w.threshold.value for w in with_t], marker="─",
