@@ -38,7 +38,6 @@ from fieldlog_app.sync.testing import (
     ThreadServer,
     free_port,
     make_sightings,
-    wait_for,
 )
 
 FAST = RetryPolicy(tries=8, base=0.01, cap=0.05, max_wait=1.0)
