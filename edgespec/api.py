@@ -191,7 +191,8 @@ class Generator:
         """Raise PowerDeferred when the governor queues work until the device charges (``force``: run anyway)."""
         pp = self.power_policy
         if not pp.run_now and not force:
-            raise PowerDeferred(f"power mode {pp.mode}: {pp.reason or 'battery critical'}; the report waits until the device charges")
+            raise PowerDeferred(f"power mode {pp.mode} ({pp.reason or 'battery critical'}): not generated; "
+                                "try again on the charger")
 
     def stream(self, prompt_tokens: list[int], params: GenerationParams, cancel: threading.Event | None = None,
                *, guard: SpanGuard | None = None, constraint: Constraint | None = None) -> Iterator[Chunk | Done]:

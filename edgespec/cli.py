@@ -36,6 +36,21 @@ def _add_generate(sub) -> None:
     g.add_argument("--fetch", action="store_true", help="fetch catalog models that are not cached yet")
     g.add_argument("--literal-prompt", action="store_true", help="with --prompt: special-token text stays plain text")
     g.add_argument("--json", action="store_true", help="print one JSON object instead of streaming text")
+    g.add_argument("--now", action="store_true", help="generate even on a critical battery (default: queue the job "
+                   "until the device charges; see `edgespec queue`)")
+
+
+def _add_queue(sub) -> None:
+    q = sub.add_parser("queue", help="jobs queued on a critical battery: list, run (when charging, or --now), drop")
+    qsub = q.add_subparsers(dest="queue_cmd", required=True)
+    qsub.add_parser("list", help="queued jobs, oldest first")
+    r = qsub.add_parser("run", help="generate the queued jobs, oldest first, if the device is charging (or --now)")
+    r.add_argument("--now", action="store_true", help="run them on battery too")
+    r.add_argument("--power-mode", choices=["performance", "balanced", "saver", "critical"], default=None)
+    r.add_argument("--battery-sim", metavar="PERCENT[:charging]", default=None)
+    r.add_argument("--allow-relaxed", action="store_true", help=argparse.SUPPRESS)
+    d = qsub.add_parser("drop", help="remove a queued job without running it")
+    d.add_argument("id", help="job id (or a unique prefix)")
 
 
 def _add_models(sub) -> None:
@@ -62,12 +77,23 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", action="version", version=f"edgespec {__version__}")
     sub = ap.add_subparsers(dest="cmd", required=True)
     _add_generate(sub)
+    _add_queue(sub)
     _add_models(sub)
     return ap
 
 
+# generate options a queued job keeps (power is decided again when it runs)
+JOB_OPTIONS = ("drafter", "draft_model", "oracle", "temperature", "top_k", "top_p", "seed", "max_tokens", "stop",
+               "n_ctx", "threads", "allow_relaxed", "db", "fetch", "literal_prompt")
+
+
+def _power_policy(args):
+    from . import power
+
+    return power.policy_for(mode=args.power_mode, battery_sim=args.battery_sim, allow_relaxed=args.allow_relaxed)
+
+
 def cmd_generate(args) -> int:
-    from . import api
     from .plugins import load_writer
 
     # the notes front-end reads (and validates) its file before any model is loaded
@@ -75,53 +101,128 @@ def cmd_generate(args) -> int:
     note = writer_factory.load(args.notes) if writer_factory is not None else None
     if args.prompt is not None and not args.prompt.strip():
         raise EdgespecError("empty prompt")
+    pp = _power_policy(args)
+    if not pp.run_now and not args.now:
+        return _queue_job(args, "notes" if note is not None else "prompt", note if note is not None else args.prompt, pp)
+    out = _generate(vars(args), note, args.prompt, writer_factory, stream=not args.json)
+    if args.json:
+        print(json.dumps(out, ensure_ascii=False))
+    return 0
+
+
+def _queue_job(args, kind: str, value, pp) -> int:
+    from .jobqueue import JobQueue
+
+    q = JobQueue()
+    job, position = q.add(kind, value, {k: getattr(args, k) for k in JOB_OPTIONS})
+    total = len(q.jobs())
+    if args.json:
+        print(json.dumps({"queued": job.id, "position": position, "queue_length": total, "path": str(job.path),
+                          "power_mode": pp.mode, "reason": pp.reason}))
+    print(f"edgespec: power mode {pp.mode} ({pp.reason}): not generated now; queued as job {job.id} "
+          f"(position {position} of {total}) in {q.folder}.\n"
+          f"Run `edgespec queue run` once the device is charging, or `edgespec queue run --now` to run it on "
+          f"battery; `edgespec generate ... --now` skips the queue.", file=sys.stderr)
+    return 0
+
+
+def _generate(opts: dict, note, prompt, writer_factory, *, stream: bool, cancel=None) -> dict:
+    """One generation with ``opts`` (generate's options); prints the text as it comes when ``stream``;
+    returns the ``--json`` object. Power was decided by the caller, so a critical battery does not stop it."""
+    from . import api
+
     gen = api.open_generator(
-        oracle=args.oracle or api.DEFAULT_ORACLE,
-        drafter=args.drafter or api.DEFAULT_DRAFTER,
-        draft_model=args.draft_model or api.DEFAULT_DRAFT_MODEL,
-        n_ctx=args.n_ctx,
-        n_threads=args.threads,
-        power_mode=args.power_mode,
-        battery_sim=args.battery_sim,
-        allow_relaxed=args.allow_relaxed,
-        history_db=args.db,
+        oracle=opts.get("oracle") or api.DEFAULT_ORACLE,
+        drafter=opts.get("drafter") or api.DEFAULT_DRAFTER,
+        draft_model=opts.get("draft_model") or api.DEFAULT_DRAFT_MODEL,
+        n_ctx=opts.get("n_ctx", 4096),
+        n_threads=opts.get("threads"),
+        power_mode=opts.get("power_mode"),
+        battery_sim=opts.get("battery_sim"),
+        allow_relaxed=bool(opts.get("allow_relaxed")),
+        history_db=opts.get("db"),
         history_seed=getattr(writer_factory, "history_seed", None),
-        fetch=args.fetch,
+        fetch=bool(opts.get("fetch")),
     )
-    cancel = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: cancel.set())
+    if cancel is None:
+        cancel = threading.Event()
+        signal.signal(signal.SIGINT, lambda *_: cancel.set())
+    sampling = dict(max_tokens=opts.get("max_tokens", 400), temperature=opts.get("temperature", 0.0),
+                    seed=opts.get("seed"), top_k=opts.get("top_k", 0), top_p=opts.get("top_p", 1.0))
     try:
-        if writer_factory is not None:
+        if note is not None:
             writer = writer_factory(gen)
-            events = writer.stream_report(note, max_tokens=args.max_tokens, temperature=args.temperature,
-                                          seed=args.seed, top_k=args.top_k, top_p=args.top_p, cancel=cancel)
+            events = writer.stream_report(note, cancel=cancel, force=True, **sampling)
             record = writer.report_record
         else:
-            params = gen.generation_params(max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k,
-                                           top_p=args.top_p, seed=args.seed, stop=args.stop)
-            events = gen.stream(gen.raw_prompt(args.prompt, special=not args.literal_prompt), params, cancel)
+            params = gen.generation_params(stop=opts.get("stop") or (), **sampling)
+            events = gen.stream(gen.raw_prompt(prompt, special=not opts.get("literal_prompt")), params, cancel)
             record = gen.record
         done = None
         for ev in events:
             if hasattr(ev, "stats"):
                 done = ev
-            elif not args.json:
+            elif stream:
                 sys.stdout.write(ev.text)
                 sys.stdout.flush()
         rec = record(done)
-        if args.json:
-            out = {"text": done.text, "tokens": done.tokens, "stats": rec["stats"], "model_pair": rec["model_pair"],
-                   "policy": rec["policy"], "spans": rec.get("spans", []), "findings": rec.get("findings", [])}
-            print(json.dumps(out, ensure_ascii=False))
-        else:
+        if stream:
             s = done.stats
             print(f"\n\n[{s.tokens} tokens, {s.tokens_per_s:.1f} tok/s, acceptance {s.acceptance_rate:.2f}, "
-                  f"oracle passes {s.oracle_passes}, drafter {s.drafter}, stop: {s.stop_reason}]", file=sys.stderr)
+                  f"oracle passes {s.oracle_passes}, drafter {s.drafter}, power {s.power_mode}, stop: {s.stop_reason}]",
+                  file=sys.stderr)
             for f in rec.get("findings", []):
                 print(f"[finding] {f.get('message', f)}", file=sys.stderr)
-        return 0
+        return {"text": done.text, "tokens": done.tokens, "stats": rec["stats"], "model_pair": rec["model_pair"],
+                "policy": rec["policy"], "spans": rec.get("spans", []), "findings": rec.get("findings", [])}
     finally:
         gen.close()
+
+
+def cmd_queue(args) -> int:
+    from .jobqueue import JobQueue
+
+    q = JobQueue()
+    jobs = q.jobs()
+    if args.queue_cmd == "list":
+        for i, j in enumerate(jobs, 1):
+            print(f"{i:3d}  {j.id}  {j.created_at}  {j.describe()}")
+        print(f"{len(jobs)} job{'s' if len(jobs) != 1 else ''} queued in {q.folder}", file=sys.stderr)
+        return 0
+    if args.queue_cmd == "drop":
+        job = q.get(args.id)
+        q.drop(job)
+        print(f"dropped job {job.id}", file=sys.stderr)
+        return 0
+    # run
+    if not jobs:
+        print(f"no queued jobs in {q.folder}", file=sys.stderr)
+        return 0
+    pp = _power_policy(args)
+    if not pp.run_now and not args.now:
+        print(f"edgespec: power mode {pp.mode} ({pp.reason}): {len(jobs)} job{'s' if len(jobs) != 1 else ''} "
+              f"still wait{'s' if len(jobs) == 1 else ''} for the charger; plug in, or pass --now", file=sys.stderr)
+        return 0
+    writer_factory = None
+    failed = 0
+    for j in jobs:
+        print(f"[job {j.id}] {j.describe()}", file=sys.stderr)
+        opts = {**j.options, "power_mode": args.power_mode, "battery_sim": args.battery_sim}
+        try:
+            if j.kind == "notes" and writer_factory is None:
+                from .plugins import load_writer
+
+                writer_factory = load_writer("notes")
+            out = _generate(opts, j.input if j.kind == "notes" else None, j.input if j.kind == "prompt" else None,
+                            writer_factory, stream=True)
+        except (EdgespecError, FileNotFoundError) as e:
+            failed += 1
+            q.failed(j, str(e))
+            print(f"[job {j.id}] failed, left in the queue: {e}", file=sys.stderr)
+            continue
+        path = q.finish(j, out)
+        print(f"[job {j.id}] done: {path}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_models(args) -> int:
@@ -155,6 +256,8 @@ def main(argv=None) -> int:
             return cmd_generate(args)
         if args.cmd == "models":
             return cmd_models(args)
+        if args.cmd == "queue":
+            return cmd_queue(args)
     except EdgespecError as e:
         print(f"edgespec: error: {e}", file=sys.stderr)
         return 1

@@ -165,7 +165,7 @@ class PowerPolicy:
     n_threads: int
     max_draft: int
     min_draft: int
-    run_now: bool  # False: queue the report until the device is charging
+    run_now: bool  # False: wait for the charger (the CLI queues the job: edgespec/jobqueue.py)
     relax_unverified: bool  # True only when the user's settings allow it (never by default)
     reason: str = ""
     forced: bool = False
@@ -183,7 +183,7 @@ class GovernorConfig:
     """
 
     balanced_min: float = 50.0  # >= this on battery: balanced
-    saver_min: float = 20.0  # >= this: saver; below: critical
+    saver_min: float = 10.0  # >= this: saver; below: critical (a handheld at 15% still writes reports, frugally)
     hysteresis: float = 3.0  # points above a boundary needed to move back up
     max_threads: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
     allow_relaxed: bool = False  # the user's setting; relaxed verification only in saver/critical
@@ -257,7 +257,7 @@ class Governor:
         run_now = not (mode == "critical" and c.queue_when_critical and not plugged)
         relax = c.allow_relaxed and mode in ("saver", "critical")
         if not run_now:
-            reason = (reason + "; " if reason else "") + "queued until charging"
+            reason = (reason + "; " if reason else "") + "waits for the charger"
         return PowerPolicy(mode, threads, hi, lo, run_now, relax, reason, forced)
 
 

@@ -6,7 +6,7 @@ report generator (loaded lazily in a worker thread because loading GGUF models
 takes seconds, and guarded by a lock because one llama context cannot run two
 generations), and an optional sync callback that the sync module wires in.
 
-Screens: log browser (home) → sighting detail → form / generate / report; sync.
+Screens: log browser (home) → sighting detail → form / generate / report; season; sync.
 Screens never push each other: they post navigation messages
 (``screens/messages.py``) and the ``on_*`` handlers below push the screens.
 """
@@ -14,6 +14,7 @@ Screens never push each other: they post navigation messages
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import threading
 from pathlib import Path
 from typing import Any, Callable
@@ -24,16 +25,28 @@ from textual.binding import Binding
 from edgespec import ModelFileError
 
 from .database import Store
+from .database.demo_mark import is_demo
 from .demo import seed_demo
 from .generator import MODELS_HELP, EngineUnavailable, ModelsMissing, default_generator_factory
 from .screens.form_model import pest_names
 from .screens.generate import GenerateScreen
 from .screens.log import LogScreen
-from .screens.messages import EditSighting, GenerateReport, OpenReport, OpenSighting, SightingSaved
+from .screens.messages import (
+    BackgroundSync,
+    EditSighting,
+    GenerateReport,
+    OpenReport,
+    OpenSeason,
+    OpenSighting,
+    SightingSaved,
+)
 from .screens.report import ReportScreen
+from .screens.season import SeasonScreen
 from .screens.sighting_detail import SightingDetailScreen
 from .screens.sighting_form import SightingFormScreen
 from .screens.sync import SyncScreen
+from .sync import config as sync_config
+from .sync.client import ENV_SERVER, ENV_TOKEN, app_sync_callback, check_server_url
 
 __all__ = ["FieldlogApp", "run", "MODELS_HELP", "ModelsMissing", "EngineUnavailable", "default_generator_factory"]
 
@@ -62,6 +75,7 @@ class FieldlogApp(App):
         sync_callback: SyncCallback | None = None,
         today: Callable[[], _dt.date] | None = None,
         pests: list[str] | None = None,
+        autosync: Any = None,
     ) -> None:
         super().__init__()
         if store is None:
@@ -74,6 +88,10 @@ class FieldlogApp(App):
         self.store = store
         self.generator_factory: GeneratorFactory = generator_factory or default_generator_factory
         self.sync_callback = sync_callback
+        # the background sync (sync.client.AutoSync): its results reach the screens (BackgroundSync)
+        self.autosync = autosync
+        if autosync is not None:
+            autosync.on_result = self.background_sync_result
         self.today = today or _dt.date.today
         self.pests = pests if pests is not None else pest_names()
         self._generator: Any = None
@@ -136,6 +154,62 @@ class FieldlogApp(App):
             self.notify(f"{what} failed: {e}", title="Store", severity="error", timeout=8)
             return False, e
 
+    # ------------------------------------------------------------------ sync settings
+
+    def is_demo(self) -> bool:
+        try:
+            return is_demo(self.store)
+        except Exception:
+            return False
+
+    def sync_settings(self) -> dict[str, Any]:
+        """What the Sync screen shows: the saved server, whether a token is saved (never the token),
+        which environment variables override them, and where they are kept."""
+        try:
+            saved, error = sync_config.load_settings(), None
+        except sync_config.SyncSettingsError as e:
+            saved, error = sync_config.SyncSettings(), str(e)
+        path = sync_config.config_path()
+        try:  # "~/.config/fieldlog/sync.json" reads better than the full home path
+            shown = "~/" + str(path.relative_to(Path.home()))
+        except ValueError:
+            shown = str(path)
+        return {"server": saved.server, "has_token": bool(saved.token), "path": shown,
+                "env": [v for v in (ENV_SERVER, ENV_TOKEN) if os.environ.get(v)], "error": error}
+
+    def configure_sync(self, server: str, token: str) -> str:
+        """Save the server (and the token; empty keeps the saved one) and make "Sync now" use them.
+
+        Returns where they were saved; raises ValueError with a message for the user."""
+        try:
+            server = check_server_url(server)
+        except Exception as e:
+            raise ValueError(str(e)) from None
+        try:
+            saved = sync_config.load_settings()
+        except sync_config.SyncSettingsError:
+            saved = sync_config.SyncSettings()
+        token = token.strip() or saved.token
+        if not token:
+            raise ValueError("a device token is needed: the office prints it with `fieldlog-server add-device NAME`")
+        try:
+            path = sync_config.save_settings(sync_config.SyncSettings(server, token))
+        except sync_config.SyncSettingsError as e:
+            raise ValueError(str(e)) from None
+        # resolved again: FIELDLOG_SERVER / FIELDLOG_TOKEN still win over what was saved
+        self.sync_callback = app_sync_callback(self.store)
+        if self.autosync is not None:
+            self.autosync.trigger()
+        return str(path)
+
+    def background_sync_result(self, result: Any) -> None:
+        """AutoSync's callback (its worker thread): hand the result to the screens on the UI thread."""
+        self.call_from_thread(self._deliver_background_sync, result)
+
+    def _deliver_background_sync(self, result: Any) -> None:
+        for screen in self.screen_stack:
+            screen.post_message(BackgroundSync(result))
+
     # ------------------------------------------------------------------ navigation
 
     def action_open_sync(self) -> None:
@@ -144,6 +218,9 @@ class FieldlogApp(App):
 
     def on_open_sighting(self, message: OpenSighting) -> None:
         self.push_screen(SightingDetailScreen(message.sighting_id))
+
+    def on_open_season(self, message: OpenSeason) -> None:
+        self.push_screen(SeasonScreen(message.block))
 
     def on_open_report(self, message: OpenReport) -> None:
         self.push_screen(ReportScreen(message.report_id))
@@ -166,19 +243,24 @@ class FieldlogApp(App):
 
 
 def run(db_path: Path, demo: bool = False, *, sync_callback: SyncCallback | None = None,
-        generator_factory: GeneratorFactory | None = None) -> None:
+        generator_factory: GeneratorFactory | None = None, autosync: Any = None) -> None:
     """Start fieldlog on ``db_path`` (created if missing).
 
     ``demo`` fills an empty database with the sample sightings (``fieldlog_app.demo``;
     a no-op when it already has data, e.g. when ``fieldlog --demo`` seeded it first).
-    ``sync_callback`` is what the Sync screen's "Sync now" runs (see screens/sync.py).
+    ``sync_callback`` is what the Sync screen's "Sync now" runs (see screens/sync.py);
+    ``autosync`` (a not yet started ``sync.client.AutoSync``) syncs in the background and its
+    results refresh the screens. The caller stops it.
     """
     db_path = Path(db_path)
     db_path.parent.mkdir(parents=True, exist_ok=True)
     store = Store(str(db_path))
     try:
         if demo:
-            seed_demo(store)
-        FieldlogApp(store, generator_factory=generator_factory, sync_callback=sync_callback).run()
+            seed_demo(store, season=True)
+        app = FieldlogApp(store, generator_factory=generator_factory, sync_callback=sync_callback, autosync=autosync)
+        if autosync is not None:
+            autosync.start()
+        app.run()
     finally:
         store.close()

@@ -1,6 +1,9 @@
 """Atomic file writes for exports and bundles: temp file + fsync + rename.
 
-A crash or a pulled SD card never leaves half a file under the real name.
+A crash or a pulled SD card never leaves half a file under the real name. The file
+gets the mode any other new file would (0666 less the umask; mkstemp alone makes
+it 0600, which hides exports from the office user who copies them), or keeps the
+mode of the file it replaces.
 """
 
 from __future__ import annotations
@@ -9,6 +12,27 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
+
+
+def _umask() -> int:
+    """The process umask without changing it (Linux reports it in /proc), else by setting and restoring it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _mode_for(target: Path) -> int:
+    try:
+        return target.stat().st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~_umask()
 
 
 def atomic_write(target: str | os.PathLike, write: Callable[[Any], Any], *, binary: bool = False,
@@ -22,6 +46,7 @@ def atomic_write(target: str | os.PathLike, write: Callable[[Any], Any], *, bina
     except OSError as e:
         raise error(f"cannot write {target}: {e}") from None
     try:
+        os.fchmod(fd, _mode_for(target))
         with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="")) as f:
             result = write(f)
             f.flush()

@@ -66,27 +66,28 @@ def cmd_app(args: argparse.Namespace) -> int:
     path = args.db_path
     with Store(path) as store:  # open (create/migrate) first, so a bad path is a one-line error
         if args.demo:
+            from .database.demo_mark import mark_demo
             from .demo import seed_demo
 
-            added = seed_demo(store)
+            added = seed_demo(store, season=True)
             if added:
                 print(f"demo database {path}: added {added} sample sightings", file=sys.stderr)
+            elif Path(path) == demo_db_path():
+                mark_demo(store)  # a demo database seeded by an older fieldlog: never sync it either
     try:
         from . import app
     except ImportError as e:
         raise CliError(f"the fieldlog app cannot start in this install ({e})") from None
     sync_callback = auto = None
-    try:  # sync is optional: no server configured (FIELDLOG_SERVER / FIELDLOG_TOKEN) means no button action
+    try:  # sync is optional: a broken sync setup must never keep the scout from logging
         from .sync.client import AutoSync, app_sync_callback
 
-        sync_callback = app_sync_callback(path)
-        if sync_callback is not None:
-            auto = AutoSync(path)  # syncs by itself whenever the farm office becomes reachable
-            auto.start()
-    except Exception as e:  # a broken sync setup must never keep the scout from logging
+        sync_callback = app_sync_callback(path)  # None until a server is set (env or the Sync screen)
+        auto = AutoSync(path)  # syncs by itself whenever the farm office becomes reachable; the app starts it
+    except Exception as e:
         print(f"fieldlog: sync disabled ({e})", file=sys.stderr)
     try:
-        app.run(path, demo=args.demo, sync_callback=sync_callback)
+        app.run(path, demo=args.demo, sync_callback=sync_callback, autosync=auto)
     finally:
         if auto is not None:
             auto.stop()
@@ -109,15 +110,22 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from .database.exporting import Exporter
+
     with Store(args.db_path, readonly=True) as store:
         kw = dict(include_drafts=args.include_drafts, include_superseded=args.include_superseded)
-        if args.output and args.output != "-":
-            n = store.export(args.format, args.output, **kw)
+        to_file = bool(args.output and args.output != "-")
+        result = Exporter(store).export(args.format, args.output if to_file else sys.stdout, **kw)
+        if to_file:
+            n = result.written
             print(f"wrote {n} {'row' if args.format == 'csv' else 'feature' if args.format == 'geojson' else 'line'}"
                   f"{'s' if n != 1 else ''} to {args.output}", file=sys.stderr)
         else:
-            store.export(args.format, sys.stdout, **kw)
             sys.stdout.flush()
+        if result.without_gps:  # a map that silently drops sightings looks complete when it is not
+            k = result.without_gps
+            print(f"{k} sighting{'s' if k != 1 else ''} left out of the map: no GPS position "
+                  f"(the file's sightings_without_gps says so too)", file=sys.stderr)
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from pathlib import Path
 
 import pytest
 from textual.widgets import Input
@@ -135,6 +136,10 @@ def test_report_viewer(snap_compare, frozen_store, size):
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_sync_screen(snap_compare, frozen_store, size):
+def test_sync_screen(snap_compare, frozen_store, size, monkeypatch):
+    # the settings line names the file: the same on every machine, and never this user's own settings
+    monkeypatch.setenv("FIELDLOG_CONFIG", str(Path.home() / ".config" / "fieldlog-snapshot" / "sync.json"))
+    monkeypatch.delenv("FIELDLOG_SERVER", raising=False)
+    monkeypatch.delenv("FIELDLOG_TOKEN", raising=False)
     app = make_app(frozen_store, sync_callback=lambda: {"sent": 0})
     assert snap_compare(app, terminal_size=size, press=["s"])

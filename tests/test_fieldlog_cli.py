@@ -49,7 +49,7 @@ def imported(db: Path, n: int = 10) -> list[str]:
 def fake_app(monkeypatch):
     calls = []
     mod = types.ModuleType("fieldlog_app.app")
-    mod.run = lambda db_path, demo=False, sync_callback=None: calls.append((Path(db_path), demo))
+    mod.run = lambda db_path, demo=False, sync_callback=None, autosync=None: calls.append((Path(db_path), demo))
     monkeypatch.setitem(sys.modules, "fieldlog_app.app", mod)
     monkeypatch.setattr(fieldlog_app, "app", mod, raising=False)
     return calls
@@ -72,8 +72,12 @@ def test_demo_seeds_a_separate_demo_database_once(fake_app, tmp_path, capsys):
     assert fake_app[-1] == (path, True)
     with Store(path) as s:
         counts = s.counts()
-    n_samples = len(NOTES_JSONL.read_text().splitlines())
-    assert counts["finalized"] == n_samples and counts["draft"] == 1
+    notes = [json.loads(line) for line in NOTES_JSONL.read_text().splitlines()]
+    from fieldlog_app.demo import season_notes
+
+    covered = {(n["block"], n["date"]) for n in notes}  # the season's weeks a sample note already covers
+    n_samples = len(notes) + sum((n["block"], n["date"]) not in covered for n in season_notes())
+    assert n_samples > len(notes) and counts["finalized"] == n_samples and counts["draft"] == 1
     assert f"added {n_samples + 1} sample sightings" in capsys.readouterr().err
     assert cli.main(["--demo"]) == 0  # again: nothing duplicated
     with Store(path) as s:

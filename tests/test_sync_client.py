@@ -7,6 +7,7 @@ import io
 import json
 import shutil
 import sqlite3
+import threading
 import uuid
 import zipfile
 
@@ -37,7 +38,6 @@ from fieldlog_app.sync.testing import (
     ThreadServer,
     free_port,
     make_sightings,
-    wait_for,
 )
 
 FAST = RetryPolicy(tries=8, base=0.01, cap=0.05, max_wait=1.0)
@@ -466,23 +466,61 @@ def test_sync_when_reachable(env, monkeypatch):
 
 
 def test_autosync_sends_when_the_server_is_reachable(env):
+    """Waits for the result to be delivered (an event), not for the outbox to change: the rows are
+    'sent' before on_result runs, and stopping in between must not lose the result."""
     results = []
-    auto = AutoSync(env.store, interval=0.05, on_result=results.append, server=env.url, token=env.token,
+    delivered = threading.Event()
+
+    def on_result(r):
+        results.append(r)
+        if sum(getattr(x, "sent", 0) for x in results) >= 3 or isinstance(r, Exception):
+            delivered.set()
+
+    auto = AutoSync(env.store, interval=0.05, on_result=on_result, server=env.url, token=env.token,
                     retry=FAST).start()
     try:
         make_sightings(env.store, 3, seed=23)
         auto.trigger()
-        assert wait_for(lambda: env.store.outbox_counts()["sent"] == 3, timeout=60)  # a liveness deadline, not a speed bound
+        assert delivered.wait(timeout=120)  # liveness only: a hang fails, a slow box does not
     finally:
         auto.stop()
     assert results and all(not isinstance(r, Exception) for r in results)
     assert sum(r.sent for r in results) == 3
+    assert env.store.outbox_counts()["sent"] == 3
     assert_server_matches_device(env)
+
+
+def test_autosync_delivers_a_finished_run_even_when_stopped_meanwhile(env, monkeypatch):
+    """The race of issue 14 item 10: stop() arrives after the run sent its rows, before on_result."""
+    import fieldlog_app.sync.client as client
+
+    finished, release = threading.Event(), threading.Event()
+    real = client.sync_when_reachable
+
+    def run_then_wait(*a, **kw):
+        result = real(*a, **kw)
+        if result is not None:
+            finished.set()
+            release.wait(60)
+        return result
+
+    monkeypatch.setattr(client, "sync_when_reachable", run_then_wait)
+    results = []
+    auto = AutoSync(env.store, interval=60, on_result=results.append, server=env.url, token=env.token,
+                    retry=FAST)
+    make_sightings(env.store, 2, seed=25)
+    auto.start()
+    assert finished.wait(60)
+    auto._stop.set()  # what stop() does first; then the run returns
+    release.set()
+    auto.stop()
+    assert [r.sent for r in results] == [2]
 
 
 def test_app_sync_callback(env, monkeypatch):
     monkeypatch.delenv("FIELDLOG_SERVER", raising=False)
     monkeypatch.delenv("FIELDLOG_TOKEN", raising=False)
+    monkeypatch.setenv("FIELDLOG_CONFIG", str(env.tmp / "no-settings.json"))  # not this machine's own settings
     assert app_sync_callback(env.db_path) is None  # not configured: the screen says so
     make_sightings(env.store, 2, seed=24)
     sync_now = app_sync_callback(env.db_path, env.url, env.token, retry=FAST)

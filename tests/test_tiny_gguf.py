@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -50,11 +49,9 @@ def greedy(model: LlamaModel, prompt: list[int], n: int) -> list[int]:
 # --------------------------------------------------------------------------- writing
 
 
-def test_writing_is_fast_and_deterministic(tmp_path):
-    t = time.perf_counter()
+def test_writing_is_deterministic(tmp_path):
+    # how long writing takes is measured by tools/bench_micro.py, not bounded here
     a = write_tiny_gguf(tmp_path / "a.gguf", seed=7)
-    elapsed = time.perf_counter() - t
-    assert elapsed < 1.0, f"writing a tiny model took {elapsed:.2f}s"
     b = write_tiny_gguf(tmp_path / "b.gguf", seed=7)
     c = write_tiny_gguf(tmp_path / "c.gguf", seed=8)
     assert a.read_bytes() == b.read_bytes()

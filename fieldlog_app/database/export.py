@@ -1,7 +1,9 @@
 """Export writers: CSV for spreadsheets, GeoJSON for maps, JSON Lines for other programs.
 
-Pure functions over the sighting dicts the Store hands in (with observations and
-latest_report_id) and a text stream; the Store chooses the rows and the file.
+Pure functions over the sighting dicts the Store hands in (with observations,
+latest_report_id and, when the caller looked it up, ``report_text``: the text of
+that report, see ``exporting.py``) and a text stream; the caller chooses the rows
+and the file.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ SIGHTING_COLUMNS = (
     ("sighting_id", "id"), ("status", "status"), ("version", "version"), ("replaces", "replaces"),
 ) + tuple((k, k) for k in TEXT_FIELDS + GEO_FIELDS) + (
     ("created_at", "created_at"), ("finalized_at", "finalized_at"), ("latest_report_id", "latest_report_id"),
+    ("report_text", "report_text"),
 )
 CSV_FIELDS = [c for c, _ in SIGHTING_COLUMNS] + ["observation", *OBS_FIELDS]
 PUBLIC_SIGHTING_KEYS = ("id", "status", "version", "replaces", *TEXT_FIELDS, *GEO_FIELDS,
-                        "created_at", "updated_at", "finalized_at", "payload_sha256", "latest_report_id")
+                        "created_at", "updated_at", "finalized_at", "payload_sha256", "latest_report_id",
+                        "report_text")
 
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -67,11 +71,22 @@ def write_csv(sightings: Iterable[dict], f: IO[str], *, extra: Sequence[str] = (
     return n
 
 
+def has_position(s: dict) -> bool:
+    return s.get("lat") is not None and s.get("lon") is not None
+
+
 def write_geojson(sightings: list[dict], f: IO[str]) -> int:
-    """A FeatureCollection with a Point [lon, lat] (RFC 7946 order) per sighting that has coordinates."""
+    """A FeatureCollection with a Point [lon, lat] (RFC 7946 order) per sighting that has coordinates.
+
+    A map cannot place a sighting without GPS, but it must not vanish silently: the
+    collection says how many were left out (``sightings_without_gps``, a foreign
+    member as RFC 7946 section 6.1 allows; map tools ignore it).
+    """
     features = []
+    left_out = 0
     for s in sightings:
-        if s.get("lat") is None or s.get("lon") is None:
+        if not has_position(s):
+            left_out += 1
             continue
         props = public_sighting(s)
         props["pests"] = ", ".join(sorted({o["pest"] for o in props["observations"] if o.get("pest")}))
@@ -83,7 +98,8 @@ def write_geojson(sightings: list[dict], f: IO[str]) -> int:
                 "properties": props,
             }
         )
-    json.dump({"type": "FeatureCollection", "features": features}, f, ensure_ascii=False, indent=1)
+    json.dump({"type": "FeatureCollection", "sightings_without_gps": left_out, "features": features}, f,
+              ensure_ascii=False, indent=1)
     f.write("\n")
     return len(features)
 

@@ -33,6 +33,7 @@ OBS_FIELDS = OBS_TEXT + OBS_NUMBERS
 STORE_FIELDS = frozenset({
     "id", "status", "version", "replaces", "created_at", "updated_at", "finalized_at",
     "payload_sha256", "content_sha256", "superseded_by", "latest_report_id", "pests", "report_count",
+    "report_text",  # exports carry the latest report's text (database/exporting.py)
 })
 OBS_STORE_FIELDS = frozenset({"id", "sighting_id", "idx"})
 

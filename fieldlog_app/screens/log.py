@@ -4,6 +4,10 @@ Two modes share one table. With an empty search box the table lists sightings
 from ``store.list_sightings`` narrowed by the filters; with a query it lists
 ``store.search`` hits (sightings and reports), still narrowed by the filters,
 so "mildew in block C1 last week" is one search plus two filters.
+
+A sighting with an observation above its catalog threshold is marked ▲ in the
+table, and a block whose latest scouted week is above a threshold is named in an
+alert line under it (t opens that block's season).
 """
 
 from __future__ import annotations
@@ -19,9 +23,13 @@ from textual.screen import Screen
 from textual.suggester import SuggestFromList
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
+from vineyard.pests import threshold_status
+from vineyard.season import BlockSeason
+
+from ..database import season as season_db
 from .common import pests_of, report_badge
 from .form_model import TOP_BY_KEY, check_value
-from .messages import EditSighting, OpenReport, OpenSighting
+from .messages import EditSighting, OpenReport, OpenSeason, OpenSighting
 
 STATUS_STYLE = {"draft": "yellow", "finalized": "green", "superseded": "dim"}
 
@@ -57,6 +65,7 @@ class LogScreen(Screen):
         Binding("n", "new_sighting", "New"),
         Binding("slash", "focus_search", "Search"),
         Binding("ctrl+l", "clear_filters", "Clear"),
+        Binding("t", "season", "Season"),
         Binding("s", "app.open_sync", "Sync"),
         Binding("r", "refresh", "Refresh", show=False),
         Binding("escape", "focus_table", "Table", show=False),
@@ -74,15 +83,58 @@ class LogScreen(Screen):
         yield Input(placeholder="/ search notes, pests, report text", id="log-search", compact=True)
         yield DataTable(id="log-table", cursor_type="row", zebra_stripes=True)
         yield Static("", id="log-info")
+        yield Static("", id="log-alerts")
         yield Footer()
 
     def on_mount(self) -> None:
+        self._blocks: dict[str, str] = {}
+        self.refresh_alerts()
         self.refresh_table()
         self.query_one("#log-table", DataTable).focus()
 
     def on_screen_resume(self) -> None:
         # coming back from the form/detail: data may have changed
+        self.refresh_alerts()
         self.refresh_table()
+
+    def on_background_sync(self) -> None:
+        # the "waiting to sync" count under the table
+        self.refresh_table()
+
+    # ---------------------------------------------------------------- threshold alerts
+
+    def refresh_alerts(self) -> None:
+        """Blocks whose latest week is above a threshold (all sightings: not on every keystroke)."""
+        try:
+            self.alerts: list[BlockSeason] = season_db.alerts(self.app.store)
+        except Exception:  # a broken row must not keep the log from opening
+            self.alerts = []
+        widget = self.query_one("#log-alerts", Static)
+        widget.set_class(bool(self.alerts), "-shown")
+        t = Text()
+        for s in self.alerts[:3]:
+            if t:
+                t.append("\n")
+            pests = ", ".join(f"{p.pest} {p.latest.label}" for p in s.alerts)
+            t.append(f"▲ {s.block}: above threshold in its latest week ({pests})", style="bold red")
+        if len(self.alerts) > 3:
+            t.append(f"\n▲ and {len(self.alerts) - 3} more blocks", style="bold red")
+        if self.alerts:
+            t.append("  t: season", style="dim")
+        widget.update(t)
+
+    @staticmethod
+    def above_threshold(s: dict) -> bool:
+        """Any observation of this sighting above the threshold that applies on its date."""
+        if not s.get("date"):
+            return False
+        for o in s.get("observations") or []:
+            try:
+                if threshold_status(o, s["date"], risk=s.get("risk_class")).status == "above":
+                    return True
+            except Exception:  # a malformed draft observation is not a threshold alert
+                continue
+        return False
 
     # ---------------------------------------------------------------- filters
 
@@ -189,10 +241,14 @@ class LogScreen(Screen):
         reports = self._reports_by_sighting()
         for s in rows:
             status = s.get("status") or "draft"
+            self._blocks[f"s:{s['id']}"] = str(s.get("block") or "")
+            pests = Text(_clip(", ".join(pests_of(s)) or "—", pests_w))
+            if self.above_threshold(s):
+                pests = Text("▲ ", style="bold red") + Text(_clip(", ".join(pests_of(s)), pests_w - 2), style="red")
             table.add_row(
                 s.get("date") or "—",
                 Text(str(s.get("block") or "?")),
-                Text(_clip(", ".join(pests_of(s)) or "—", pests_w)),
+                pests,
                 Text(status, style=STATUS_STYLE.get(status, "")),
                 report_badge(reports.get(s["id"], [])),
                 key=f"s:{s['id']}",
@@ -232,6 +288,7 @@ class LogScreen(Screen):
             if key in seen:
                 continue
             seen.add(key)
+            self._blocks[key] = str(info.get("block") or "")
             table.add_row(
                 Text(kind, style="cyan" if kind == "report" else ""),
                 info.get("date") or "—",
@@ -269,6 +326,13 @@ class LogScreen(Screen):
 
     def action_new_sighting(self) -> None:
         self.post_message(EditSighting())
+
+    def action_season(self) -> None:
+        """The season of the block under the cursor (else of the first alerting block, else the first)."""
+        block = self._blocks.get(self.selected_key() or "") or None
+        if block is None and getattr(self, "alerts", None):
+            block = self.alerts[0].block
+        self.post_message(OpenSeason(block))
 
     def action_focus_search(self) -> None:
         self.query_one("#log-search", Input).focus()

@@ -52,3 +52,20 @@ class SightingSaved(Message):
     def __init__(self, sighting_id: str) -> None:
         super().__init__()
         self.sighting_id = sighting_id
+
+
+class OpenSeason(Message):
+    """Show a block's season at a glance (``block=None``: the first block with sightings)."""
+
+    def __init__(self, block: str | None = None) -> None:
+        super().__init__()
+        self.block = block
+
+
+class BackgroundSync(Message):
+    """A background sync ended (``result``: a SyncResult or the exception): screens that show the
+    outbox refresh themselves. Posted by the app to every screen on its stack."""
+
+    def __init__(self, result: Any) -> None:
+        super().__init__()
+        self.result = result

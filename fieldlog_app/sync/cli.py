@@ -28,7 +28,8 @@ commands:
   fieldlog sync import-receipts FILE         mark items sent from the office's receipts for a bundle
   fieldlog sync retry [ITEM_ID ...]          queue failed / needs-attention items again
 
-The server and token default to ${ENV_SERVER} and ${ENV_TOKEN}.
+The server and token default to ${ENV_SERVER} and ${ENV_TOKEN}, then to the ones saved in the app's
+Sync screen (the user config's fieldlog/sync.json, or $FIELDLOG_CONFIG).
 Exit codes: 0 done, 1 items failed or need attention, 2 usage, 3 server unreachable or sync busy.
 """
 
@@ -82,6 +83,19 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     _db_option(s)
     s.set_defaults(func=cmd_retry)
     return p
+
+
+def _token(args: argparse.Namespace) -> str:
+    """--token, else $FIELDLOG_TOKEN, else the token saved in the app's Sync screen."""
+    token = (getattr(args, "token", None) or os.environ.get(ENV_TOKEN) or "").strip()
+    if not token:
+        from .config import SyncSettingsError, load_settings
+
+        try:
+            token = load_settings().token
+        except SyncSettingsError as e:
+            _err(str(e))
+    return token
 
 
 def _err(msg: str) -> None:
@@ -149,7 +163,7 @@ def cmd_export_bundle(args: argparse.Namespace) -> int:
     from .bundle import BundleError, export_bundle
     from .client import SyncError
 
-    token = (getattr(args, "token", None) or os.environ.get(ENV_TOKEN) or "").strip()
+    token = _token(args)
     try:
         info = export_bundle(args.db_path, args.file, token=token, include_sent=args.all, device=args.device)
     except (BundleError, SyncError) as e:
@@ -164,7 +178,7 @@ def cmd_import_receipts(args: argparse.Namespace) -> int:
     from .bundle import BundleError, read_receipts
     from .client import SyncBusyError, SyncConfigError, SyncError, apply_receipts
 
-    token = (getattr(args, "token", None) or os.environ.get(ENV_TOKEN) or "").strip()
+    token = _token(args)
     try:
         out = apply_receipts(args.db_path, read_receipts(args.file), token=token)
     except SyncConfigError as e:

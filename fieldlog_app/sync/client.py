@@ -51,6 +51,9 @@ from fieldlog_app.database import OUTBOX_PENDING as PENDING
 from fieldlog_app.database import Store, StoreError
 from fieldlog_app.database.canonical import canonical_json, payload_sha256, utc_now
 
+from fieldlog_app.database.demo_mark import is_demo
+
+from .config import SyncSettingsError, load_settings
 from .protocol import PROTOCOL, item_to_wire, validate_receipt
 from .signing import key_from_token, receipt_is_signed
 
@@ -58,6 +61,7 @@ __all__ = [
     "RetryPolicy", "SyncResult", "SyncStatus", "SyncError", "SyncBusyError", "SyncConfigError",
     "sync_once", "sync_when_reachable", "outbox_status", "retry_items", "apply_receipts", "resolve_config",
     "probe", "AutoSync", "app_sync_callback", "sync_lock", "parse_retry_after", "ENV_SERVER", "ENV_TOKEN",
+    "DemoDatabaseError", "refuse_demo", "check_server_url",
 ]
 
 ENV_SERVER = "FIELDLOG_SERVER"
@@ -79,6 +83,19 @@ class SyncBusyError(SyncError):
 
 class SyncConfigError(SyncError):
     """No server URL or token, or a malformed one."""
+
+
+class DemoDatabaseError(SyncConfigError):
+    """The database holds the demo's sample data: it never goes to a farm office."""
+
+
+DEMO_REFUSAL = ("this is the demo database (sample sightings): it never syncs to a farm office, which could not "
+                "delete them; log real sightings in your own database (fieldlog without --demo)")
+
+
+def refuse_demo(store: Store) -> None:
+    if is_demo(store):
+        raise DemoDatabaseError(DEMO_REFUSAL)
 
 
 @dataclass
@@ -158,20 +175,33 @@ class SyncStatus:
 
 # ---------------------------------------------------------------------------------- helpers
 def resolve_config(server: str | None = None, token: str | None = None) -> tuple[str, str]:
-    """Server URL and token from the arguments, else ``$FIELDLOG_SERVER`` / ``$FIELDLOG_TOKEN``."""
+    """Server URL and token from the arguments, else ``$FIELDLOG_SERVER`` / ``$FIELDLOG_TOKEN``, else
+    the settings saved on this device (the app's Sync screen, ``sync/config.py``)."""
     server = (server or os.environ.get(ENV_SERVER) or "").strip()
     token = (token or os.environ.get(ENV_TOKEN) or "").strip()
+    if not (server and token):
+        try:
+            saved = load_settings()
+        except SyncSettingsError as e:
+            raise SyncConfigError(str(e)) from None
+        server, token = server or saved.server, token or saved.token
     if not server:
-        raise SyncConfigError(f"no server: pass --server URL or set {ENV_SERVER}")
+        raise SyncConfigError(f"no server: pass --server URL, set {ENV_SERVER}, or set it in the app's Sync screen")
     if not token:
-        raise SyncConfigError(f"no device token: pass --token TOKEN or set {ENV_TOKEN}")
+        raise SyncConfigError(f"no device token: pass --token TOKEN, set {ENV_TOKEN}, or set it in the app's Sync screen")
+    return check_server_url(server), token
+
+
+def check_server_url(server: str) -> str:
+    """``server`` as a base URL without a trailing slash; SyncConfigError when it is not http(s)://HOST."""
+    server = server.strip()
     try:
         url = httpx.URL(server)
     except Exception as e:  # httpx.InvalidURL and friends
         raise SyncConfigError(f"server URL {server!r} is not valid: {e}") from None
     if url.scheme not in ("http", "https") or not url.host:
         raise SyncConfigError(f"server URL {server!r} must look like http://HOST:PORT or https://HOST")
-    return server.rstrip("/"), token
+    return server.rstrip("/")
 
 
 def _now() -> datetime:
@@ -295,8 +325,11 @@ class _Run:
     def __init__(self, store: Store, server: str, token: str, *, batch_size: int, max_batch_bytes: int,
                  retry: RetryPolicy, timeout: float, force: bool, rng: random.Random,
                  sleep: Callable[[float], None], progress: Callable[[SyncResult], None] | None,
-                 transport: httpx.BaseTransport | None):
+                 transport: httpx.BaseTransport | None, connect_timeout: float | None = None,
+                 first_contact_tries: int | None = None):
         self.store = store
+        self.server = server
+        self.first_contact_tries = first_contact_tries
         self.retry = retry
         self.force = force
         self.rng = rng
@@ -309,15 +342,16 @@ class _Run:
         self.http = httpx.Client(
             base_url=server,
             headers={"Authorization": f"Bearer {token}", "User-Agent": USER_AGENT, "Accept": "application/json"},
-            timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
+            timeout=httpx.Timeout(timeout, connect=min(connect_timeout or 10.0, timeout)),
             follow_redirects=False,
             transport=transport,
         )
 
     # -- HTTP with retries -------------------------------------------------------------
     def request(self, method: str, path: str, *, on_attempt: Callable[[], None] | None = None,
-                **kw) -> httpx.Response:
-        for attempt in range(self.retry.tries):
+                tries: int | None = None, **kw) -> httpx.Response:
+        tries = max(1, tries or self.retry.tries)
+        for attempt in range(tries):
             if on_attempt and attempt:
                 on_attempt()
             wait: float | None = None
@@ -332,7 +366,7 @@ class _Run:
                     return resp
                 err = f"HTTP {resp.status_code}: {_server_message(resp)}"
                 wait = parse_retry_after(resp.headers.get("retry-after"))
-            if attempt + 1 >= self.retry.tries:
+            if attempt + 1 >= tries:
                 raise _Transient(err, wait)
             if wait is None:
                 wait = self.retry.delay(attempt, self.rng)
@@ -343,7 +377,15 @@ class _Run:
         raise AssertionError("unreachable")
 
     def health(self) -> dict:
-        resp = self.request("GET", "/v1/health")
+        try:
+            resp = self.request("GET", "/v1/health", tries=self.first_contact_tries)
+        except _Transient as e:
+            if self.first_contact_tries is None:
+                raise
+            # "Sync now" in the app: a server that does not answer at all is said at once, not after a
+            # minute of retries (the background sync retries later; the items stay queued)
+            raise _Transient(f"cannot reach the farm office at {self.server} ({e}); is the server running "
+                             f"and is the address right? The items stay queued") from None
         if resp.status_code != 200:
             raise _Fatal(f"{self.http.base_url} answered HTTP {resp.status_code} to /v1/health: "
                          f"{_server_message(resp)}; is this a fieldlog server?")
@@ -589,22 +631,28 @@ def sync_once(db: Store | str | os.PathLike, server: str | None = None, token: s
               batch_size: int = 50, max_batch_bytes: int = 1_000_000, retry: RetryPolicy | None = None,
               timeout: float = 30.0, force: bool = True, seed: int | None = None,
               sleep: Callable[[float], None] = time.sleep, progress: Callable[[SyncResult], None] | None = None,
-              transport: httpx.BaseTransport | None = None) -> SyncResult:
+              transport: httpx.BaseTransport | None = None, connect_timeout: float | None = None,
+              first_contact_tries: int | None = None) -> SyncResult:
     """Upload every pending outbox row once; returns the counts.
 
     ``db`` is the app's Store or a database path. ``force=True`` (a user pressing
     "sync now") ignores the rows' back-off time; the periodic sync passes False.
     Raises SyncBusyError if another sync runs, SyncConfigError for a missing/bad
-    server or token, SyncError for an unusable database; network trouble is not an
-    exception but ``result.error`` (the rows stay queued).
+    server or token, DemoDatabaseError for the demo database, SyncError for an unusable
+    database; network trouble is not an exception but ``result.error`` (the rows stay
+    queued). ``connect_timeout`` bounds each connection attempt; ``first_contact_tries``
+    (the app's "Sync now": 1) gives up on a server that does not answer its first
+    request at once instead of retrying with back-off.
     """
     server, token = resolve_config(server, token)
     rng = random.Random(seed)
     with _open_store(db) as store:
+        refuse_demo(store)
         with sync_lock(store):
             run = _Run(store, server, token, batch_size=batch_size, max_batch_bytes=max_batch_bytes,
                        retry=retry or RetryPolicy(), timeout=timeout, force=force, rng=rng, sleep=sleep,
-                       progress=progress, transport=transport)
+                       progress=progress, transport=transport, connect_timeout=connect_timeout,
+                       first_contact_tries=first_contact_tries)
             result = run.run()
             if result.error or result.sent or result.duplicate or result.conflicts or result.failed:
                 try:
@@ -637,6 +685,8 @@ def sync_when_reachable(db: Store | str | os.PathLike, server: str | None = None
     except SyncConfigError:
         return None
     with _open_store(db) as store:
+        if is_demo(store):
+            return None  # the demo never syncs; "Sync now" says why (sync_once raises)
         counts = store.outbox_counts()
         if not (counts.get("queued") or counts.get("sending")):
             return None
@@ -654,15 +704,22 @@ def sync_when_reachable(db: Store | str | os.PathLike, server: str | None = None
             return None
 
 
+APP_CONNECT_TIMEOUT = 3.0  # seconds: a LAN server answers a connect in milliseconds
+
+
 def app_sync_callback(db: Store | str | os.PathLike, server: str | None = None, token: str | None = None,
                       **sync_kw) -> Callable[[], SyncResult] | None:
     """The app's "Sync now" (``FieldlogApp(sync_callback=...)``): a zero-argument callable that
     runs ``sync_once`` (force: the user asked) and returns the SyncResult; None when no server
-    or token is configured, so the screen can say sync is not set up."""
+    or token is configured, so the screen can say sync is not set up. A server that does not
+    answer fails at once with a plain message (short connect timeout, no retries before the
+    first answer); once it answers, batches are retried as usual."""
     try:
         server, token = resolve_config(server, token)
     except SyncConfigError:
         return None
+    sync_kw.setdefault("connect_timeout", APP_CONNECT_TIMEOUT)
+    sync_kw.setdefault("first_contact_tries", 1)
 
     def sync_now() -> SyncResult:
         return sync_once(db, server, token, force=True, **sync_kw)
@@ -712,7 +769,9 @@ class AutoSync:
                 result = sync_when_reachable(self.db, self.server, self.token, **self.sync_kw)
             except Exception as e:  # never let the worker die: report and keep going
                 result = e
-            if result is not None and self.on_result is not None and not self._stop.is_set():
+            # Delivered even when stop() came meanwhile: the rows are already marked sent, and a
+            # result dropped here is a screen that never learns it (issue 14, item 10).
+            if result is not None and self.on_result is not None:
                 try:
                     self.on_result(result)
                 except Exception:
