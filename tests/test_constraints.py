@@ -317,3 +317,24 @@ def test_forced_tokens_of_a_rendered_line_on_the_shipped_oracle(line):
         assert not mask[m.eos_token()]  # one capital letter at least before the end
     finally:
         m.close()
+
+
+def test_replay_under_a_grammar_reproduces_the_constrained_decoding_and_batches_the_fixed_text(q8_oracle, report):
+    """tools/simulate_drafting.py --schema: the engine against a recorded constrained decoding, on a virtual clock."""
+    from edgespec.policy import CostCurve
+    from edgespec.testing.replay import ReplayOracle, VirtualClock, replay
+
+    m = q8_oracle
+    prompt = m.tokenize("<|im_start|>user\nscout block B4<|im_end|>\n<|im_start|>assistant\n")
+    ref = oracle_greedy_constrained(m, report, prompt, 80)
+    curve = CostCurve.linear(per_token=0.004, fixed=0.012, max_n=64)
+    clock = VirtualClock()
+    fake = ReplayOracle(curve, clock, n_vocab=m.n_vocab, eog=m.eos_token(), vocabulary=m, overhead_s=0.0)
+    res = replay(Engine(fake, None, curve=curve, clock=clock), fake, prompt, ref, constraint=report)
+    assert res.tokens == ref
+    # the fixed line goes into one verify batch: fewer passes than tokens, and cheaper than one at a time
+    n_forced = len(m.tokenize(LITERAL, add_bos=False))
+    assert fake.decode_calls < len(ref) - n_forced // 2
+    assert res.seconds < res.plain_seconds
+    with pytest.raises(AssertionError):  # a recording the grammar refuses cannot be replayed as its decoding
+        replay(Engine(fake, None, curve=curve, clock=clock), fake, prompt, [t + 1 for t in ref], constraint=report)

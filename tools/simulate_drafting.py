@@ -40,8 +40,10 @@ from edgespec.drafters.history_index import HistoryIndex  # noqa: E402
 from edgespec.drafters.lookup import PromptLookupDrafter  # noqa: E402
 from edgespec.engine import Engine  # noqa: E402
 from edgespec.llama import LlamaModel, render_chat  # noqa: E402
-from edgespec.testing.reference import oracle_greedy  # noqa: E402
+from edgespec.constraints import Constraint  # noqa: E402
+from edgespec.testing.reference import oracle_greedy, oracle_greedy_constrained  # noqa: E402
 from edgespec.testing.replay import ReplayOracle, VirtualClock, hindsight_speedup, replay  # noqa: E402
+from vineyard import schema  # noqa: E402
 from vineyard.prompt import report_messages  # noqa: E402
 from vineyard.seeds import template_reports  # noqa: E402
 
@@ -68,6 +70,27 @@ def record(oracle: LlamaModel, notes: list[dict], max_tokens: int, cache_dir: Pa
     return out
 
 
+def record_schema(oracle: LlamaModel, notes: list[dict], max_tokens: int, cache_dir: Path) -> list[dict]:
+    """The oracle's constrained greedy schema reports of ``notes`` (prompt ids, continuation ids, text, grammar),
+    cached like ``record``."""
+    prompts = [oracle.tokenize(render_chat(oracle, schema.report_messages(note)), special=True) for note in notes]
+    grammars = [schema.report_grammar(note) for note in notes]
+    key = hashlib.sha256(json.dumps(["schema", oracle.path, os.path.getsize(oracle.path), prompts, grammars,
+                                     max_tokens]).encode()).hexdigest()[:16]
+    path = cache_dir / f"schema-refs-{key}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    out = []
+    for i, (prompt, grammar) in enumerate(zip(prompts, grammars)):
+        ref = oracle_greedy_constrained(oracle, Constraint.lark(grammar), prompt, max_tokens)
+        out.append({"prompt": prompt, "ref": ref, "grammar": grammar,
+                    "text": oracle.detokenize(ref, special=False).decode("utf-8", "replace")})
+        print(f"[sim] recorded schema report {i + 1}/{len(notes)}", file=sys.stderr)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out))
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer notes and tokens (as tools/bench.py --quick)")
@@ -78,20 +101,24 @@ def main(argv=None) -> int:
     ap.add_argument("--oracle", default="qwen2.5-coder-0.5b-instruct", help="catalog name or GGUF path")
     ap.add_argument("--history-kw", type=json.loads, default={}, metavar="JSON",
                     help='HistoryDrafter keyword arguments to try, e.g. \'{"min_path_prob": 0.3, "spec_factor": 1.0}\'')
+    ap.add_argument("--schema", action="store_true",
+                    help="replay schema-driven reports under their grammar (jump-forward over the rendered lines); "
+                         "speedups are against edgespec oracle-only under the same grammar, and the hindsight bound "
+                         "is not computed")
     args = ap.parse_args(argv)
-    max_tokens = args.max_tokens or (64 if args.quick else 200)
+    max_tokens = args.max_tokens or (64 if args.quick else (320 if args.schema else 200))
     n_cands = [int(x) for x in args.candidates.split(",") if x]
 
     oracle = LlamaModel(str(resolve(args.oracle, fetch=True)), n_ctx=4096, n_threads=args.threads)
     curve = load_or_measure(oracle)
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgespec" / "sim"
     clock = VirtualClock()
-    fake = ReplayOracle(curve, clock, n_vocab=oracle.n_vocab, eog=oracle.eos_token())
+    fake = ReplayOracle(curve, clock, n_vocab=oracle.n_vocab, eog=oracle.eos_token(), vocabulary=oracle)
 
     rows = []
     t_start = time.time()
     for wname, notes in load_workloads(args.quick).items():
-        refs = record(oracle, notes, max_tokens, cache)
+        refs = (record_schema if args.schema else record)(oracle, notes, max_tokens, cache)
         skip = first_scored(wname, len(refs))  # as the bench: a season scores its last reports, earlier ones in the history
         with tempfile.TemporaryDirectory() as td:
             index = HistoryIndex(os.path.join(td, "history.db"), templates=template_reports)
@@ -101,13 +128,17 @@ def main(argv=None) -> int:
             drafters = {"lookup": PromptLookupDrafter(), "history": history, "cascade (history, lookup)": cascade}
             engines = {k: Engine(fake, d, curve=curve, clock=clock) for k, d in drafters.items()}
             per = {k: [] for k in drafters}
-            bound = {n: [] for n in n_cands}
+            bound = {n: [] for n in ([] if args.schema else n_cands)}
+            plain_engine = Engine(fake, None, curve=curve, clock=clock) if args.schema else None
             for i, r in enumerate(refs):
+                constraint = Constraint.lark(r["grammar"]) if args.schema else None
+                # under a grammar the baseline is edgespec's own oracle-only run (it jumps over the rendered lines)
+                base = replay(plain_engine, fake, r["prompt"], r["ref"], constraint=constraint).seconds if args.schema else None
                 for k, eng in engines.items():
-                    res = replay(eng, fake, r["prompt"], r["ref"])
+                    res = replay(eng, fake, r["prompt"], r["ref"], constraint=constraint)
                     if i >= skip:
-                        per[k].append((res.speedup, res.accepted, res.drafted))
-                if i >= skip:
+                        per[k].append((base / res.seconds if base else res.speedup, res.accepted, res.drafted))
+                if i >= skip and not args.schema:
                     history.begin(r["prompt"])
                     propose = lambda ctx, d, n: [c.tokens for c in history.propose_candidates(ctx, d, n)]  # noqa: E731
                     for n in n_cands:
@@ -126,7 +157,8 @@ def main(argv=None) -> int:
             index.close()
 
     print(f"simulated on the measured curve of {Path(oracle.path).name}: t(1) = {curve.t(1) * 1e3:.1f} ms, "
-          f"t(8) = {curve.t(8) * 1e3:.1f} ms, t(16) = {curve.t(16) * 1e3:.1f} ms; {max_tokens} tokens per report\n")
+          f"t(8) = {curve.t(8) * 1e3:.1f} ms, t(16) = {curve.t(16) * 1e3:.1f} ms; {max_tokens} tokens per report"
+          + ("; schema reports, speedup against oracle-only under the grammar\n" if args.schema else "\n"))
     print("| workload | method | reports | simulated speedup (median, min–max) | acceptance |")
     print("|---|---|---:|---|---:|")
     for r in rows:

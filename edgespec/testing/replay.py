@@ -35,17 +35,28 @@ class ReplayOracle:
     """The slice of ``LlamaModel`` the engine uses, answering from a recorded greedy continuation.
 
     ``overhead_s`` is added to every decode call (Python + logits copy per cycle,
-    ~0.4 ms measured here). Rows are one-hot logits over ``n_vocab``.
+    ~0.4 ms measured here). Rows are one-hot logits over ``n_vocab``. ``vocabulary``: the real model whose
+    vocabulary a grammar constraint is built over (``path``, ``vocab_fingerprint``, ``eog_tokens``), for
+    replays under a constraint.
     """
 
     def __init__(self, curve: CostCurve, clock: VirtualClock, *, n_vocab: int, eog: int, n_ctx: int = 4096,
-                 overhead_s: float = 0.0004, prefill_s: float = 0.0):
+                 overhead_s: float = 0.0004, prefill_s: float = 0.0, vocabulary=None):
         self.curve, self.clock = curve, clock
         self.n_vocab, self.eog, self.n_ctx = n_vocab, eog, n_ctx
         self.overhead_s, self.prefill_s = overhead_s, prefill_s
         self.tokens: list[int] = []
         self.decode_calls = 0
         self._full: list[int] = []
+        self._vocabulary = vocabulary
+        if vocabulary is not None:
+            self.path = vocabulary.path
+
+    def vocab_fingerprint(self) -> str:
+        return self._vocabulary.vocab_fingerprint()
+
+    def eog_tokens(self) -> list[int]:
+        return list(self._vocabulary.eog_tokens()) if self._vocabulary is not None else [self.eog]
 
     def load(self, prompt: list[int], continuation: list[int]) -> None:
         """The next generation starts from ``prompt``; greedy decoding of it gives ``continuation``."""
@@ -68,7 +79,7 @@ class ReplayOracle:
             raise ValueError(f"token ids out of range: {bad[:5]}")
 
     def is_eog(self, tok: int) -> bool:
-        return int(tok) == self.eog
+        return int(tok) == self.eog or (self._vocabulary is not None and int(tok) in self.eog_tokens())
 
     def token_bytes(self, tok: int, special: bool = False) -> bytes:
         return b"" if self.is_eog(tok) else f"<{int(tok)}>".encode()
@@ -108,14 +119,15 @@ class ReplayResult:
         return self.plain_seconds / self.seconds if self.seconds > 0 else 1.0
 
 
-def replay(engine, oracle: ReplayOracle, prompt: list[int], continuation: list[int]) -> ReplayResult:
-    """Run ``engine.generate`` greedily against the recording; the output must be the recording."""
+def replay(engine, oracle: ReplayOracle, prompt: list[int], continuation: list[int], *, constraint=None) -> ReplayResult:
+    """Run ``engine.generate`` greedily against the recording (under ``constraint`` when the recording is a
+    constrained decoding); the output must be the recording."""
     from ..engine import GenerationParams
 
     oracle.load(prompt, continuation)
     t0 = oracle.clock()
     done = None
-    for ev in engine.generate(list(prompt), GenerationParams(max_tokens=max(1, len(continuation)))):
+    for ev in engine.generate(list(prompt), GenerationParams(max_tokens=max(1, len(continuation))), constraint=constraint):
         done = ev
     if done.tokens != list(continuation)[: len(done.tokens)]:
         raise AssertionError("the engine's greedy output left the recorded continuation")
