@@ -18,7 +18,7 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
-from .policy import CostCurve
+from .cost import CostCurve
 
 SIZES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 14, 16, 17)
 

@@ -29,7 +29,8 @@ from .constraints import Constraint, GrammarMatcher
 from .drafters.base import CandidateDrafter, Draft, Drafter, Oracle, SamplingSpec, check_drafter
 from .events import Chunk, Done, Stats, TokenRecord
 from .masks import masked_argmax, masked_greedy_accept, masked_probs, masked_speculative_accept, verify_batch
-from .policy import Choice, CostCurve, DraftPolicy, PolicyParams, bucket_of
+from .cost import CostCurve
+from .policy import Choice, DraftPolicy, PolicyParams, bucket_of
 
 
 # Most forced (grammar-fixed) tokens one verify batch carries: past ~64 a batch costs about as much per token

@@ -1,13 +1,10 @@
-"""How many tokens to draft: a cost model over the oracle's measured verify curve.
+"""How many tokens to draft, and from which source: ``DraftPolicy`` over the cost model (``cost.py``).
 
-On a CPU the oracle's verify cost grows with the batch (measured on
-Qwen2.5-Coder-0.5B here: 1 token 19 ms, 8 tokens 80 ms, 16 tokens 117 ms), so a
-draft of d tokens pays only when the expected emitted tokens per cycle,
-E(d) = (1 - a^(d+1)) / (1 - a) for per-token acceptance a, beat
-(t(d+1) + draft cost) / t(1). Everything here is pure arithmetic over numbers
-the engine measured; ``DraftPolicy`` keeps the running estimates and makes every
-draft decision: how long, from which of a cascade's sources, when to probe a
-written-off source again and when drafting does not pay at all.
+A draft of d tokens pays only when the expected emitted tokens per cycle beat
+(t(d+1) + draft cost) / t(1). The policy keeps the running acceptance estimates per
+source, match-length bucket and draft position and makes every draft decision: how
+long, from which of a cascade's sources, when to probe a written-off source again
+and when drafting does not pay at all. Pure arithmetic over numbers the engine measured.
 """
 
 from __future__ import annotations
@@ -18,107 +15,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from .cost import CostCurve, best_length_for_survival, survival_curve
 from .drafters.base import Candidate
-
-
-@dataclass
-class CostCurve:
-    """Seconds for one oracle decode of n tokens, measured at a few batch sizes."""
-
-    sizes: list[int]
-    seconds: list[float]
-
-    def __post_init__(self) -> None:
-        order = np.argsort(self.sizes)
-        self.sizes = [int(self.sizes[i]) for i in order]
-        self.seconds = [float(self.seconds[i]) for i in order]
-        if not self.sizes or self.sizes[0] != 1:
-            raise ValueError("a cost curve must include batch size 1")
-        # llama.cpp's kernels make some sizes cheaper than smaller ones: verifying n tokens
-        # can always be padded up to the cheapest size >= n, so use the suffix minimum.
-        self._eff = list(np.minimum.accumulate(np.array(self.seconds)[::-1])[::-1])
-
-    def t(self, n: int) -> float:
-        if n <= 0:
-            return 0.0
-        xs, ys = self.sizes, self._eff
-        if n >= xs[-1]:
-            if len(xs) == 1:
-                return ys[0] * n
-            slope = (ys[-1] - ys[-2]) / (xs[-1] - xs[-2])
-            return ys[-1] + max(slope, 0.0) * (n - xs[-1])
-        return float(np.interp(n, xs, ys))
-
-    @classmethod
-    def linear(cls, per_token: float, fixed: float = 0.0, max_n: int = 17) -> "CostCurve":
-        sizes = list(range(1, max_n + 1))
-        return cls(sizes, [fixed + per_token * n for n in sizes])
-
-    def to_dict(self) -> dict:
-        return {"sizes": self.sizes, "seconds": self.seconds}
-
-
-def expected_emitted(alpha: float, d: int) -> float:
-    """Expected tokens one cycle emits (accepted drafts + the oracle's own token) for i.i.d. acceptance."""
-    if d <= 0:
-        return 1.0
-    a = min(max(alpha, 0.0), 1.0)
-    if a >= 1.0:
-        return d + 1.0
-    return (1.0 - a ** (d + 1)) / (1.0 - a)
-
-
-def predicted_speedup(alpha: float, d: int, curve: CostCurve, draft_cost_per_token: float = 0.0, draft_fixed: float = 0.0) -> float:
-    """Tokens per second with drafts of length d relative to plain one-token decoding."""
-    if d <= 0:
-        return 1.0
-    cost = curve.t(d + 1) + draft_fixed + draft_cost_per_token * d
-    return expected_emitted(alpha, d) * curve.t(1) / cost
-
-
-def survival_curve(alpha: float, d_max: int) -> np.ndarray:
-    """P(accepted length >= k) for k = 1..d_max under i.i.d. per-token acceptance alpha."""
-    a = min(max(float(alpha), 0.0), 1.0)
-    return a ** np.arange(1, max(d_max, 0) + 1, dtype=np.float64)
-
-
-def best_length_for_survival(
-    survival: np.ndarray,
-    curve: CostCurve,
-    d_max: int,
-    *,
-    d_min: int = 1,
-    draft_cost_per_token: float = 0.0,
-    draft_fixed: float = 0.0,
-) -> tuple[int, float]:
-    """(d, predicted speedup) for a measured acceptance-length distribution.
-
-    ``survival[k-1]`` is P(accepted length >= k). A cycle drafting d tokens emits
-    1 + sum(survival[:d]) tokens on average and costs t(d + 1) plus the drafting.
-    """
-    best_d, best_s = 0, 1.0
-    cum = np.cumsum(np.asarray(survival, dtype=np.float64))
-    t1 = curve.t(1)
-    for d in range(max(1, d_min), min(max(d_max, 0), len(cum)) + 1):
-        s = (1.0 + cum[d - 1]) * t1 / (curve.t(d + 1) + draft_fixed + draft_cost_per_token * d)
-        if s > best_s:
-            best_d, best_s = d, s
-    return best_d, best_s
-
-
-def best_draft_length(
-    alpha: float,
-    curve: CostCurve,
-    d_max: int,
-    *,
-    d_min: int = 1,
-    draft_cost_per_token: float = 0.0,
-    draft_fixed: float = 0.0,
-) -> tuple[int, float]:
-    """(d, predicted speedup) maximising throughput for i.i.d. acceptance ``alpha``; d = 0 when no draft
-    length beats plain decoding."""
-    return best_length_for_survival(survival_curve(alpha, d_max), curve, d_max, d_min=d_min,
-                                    draft_cost_per_token=draft_cost_per_token, draft_fixed=draft_fixed)
 
 
 def bucket_of(source: str, match_len: int | None) -> str:
@@ -547,12 +445,3 @@ class DraftPolicy:
                 self.spec_s *= 0.5
                 self.spec_tokens //= 2
                 self.spec_cycles //= 2
-
-
-def ceiling_speedup(curve: CostCurve, n_tokens: int, d_max: int = 16) -> float:
-    """Free, perfect drafts: oracle-only time over verify time at the best batch size."""
-    if n_tokens <= 0:
-        return 1.0
-    best = max((d + 1) / curve.t(d + 1) for d in range(0, d_max + 1))
-    plain = 1.0 / curve.t(1)
-    return best / plain if math.isfinite(best) else 1.0

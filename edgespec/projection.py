@@ -10,7 +10,7 @@ between the two: pure functions over measured numbers, no I/O. The measurement a
 the GGUF writing live in ``tools/project_speedup.py``.
 
 Acceptance from the benchmark is ``accepted / drafted`` tokens. Under the i.i.d.
-model of ``policy.expected_emitted`` that ratio is (a + a² + … + a^d) / d ≤ a, so
+model of ``cost.expected_emitted`` that ratio is (a + a² + … + a^d) / d ≤ a, so
 using it as the per-token rate ``a`` makes the projection conservative.
 """
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from .policy import CostCurve, best_draft_length, ceiling_speedup
+from .cost import CostCurve, best_draft_length, ceiling_speedup
 
 # Hand-given acceptance when no benchmark JSON is supplied: a sweep across the range
 # greedy model drafters reach, not a claim about any particular pair.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import time
 
 import pytest
 
@@ -11,7 +10,8 @@ from edgespec.drafters.base import Candidate, Draft
 from edgespec.drafters.cascade import CascadeDrafter
 from edgespec.drafters.history import HistoryDrafter
 from edgespec.drafters.lookup import PromptLookupDrafter
-from edgespec.policy import CostCurve, DraftPolicy, LengthEstimate, PolicyParams, best_choice
+from edgespec.cost import CostCurve
+from edgespec.policy import DraftPolicy, LengthEstimate, PolicyParams, best_choice
 from edgespec.testing.words import WordTokenizer
 
 
@@ -143,15 +143,28 @@ class ScriptedModel:
         pass
 
 
-def cascade_step(policy: DraftPolicy, cascade: CascadeDrafter, ctx: list[int], max_tokens: int):
+class TickClock:
+    """Drafting times without wall-clock noise: every reading is one microsecond after the last (a loaded machine
+    would otherwise price a scripted source's microseconds as milliseconds now and then, and change the picks)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1e-6
+        return self.now
+
+
+def cascade_step(policy: DraftPolicy, cascade: CascadeDrafter, ctx: list[int], max_tokens: int, clock=None):
     """Engine stand-in for one propose step: (draft, choice) from the candidate the policy picks."""
-    choice = policy.choose(cascade.candidates(ctx, max_tokens))
+    clock = clock or TickClock()
+    choice = policy.choose(cascade.candidates(ctx, max_tokens, clock=clock))
     if choice is None:
         return Draft(), None
-    t0 = time.perf_counter()
+    t0 = clock()
     draft = cascade.take(choice.candidate, choice.n_tokens, ctx)
     if choice.candidate.draft is None:
-        policy.record_draft_time(choice.candidate.name, time.perf_counter() - t0, max(len(draft.tokens), 1))
+        policy.record_draft_time(choice.candidate.name, clock() - t0, max(len(draft.tokens), 1))
     return draft, choice
 
 

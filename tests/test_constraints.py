@@ -5,7 +5,7 @@ import pytest
 
 from edgespec.drafters.base import Draft
 from edgespec.engine import Engine, GenerationParams
-from edgespec.policy import CostCurve
+from edgespec.cost import CostCurve
 from edgespec.testing.reference import oracle_greedy_constrained
 from edgespec.constraints import Constraint, ConstraintError, lark_literal, tokenizer_for
 from edgespec.llama import LlamaModel
@@ -321,7 +321,7 @@ def test_forced_tokens_of_a_rendered_line_on_the_shipped_oracle(line):
 
 def test_replay_under_a_grammar_reproduces_the_constrained_decoding_and_batches_the_fixed_text(q8_oracle, report):
     """tools/simulate_drafting.py --schema: the engine against a recorded constrained decoding, on a virtual clock."""
-    from edgespec.policy import CostCurve
+    from edgespec.cost import CostCurve
     from edgespec.testing.replay import ReplayOracle, VirtualClock, replay
 
     m = q8_oracle

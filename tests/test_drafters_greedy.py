@@ -12,7 +12,7 @@ from edgespec.drafters.cascade import CascadeDrafter
 from edgespec.drafters.history import HistoryDrafter
 from edgespec.drafters.history_index import HistoryIndex
 from edgespec.drafters.lookup import PromptLookupDrafter
-from edgespec.policy import CostCurve
+from edgespec.cost import CostCurve
 from edgespec.testing.reference import oracle_greedy
 
 

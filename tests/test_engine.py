@@ -13,7 +13,7 @@ from edgespec.drafters.model import ModelDrafter
 from edgespec.engine import Engine, GenerationParams
 from edgespec.events import Chunk, Done
 from edgespec.llama import LlamaModel, check_same_vocab
-from edgespec.policy import CostCurve
+from edgespec.cost import CostCurve
 from edgespec.testing.reference import oracle_greedy
 
 WORDS = "the vine leaf moth mite row block larva cluster spray rain dry scout count damage edge wood".split()

@@ -364,7 +364,7 @@ def test_engine_greedy_output_identical_with_onnx_drafters(tiny_oracle_path, tin
     from edgespec.drafters.model import ModelDrafter
     from edgespec.engine import Engine, GenerationParams
     from edgespec.events import Done
-    from edgespec.policy import CostCurve
+    from edgespec.cost import CostCurve
 
     close = OnnxCausalLM(convert_gguf_to_onnx(tiny_drafter_close_path, onnx_dir / "close", weight_format="f32"))
     other = OnnxCausalLM(convert_gguf_to_onnx(tiny_other_vocab_path, onnx_dir / "other", weight_format="int4"))

@@ -2,16 +2,8 @@
 
 import pytest
 
-from edgespec.policy import (
-    CostCurve,
-    DraftPolicy,
-    PolicyParams,
-    best_draft_length,
-    bucket_of,
-    ceiling_speedup,
-    expected_emitted,
-    predicted_speedup,
-)
+from edgespec.cost import CostCurve, best_draft_length, ceiling_speedup, expected_emitted, predicted_speedup
+from edgespec.policy import DraftPolicy, PolicyParams, bucket_of
 
 # measured on Qwen2.5-Coder-0.5B on this 2-core machine (issue 2)
 QWEN = CostCurve([1, 4, 8, 16], [0.019, 0.048, 0.080, 0.117])
@@ -96,7 +88,8 @@ def test_length_estimate_sees_bimodal_accepted_lengths():
     """Half the drafts die at their first token, the other half are accepted whole (as measured on
     scouting reports): the per-position estimate predicts what such drafts really yield, the
     i.i.d. rate built from the same counts does not."""
-    from edgespec.policy import LengthEstimate, best_length_for_survival, survival_curve
+    from edgespec.cost import best_length_for_survival, survival_curve
+    from edgespec.policy import LengthEstimate
 
     est = LengthEstimate(prior_weight=0.0, decay=1.0)
     for _ in range(20):

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgespec.policy import CostCurve
+from edgespec.cost import CostCurve
 from edgespec.projection import (
     SHAPES,
     AlphaSource,

@@ -17,7 +17,7 @@ import pytest
 from edgespec.acceptance import tied_tokens, top2_gap
 from edgespec.engine import Engine, GenerationParams
 from edgespec.llama import LlamaModel, render_chat
-from edgespec.policy import CostCurve
+from edgespec.cost import CostCurve
 from edgespec.testing.reference import oracle_greedy
 from vineyard import fieldnote
 from vineyard.prompt import report_messages

@@ -9,7 +9,7 @@ import pytest
 
 from edgespec.drafters.base import Draft
 from edgespec.engine import Engine
-from edgespec.policy import CostCurve
+from edgespec.cost import CostCurve
 from edgespec.testing.replay import ReplayOracle, VirtualClock, hindsight_speedup, replay
 
 # the curve measured here for Qwen2.5-Coder-0.5B (tools/bench.py, 2 threads), seconds

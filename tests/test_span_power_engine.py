@@ -12,7 +12,7 @@ from edgespec.acceptance import validate_sampling
 from edgespec.drafters.model import ModelDrafter
 from edgespec.engine import Engine, GenerationParams
 from edgespec.llama import LlamaModel
-from edgespec.policy import CostCurve
+from edgespec.cost import CostCurve
 from edgespec.spans import audit
 from vineyard import fieldnote
 from vineyard.spans import default_policy, find_spans

@@ -37,7 +37,7 @@ from edgespec.api import resolve  # noqa: E402
 from edgespec.calibrate import load_or_measure  # noqa: E402
 from edgespec.engine import Engine, GenerationParams  # noqa: E402
 from edgespec.llama import LlamaModel, render_chat  # noqa: E402
-from edgespec.policy import CostCurve  # noqa: E402
+from edgespec.cost import CostCurve  # noqa: E402
 from edgespec.power import EnergyMeter  # noqa: E402
 from vineyard import fieldnote  # noqa: E402
 from vineyard.prompt import report_messages  # noqa: E402

@@ -462,7 +462,7 @@ def projection_table(rows, oracle_name: str, oracle_curve, drafter_name: str, dr
                      f"{r.speedup:.2f}x | {r.tokens_per_s:.2f} |")
     lines += ["", "Projected, not measured: decode costs come from random-weight GGUFs of the real shapes on this "
               "machine; acceptance comes from the source named in each row and is assumed i.i.d. per token "
-              "(policy.expected_emitted), with the bench's accepted/drafted ratio used as the per-token rate "
+              "(cost.expected_emitted), with the bench's accepted/drafted ratio used as the per-token rate "
               "(a conservative reading). A model drafter pays its t(1) per drafted token; text-matching drafters "
               "(lookup, history) are taken as free; the cascade is charged the model cost on every drafted token "
               "(pessimistic: it drafts from history and lookup first). Speedup is over plain one-token decoding "

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..policy import CostCurve
+from ..cost import CostCurve
 
 
 class VirtualClock:
