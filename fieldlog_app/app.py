@@ -46,7 +46,8 @@ from .screens.sighting_detail import SightingDetailScreen
 from .screens.sighting_form import SightingFormScreen
 from .screens.sync import SyncScreen
 from .sync import config as sync_config
-from .sync.client import ENV_SERVER, ENV_TOKEN, app_sync_callback, check_server_url
+from .sync.background import app_sync_callback
+from .sync.client import ENV_SERVER, ENV_TOKEN, check_server_url
 
 __all__ = ["FieldlogApp", "run", "MODELS_HELP", "ModelsMissing", "EngineUnavailable", "default_generator_factory"]
 
@@ -88,7 +89,7 @@ class FieldlogApp(App):
         self.store = store
         self.generator_factory: GeneratorFactory = generator_factory or default_generator_factory
         self.sync_callback = sync_callback
-        # the background sync (sync.client.AutoSync): its results reach the screens (BackgroundSync)
+        # the background sync (sync.background.AutoSync): its results reach the screens (BackgroundSync)
         self.autosync = autosync
         if autosync is not None:
             autosync.on_result = self.background_sync_result
@@ -249,7 +250,7 @@ def run(db_path: Path, demo: bool = False, *, sync_callback: SyncCallback | None
     ``demo`` fills an empty database with the sample sightings (``fieldlog_app.demo``;
     a no-op when it already has data, e.g. when ``fieldlog --demo`` seeded it first).
     ``sync_callback`` is what the Sync screen's "Sync now" runs (see screens/sync.py);
-    ``autosync`` (a not yet started ``sync.client.AutoSync``) syncs in the background and its
+    ``autosync`` (a not yet started ``sync.background.AutoSync``) syncs in the background and its
     results refresh the screens. The caller stops it.
     """
     db_path = Path(db_path)

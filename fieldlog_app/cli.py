@@ -80,7 +80,7 @@ def cmd_app(args: argparse.Namespace) -> int:
         raise CliError(f"the fieldlog app cannot start in this install ({e})") from None
     sync_callback = auto = None
     try:  # sync is optional: a broken sync setup must never keep the scout from logging
-        from .sync.client import AutoSync, app_sync_callback
+        from .sync.background import AutoSync, app_sync_callback
 
         sync_callback = app_sync_callback(path)  # None until a server is set (env or the Sync screen)
         auto = AutoSync(path)  # syncs by itself whenever the farm office becomes reachable; the app starts it

@@ -17,18 +17,9 @@ import pytest
 from fieldlog_app.cli import main as fieldlog_main
 from fieldlog_app.database import Store, canonical_json, payload_sha256
 from fieldlog_app.sync.bundle import BundleError, export_bundle, import_bundle, read_receipts, write_receipts
-from fieldlog_app.sync.client import (
-    AutoSync,
-    app_sync_callback,
-    RetryPolicy,
-    SyncBusyError,
-    apply_receipts,
-    outbox_status,
-    retry_items,
-    sync_lock,
-    sync_once,
-    sync_when_reachable,
-)
+from fieldlog_app.sync.background import AutoSync, app_sync_callback, sync_when_reachable
+from fieldlog_app.sync.client import RetryPolicy, SyncBusyError, sync_lock, sync_once
+from fieldlog_app.sync.status import apply_receipts, outbox_status, retry_items
 from fieldlog_app.sync.server import ServerDB, create_app
 from fieldlog_app.sync.signing import key_from_token, sign_receipt
 from fieldlog_app.sync.server_cli import main as server_main
@@ -492,7 +483,7 @@ def test_autosync_sends_when_the_server_is_reachable(env):
 
 def test_autosync_delivers_a_finished_run_even_when_stopped_meanwhile(env, monkeypatch):
     """The race of issue 14 item 10: stop() arrives after the run sent its rows, before on_result."""
-    import fieldlog_app.sync.client as client
+    import fieldlog_app.sync.background as client
 
     finished, release = threading.Event(), threading.Event()
     real = client.sync_when_reachable

@@ -136,7 +136,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .client import SyncError, outbox_status
+    from .client import SyncError
+    from .status import outbox_status
 
     try:
         st = outbox_status(args.db_path)
@@ -176,7 +177,8 @@ def cmd_export_bundle(args: argparse.Namespace) -> int:
 
 def cmd_import_receipts(args: argparse.Namespace) -> int:
     from .bundle import BundleError, read_receipts
-    from .client import SyncBusyError, SyncConfigError, SyncError, apply_receipts
+    from .client import SyncBusyError, SyncConfigError, SyncError
+    from .status import apply_receipts
 
     token = _token(args)
     try:
@@ -198,7 +200,8 @@ def cmd_import_receipts(args: argparse.Namespace) -> int:
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
-    from .client import SyncBusyError, SyncError, retry_items
+    from .client import SyncBusyError, SyncError
+    from .status import retry_items
 
     try:
         n = retry_items(args.db_path, args.item_ids or None)

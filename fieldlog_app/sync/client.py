@@ -42,11 +42,10 @@ import weakref
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterator
 
 import httpx
 
-from fieldlog_app.database import OUTBOX_ATTENTION as ATTENTION
 from fieldlog_app.database import OUTBOX_PENDING as PENDING
 from fieldlog_app.database import Store, StoreError
 from fieldlog_app.database.canonical import canonical_json, payload_sha256, utc_now
@@ -55,12 +54,10 @@ from fieldlog_app.database.demo_mark import is_demo
 
 from .config import SyncSettingsError, load_settings
 from .protocol import PROTOCOL, item_to_wire, validate_receipt
-from .signing import key_from_token, receipt_is_signed
 
 __all__ = [
     "RetryPolicy", "SyncResult", "SyncStatus", "SyncError", "SyncBusyError", "SyncConfigError",
-    "sync_once", "sync_when_reachable", "outbox_status", "retry_items", "apply_receipts", "resolve_config",
-    "probe", "AutoSync", "app_sync_callback", "sync_lock", "parse_retry_after", "ENV_SERVER", "ENV_TOKEN",
+    "sync_once", "resolve_config", "sync_lock", "parse_retry_after", "ENV_SERVER", "ENV_TOKEN",
     "DemoDatabaseError", "refuse_demo", "check_server_url",
 ]
 
@@ -660,197 +657,3 @@ def sync_once(db: Store | str | os.PathLike, server: str | None = None, token: s
                 except StoreError:
                     pass  # the outbox states are what matter; a missing log line is not worth failing for
     return result
-
-
-def probe(server: str, *, timeout: float = 3.0, transport: httpx.BaseTransport | None = None) -> bool:
-    """True when ``server`` answers /v1/health as a fieldlog server (no token needed)."""
-    try:
-        with httpx.Client(base_url=server, timeout=timeout, transport=transport) as c:
-            resp = c.get("/v1/health")
-            return resp.status_code == 200 and resp.json().get("protocol") == PROTOCOL
-    except (httpx.HTTPError, ValueError, AttributeError):
-        return False
-
-
-def sync_when_reachable(db: Store | str | os.PathLike, server: str | None = None, token: str | None = None, *,
-                        probe_timeout: float = 3.0, **kw) -> SyncResult | None:
-    """For the app's timer: sync only if there is something to send and the server answers.
-
-    Returns None (cheaply, without logging anything) when nothing is pending, no
-    server is configured, the server is unreachable, the queue is backing off, or
-    another sync is running; otherwise the SyncResult. Respects back-off (force=False).
-    """
-    try:
-        server, token = resolve_config(server, token)
-    except SyncConfigError:
-        return None
-    with _open_store(db) as store:
-        if is_demo(store):
-            return None  # the demo never syncs; "Sync now" says why (sync_once raises)
-        counts = store.outbox_counts()
-        if not (counts.get("queued") or counts.get("sending")):
-            return None
-        head = store.outbox_items(PENDING, limit=1)
-        if head and not kw.get("force", False):
-            t = _parse_iso(head[0].get("next_attempt_at"))
-            if t is not None and t > _now():
-                return None
-        if not probe(server, timeout=probe_timeout, transport=kw.get("transport")):
-            return None
-        kw.setdefault("force", False)
-        try:
-            return sync_once(store, server, token, **kw)
-        except SyncBusyError:
-            return None
-
-
-APP_CONNECT_TIMEOUT = 3.0  # seconds: a LAN server answers a connect in milliseconds
-
-
-def app_sync_callback(db: Store | str | os.PathLike, server: str | None = None, token: str | None = None,
-                      **sync_kw) -> Callable[[], SyncResult] | None:
-    """The app's "Sync now" (``FieldlogApp(sync_callback=...)``): a zero-argument callable that
-    runs ``sync_once`` (force: the user asked) and returns the SyncResult; None when no server
-    or token is configured, so the screen can say sync is not set up. A server that does not
-    answer fails at once with a plain message (short connect timeout, no retries before the
-    first answer); once it answers, batches are retried as usual."""
-    try:
-        server, token = resolve_config(server, token)
-    except SyncConfigError:
-        return None
-    sync_kw.setdefault("connect_timeout", APP_CONNECT_TIMEOUT)
-    sync_kw.setdefault("first_contact_tries", 1)
-
-    def sync_now() -> SyncResult:
-        return sync_once(db, server, token, force=True, **sync_kw)
-
-    return sync_now
-
-
-class AutoSync:
-    """Background sync for the app: every ``interval`` seconds (and at once on ``trigger()``),
-    ``sync_when_reachable``; ``on_result(result_or_exception)`` is called from the worker
-    thread with each SyncResult that did something, or with an exception (the UI shows it;
-    the thread keeps running). Uses the app's Store, whose calls are thread-safe."""
-
-    def __init__(self, db: Store | str | os.PathLike, *, interval: float = 60.0,
-                 on_result: Callable[[SyncResult | Exception], None] | None = None,
-                 server: str | None = None, token: str | None = None, **sync_kw):
-        self.db = db
-        self.interval = interval
-        self.on_result = on_result
-        self.server = server
-        self.token = token
-        self.sync_kw = sync_kw
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> "AutoSync":
-        if self._thread is None or not self._thread.is_alive():
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._loop, name="fieldlog-autosync", daemon=True)
-            self._thread.start()
-        return self
-
-    def trigger(self) -> None:
-        """Check now (e.g. the network just came back, or a sighting was finalized)."""
-        self._wake.set()
-
-    def stop(self, timeout: float | None = 10.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                result = sync_when_reachable(self.db, self.server, self.token, **self.sync_kw)
-            except Exception as e:  # never let the worker die: report and keep going
-                result = e
-            # Delivered even when stop() came meanwhile: the rows are already marked sent, and a
-            # result dropped here is a screen that never learns it (issue 14, item 10).
-            if result is not None and self.on_result is not None:
-                try:
-                    self.on_result(result)
-                except Exception:
-                    pass
-            self._wake.wait(self.interval)
-            self._wake.clear()
-
-
-# ---------------------------------------------------------------------------------- status & repair
-def outbox_status(db: Store | str | os.PathLike, *, attention_limit: int = 100) -> SyncStatus:
-    with _open_store(db, readonly=True) as store:
-        outbox = store.outbox
-        with store.transaction():  # one consistent view
-            counts = outbox.counts()
-            attention = outbox.attention(attention_limit)
-            last = outbox.last_run()
-            last_success = outbox.last_success_at()
-            next_at = outbox.next_attempt_at()
-    detail = last["detail"] if last else None
-    return SyncStatus(
-        counts=counts,
-        pending=counts.get("queued", 0) + counts.get("sending", 0),
-        last_run_at=last["at"] if last else None,
-        last_success_at=last_success,
-        last_error=(detail or {}).get("error") if last and last["action"] == "sync-error" else None,
-        next_attempt_at=next_at,
-        attention=attention,
-        last_result=detail,
-    )
-
-
-def retry_items(db: Store | str | os.PathLike, item_ids: Iterable[str] | None = None, *,
-                states: Iterable[str] = ATTENTION) -> int:
-    """Put failed / needs-attention rows (all, or those ids) back in the queue; returns how many.
-
-    For after the cause was fixed (a server upgraded, a conflict resolved at the
-    office). The frozen payload is sent again as it is."""
-    states = [s for s in states if s in ATTENTION]
-    if not states:
-        return 0
-    with _open_store(db) as store, sync_lock(store):
-        return store.outbox.retry(item_ids, states=states)
-
-
-@dataclass
-class ReceiptResult:
-    marked_sent: int = 0
-    already_sent: int = 0
-    unknown: int = 0      # no such item on this device
-    mismatched: int = 0   # same id, other hash: not this version
-    unverified: int = 0   # not signed by the office for this device: proves nothing, changes nothing
-
-
-def apply_receipts(db: Store | str | os.PathLike, receipts: Iterable[dict], *, token: str) -> ReceiptResult:
-    """Mark rows sent from receipts the office returned for a bundle import: only a receipt the office
-    signed for this device (its ``token``) counts, and then only for an exact item id + sha256 match
-    (the same rule as over HTTP)."""
-    if not token:
-        raise SyncConfigError(f"receipts are checked with this device's token: pass --token TOKEN or set {ENV_TOKEN}")
-    key = key_from_token(token)
-    out = ReceiptResult()
-    with _open_store(db) as store, sync_lock(store):
-        now = utc_now()
-        with store.transaction():
-            for rec in receipts:
-                if validate_receipt(rec) is not None:
-                    out.unknown += 1
-                    continue
-                if not receipt_is_signed(key, rec):
-                    out.unverified += 1
-                    continue
-                row = store.outbox.get(rec["item_id"])
-                if row is None:
-                    out.unknown += 1
-                elif row["sha256"] != rec["sha256"]:
-                    out.mismatched += 1
-                elif row["state"] == "sent":
-                    out.already_sent += 1
-                else:
-                    store.outbox.mark_sent(row["seq"], rec, now)
-                    out.marked_sent += 1
-    return out
