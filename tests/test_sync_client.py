@@ -120,7 +120,8 @@ def test_risk_class_round_trips_to_the_server_and_its_exports(env):
     held = {r["item_id"]: r["payload"] for r in env.sdb.list_items(with_payload=True)}
     assert held[v2]["risk_class"] == "high" and "risk_class" not in held[ids[1]] and draft not in held
     assert held[v2] == json.loads([r for r in env.device_rows() if r["item_id"] == v2][0]["payload"])
-    auth = {"Authorization": f"Bearer {env.token}"}
+    # the handheld's own token uploads only (issue 16); an office reader device reads the exports
+    auth = {"Authorization": f"Bearer {env.sdb.add_device('office-pc', role='reader')}"}
     rows = list(csv.DictReader(io.StringIO(httpx.get(env.url + "/v1/export.csv", headers=auth).text)))
     assert {r["sighting_id"]: r["risk_class"] for r in rows} == {v2: "high", ids[1]: ""}
     gj = httpx.get(env.url + "/v1/export.geojson", headers=auth).json()

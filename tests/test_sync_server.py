@@ -276,7 +276,11 @@ def test_items_listing_and_exports(env):
     ids = make_sightings(store, 3, seed=11)
     v2 = store.revise(ids[0], {"notes": "=HYPERLINK(\"http://evil\")"})
     assert post(client, token, outbox_items(store)).status_code == 200
-    auth = {"Authorization": f"Bearer {token}"}
+    # a syncing device uploads but does not read the farm's data (issue 16): the reader role allows it
+    for path in ("/v1/items", "/v1/export.csv", "/v1/export.geojson"):
+        r = client.get(path, headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 403 and "reader" in r.json()["message"]
+    auth = {"Authorization": f"Bearer {sdb.add_device('office-pc', role='reader')}"}
     r = client.get("/v1/items", headers=auth)
     assert len(r.json()["items"]) == 4
     r = client.get("/v1/items?kind=sighting&current=1&payload=1&limit=2", headers=auth)
@@ -314,7 +318,7 @@ def test_risk_class_is_accepted_exported_and_a_bad_one_is_422(env):
     assert e["item_id"] == bad["item_id"] and e["field"] == "items[1].payload.risk_class"
     assert held(sdb) == {}
     assert post(client, token, items).status_code == 200
-    auth = {"Authorization": f"Bearer {token}"}
+    auth = {"Authorization": f"Bearer {sdb.add_device('office-pc', role='reader')}"}  # a syncing device reads nothing
     rows = list(csv.DictReader(io.StringIO(client.get("/v1/export.csv?versions=all", headers=auth).text)))
     assert {row["sighting_id"]: row["risk_class"] for row in rows} == {ids[0]: "", ids[1]: "", v2: "low"}
 

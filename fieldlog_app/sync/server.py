@@ -61,6 +61,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
+from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from fieldlog_app.database.canonical import canonical_json, utc_now
@@ -122,7 +123,54 @@ WHEN NEW.item_id IS NOT OLD.item_id OR NEW.payload IS NOT OLD.payload OR NEW.sha
 BEGIN SELECT RAISE(ABORT, 'fieldlog-server: stored items are immutable'); END;
 CREATE TRIGGER IF NOT EXISTS items_no_delete BEFORE DELETE ON items
 BEGIN SELECT RAISE(ABORT, 'fieldlog-server: stored items are never deleted'); END;
+-- the office (fieldlog_app/office): its users, their sessions, what they did and decided.
+-- Office decisions live beside the items, never in them, so a stored version stays evidence.
+CREATE TABLE IF NOT EXISTS users (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    role TEXT NOT NULL CHECK (role IN ('viewer', 'manager')),
+    created_at TEXT NOT NULL,
+    disabled_at TEXT
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    token_sha256 TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    csrf TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL DEFAULT '',
+    detail TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS reviews (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    report_id TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('approved', 'flagged')),
+    reviewer TEXT NOT NULL,
+    at TEXT NOT NULL,
+    note TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS idx_reviews_report ON reviews(report_id, id);
+-- an archived sighting leaves the office's default views; a deleted one leaves every read and export
+CREATE TABLE IF NOT EXISTS marks (
+    chain_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL CHECK (state IN ('archived', 'deleted')),
+    by TEXT NOT NULL,
+    at TEXT NOT NULL
+);
 """
+DEVICE_ROLES = ("sync", "reader")  # sync: upload only; reader: may also read the farm's data through /v1
+
+# Items of a deleted sighting chain (its versions and the reports on them), for WHERE clauses.
+_VISIBLE = ("items.chain_id NOT IN (SELECT chain_id FROM marks WHERE state = 'deleted') AND (items.sighting_id IS NULL"
+            " OR items.sighting_id NOT IN (SELECT v.item_id FROM items v JOIN marks m ON m.chain_id = v.chain_id"
+            " WHERE m.state = 'deleted'))")
 
 
 class ServerError(Exception):
@@ -204,6 +252,9 @@ class ServerDB:
                 db = sqlite_utils.Database(conn)
                 db.enable_wal()
                 conn.executescript(SCHEMA)
+                cols = {r["name"] for r in conn.execute("PRAGMA table_info(devices)")}
+                if "role" not in cols:  # databases from before office users: every device syncs only
+                    conn.execute("ALTER TABLE devices ADD COLUMN role TEXT NOT NULL DEFAULT 'sync'")
         except sqlite3.DatabaseError as e:
             raise ServerError(f"{self.path}: not a usable fieldlog server database ({e})") from None
 
@@ -235,16 +286,19 @@ class ServerDB:
                     conn.execute("COMMIT")
 
     # ------------------------------------------------------------------ devices
-    def add_device(self, name: str, *, replace: bool = False) -> str:
+    def add_device(self, name: str, *, replace: bool = False, role: str = "sync") -> str:
         """Register a device and return its new token (shown once; only its sha256 is stored).
 
         ``replace=True`` issues a fresh token for an existing device (the old one
-        stops working, a revoked device is re-enabled)."""
+        stops working, a revoked device is re-enabled). ``role`` "reader" lets the
+        token read the farm's data through /v1 as well; "sync" (the default) only uploads."""
         name = (name or "").strip()
         if not _DEVICE_NAME.match(name):
             raise ServerError(
                 f"device name {name!r}: use 1-64 letters, digits, spaces or . _ @ - (starting with a letter or digit)"
             )
+        if role not in DEVICE_ROLES:
+            raise ServerError(f"device role {role!r}: use one of {', '.join(DEVICE_ROLES)}")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         now = utc_now()
         with self.transaction() as conn:
@@ -252,11 +306,11 @@ class ServerDB:
             if row is not None and not replace:
                 raise ServerError(f"device {name!r} already exists; use --replace to issue a new token for it")
             if row is None:
-                conn.execute("INSERT INTO devices (name, token_sha256, created_at) VALUES (?, ?, ?)",
-                             (name, hash_token(token), now))
+                conn.execute("INSERT INTO devices (name, token_sha256, created_at, role) VALUES (?, ?, ?, ?)",
+                             (name, hash_token(token), now, role))
             else:
-                conn.execute("UPDATE devices SET token_sha256 = ?, revoked_at = NULL WHERE id = ?",
-                             (hash_token(token), row["id"]))
+                conn.execute("UPDATE devices SET token_sha256 = ?, revoked_at = NULL, role = ? WHERE id = ?",
+                             (hash_token(token), role, row["id"]))
         return token
 
     def revoke_device(self, name: str) -> None:
@@ -270,7 +324,7 @@ class ServerDB:
     def list_devices(self) -> list[dict]:
         with self.connect() as conn:
             return [dict(r) for r in conn.execute(
-                "SELECT d.name, d.created_at, d.revoked_at, d.last_seen_at, "
+                "SELECT d.name, d.role, d.created_at, d.revoked_at, d.last_seen_at, "
                 "(SELECT COUNT(*) FROM items i WHERE i.device = d.name) AS items FROM devices d ORDER BY d.name"
             )]
 
@@ -306,6 +360,11 @@ class ServerDB:
         if row["revoked_at"] is not None:
             raise AuthError(f"device {row['name']!r} was revoked on {row['revoked_at']}", 403)
         return row["name"]
+
+    def device_role(self, name: str) -> str | None:
+        with self.connect() as conn:
+            row = conn.execute("SELECT role FROM devices WHERE name = ?", (name,)).fetchone()
+        return row["role"] if row else None
 
     # ------------------------------------------------------------------ ingest
     def ingest(self, items: list[Item], *, device: str, source: str = "http", batch_id: str | None = None,
@@ -429,11 +488,21 @@ class ServerDB:
 
     # ------------------------------------------------------------------ reading
     def list_items(self, *, kind: str | None = None, since: int = 0, limit: int = 1000, current: bool = False,
-                   device: str | None = None, with_payload: bool = False) -> list[dict]:
+                   device: str | None = None, with_payload: bool = False, include_deleted: bool = False,
+                   chain_id: str | None = None, item_id: str | None = None) -> list[dict]:
+        """Stored items in server order; items the office deleted are left out unless ``include_deleted``."""
         sql = ("SELECT server_seq, item_id, kind, replaces, chain_id, version, sighting_id, sha256, device, source,"
                " batch_id, received_at, superseded_by" + (", payload" if with_payload else "") +
                " FROM items WHERE server_seq > ?")
         params: list[Any] = [since]
+        if not include_deleted:
+            sql += " AND " + _VISIBLE
+        if chain_id is not None:
+            sql += " AND chain_id = ?"
+            params.append(chain_id)
+        if item_id is not None:
+            sql += " AND item_id = ?"
+            params.append(item_id)
         if kind is not None:
             sql += " AND kind = ?"
             params.append(kind)
@@ -475,17 +544,42 @@ class ServerDB:
             s["device"] = r["device"]
             s["received_at"] = r["received_at"]
             s["server_seq"] = r["server_seq"]
+            s["chain_id"] = r["chain_id"]
             out.append(s)
         out.sort(key=lambda s: (s.get("date") or "", s.get("time") or "", s["server_seq"]))
         reports = self._latest_reports()
+        marks = self.marks()
+        with self.connect() as conn:
+            texts = {r["item_id"]: json.loads(r["payload"]).get("text") for r in conn.execute(
+                "SELECT item_id, payload FROM items WHERE kind = 'report' AND " + _VISIBLE)}
+        reviews = self.latest_reviews()
         for s in out:
-            s["latest_report_id"] = reports.get(s["id"])
+            rid = reports.get(s["id"])
+            s["latest_report_id"] = rid
+            s["office_status"] = marks.get(s["chain_id"], {}).get("state", "active")
+            review = reviews.get(rid) if rid else None
+            s["report_review"] = review["status"] if review else ("unreviewed" if rid else "")
+            s["report_reviewer"] = review["reviewer"] if review else ""
+            s["report_text"] = texts.get(rid) if rid else ""
         return out
+
+    # ------------------------------------------------------------------ office decisions (fieldlog_app/office)
+    def marks(self) -> dict[str, dict]:
+        """chain_id -> {"state": "archived" | "deleted", "by", "at"}."""
+        with self.connect() as conn:
+            return {r["chain_id"]: dict(r) for r in conn.execute("SELECT * FROM marks")}
+
+    def latest_reviews(self) -> dict[str, dict]:
+        """report_id -> its latest office review {"status", "reviewer", "at", "note"}."""
+        with self.connect() as conn:
+            return {r["report_id"]: dict(r) for r in conn.execute(
+                "SELECT * FROM reviews WHERE id IN (SELECT MAX(id) FROM reviews GROUP BY report_id)")}
 
     def _latest_reports(self) -> dict[str, str]:
         with self.connect() as conn:
             out: dict[str, str] = {}
-            for r in conn.execute("SELECT item_id, sighting_id FROM items WHERE kind = 'report' ORDER BY server_seq"):
+            for r in conn.execute("SELECT item_id, sighting_id FROM items WHERE kind = 'report' AND " + _VISIBLE +
+                                  " ORDER BY server_seq"):
                 out[r["sighting_id"]] = r["item_id"]
         return out
 
@@ -496,12 +590,13 @@ def _receipt(row: sqlite3.Row, status: str) -> dict:
 
 
 # ---------------------------------------------------------------------------------- exports
-SERVER_EXTRA_COLUMNS = ("device", "received_at")
+SERVER_EXTRA_COLUMNS = ("device", "received_at", "office_status", "report_review", "report_reviewer", "report_text")
 SERVER_CSV_FIELDS = CSV_FIELDS + list(SERVER_EXTRA_COLUMNS)
 
 
 def write_csv(sightings: Iterable[dict], f) -> int:
-    """Same columns as the device's export (fieldlog_app.database.export) plus device and received_at."""
+    """Same columns as the device's export (fieldlog_app.database.export) plus device, received_at, the office's
+    archive state and the latest report's review and text (repeated on each observation row of its sighting)."""
     return device_write_csv(sightings, f, extra=SERVER_EXTRA_COLUMNS)
 
 
@@ -535,22 +630,34 @@ def _auth_error(e: AuthError) -> JSONResponse:
 
 
 def create_app(db: ServerDB | str | os.PathLike, *, max_body_bytes: int = DEFAULT_MAX_BODY,
-               max_items: int = MAX_ITEMS, limiter: FailureLimiter | None = None) -> Starlette:
-    """The ASGI app. ``db`` is a ServerDB or a path (created on first use); ``limiter`` counts
-    failed authentications per client address (guard.py; default: 10 at once, then 10 a minute)."""
+               max_items: int = MAX_ITEMS, limiter: FailureLimiter | None = None, secure_cookies: bool = False,
+               login_limiter: FailureLimiter | None = None) -> Starlette:
+    """The ASGI app: the sync API under /v1 and the office's web page (fieldlog_app.office) at /.
+
+    ``db`` is a ServerDB or a path (created on first use); ``limiter`` counts failed authentications
+    per client address (guard.py; default: 10 at once, then 10 a minute), ``login_limiter`` failed
+    office logins; ``secure_cookies`` marks the session cookie Secure (the office behind HTTPS)."""
+    from fieldlog_app.office.web import SecurityHeaders, office_routes
+
     sdb = db if isinstance(db, ServerDB) else ServerDB(db)
     limiter = limiter or FailureLimiter()
 
-    async def authenticate(request: Request) -> str:
+    async def authenticate(request: Request, *, read: bool = False) -> str:
+        """The device name of the request's token; ``read``: the farm's data, which only a reader device sees."""
         client = request.client.host if request.client else "unknown"
         wait = limiter.retry_after(client)
         if wait is not None:  # before the lookup: guessing costs the guesser, not the database
             raise AuthError(f"too many failed authentications from {client}; try again in {wait} s", 429, wait)
         try:
-            return await run_in_threadpool(sdb.authenticate, request.headers.get("authorization"))
+            name = await run_in_threadpool(sdb.authenticate, request.headers.get("authorization"))
         except AuthError:
             limiter.failed(client)
             raise
+        if read and await run_in_threadpool(sdb.device_role, name) != "reader":
+            # a lost handheld must not carry the whole farm's data off; the office page has it
+            raise AuthError(f"device {name!r} may upload but not read the farm's data (its role is 'sync'; "
+                            "`fieldlog-server add-device NAME --replace --role reader` allows it)", 403)
+        return name
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "service": "fieldlog-server", "protocol": PROTOCOL,
@@ -625,7 +732,7 @@ def create_app(db: ServerDB | str | os.PathLike, *, max_body_bytes: int = DEFAUL
 
     async def get_items(request: Request) -> Response:
         try:
-            await authenticate(request)
+            await authenticate(request, read=True)
             kind = request.query_params.get("kind") or None
             if kind is not None and kind not in ("sighting", "report"):
                 raise ProtocolError(f"kind: {kind!r} is not one of sighting, report")
@@ -644,7 +751,7 @@ def create_app(db: ServerDB | str | os.PathLike, *, max_body_bytes: int = DEFAUL
     def _export(fmt: str):
         async def endpoint(request: Request) -> Response:
             try:
-                await authenticate(request)
+                await authenticate(request, read=True)
             except AuthError as e:
                 return _auth_error(e)
             all_versions = request.query_params.get("versions", "current") == "all"
@@ -674,7 +781,9 @@ def create_app(db: ServerDB | str | os.PathLike, *, max_body_bytes: int = DEFAUL
             Route("/v1/items", get_items, methods=["GET"]),
             Route("/v1/export.csv", _export("csv"), methods=["GET"]),
             Route("/v1/export.geojson", _export("geojson"), methods=["GET"]),
+            *office_routes(sdb, secure_cookies=secure_cookies, login_limiter=login_limiter),
         ],
+        middleware=[Middleware(SecurityHeaders)],
         exception_handlers={HTTPException: http_error, Exception: server_error},
     )
 
