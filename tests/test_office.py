@@ -257,7 +257,10 @@ def test_filters_and_search(office):
     assert len(ids("?from=2026-07-01&to=2026-07-31")) == 4  # 07-07 (revised), 07-16, 07-20 (A1), 07-28
     assert ids("?q=spray+booked") == {seeded["revised"]}
     assert ids("?q=%EF%BC%B2%EF%BC%B5%EF%BC%A9%EF%BC%BA") == everything - {seeded["other_sighting"]}  # full-width RUIZ
-    assert ids("?status=no-report") == {seeded["other_sighting"], seeded["revised"]}
+    assert ids("?status=no-report") == {seeded["other_sighting"]}
+    # the revised sighting's report was written of its first version, and says so
+    row = re.search(rf'<tr data-id="{seeded["revised"]}">.*?</tr>', m.get("/sightings").text, re.S).group(0)
+    assert f'href="/reports/{seeded["reports"][2]}"' in row and "of v1" in row
     r = m.get("/sightings?from=July")
     assert r.status_code == 200 and "is not a date" in r.text and len(ids("?from=July")) == 7
 

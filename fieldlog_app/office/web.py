@@ -274,7 +274,24 @@ def office_routes(sdb: ServerDB, *, secure_cookies: bool = False,
 
     # ----------------------------------------------------------------------- sightings
     def _rows() -> list[dict]:
-        return sdb.export_sightings(all_versions=False)
+        """Current sightings; one whose current version has no report shows the latest report of an earlier one."""
+        rows = sdb.export_sightings(all_versions=False)
+        versions = {v["item_id"]: v for v in sdb.list_items(kind="sighting", limit=10**7)}
+        by_chain: dict[str, dict] = {}
+        for r in sdb.list_items(kind="report", limit=10**7):  # server order: the last one wins
+            v = versions.get(r["sighting_id"])
+            if v is not None:
+                by_chain[v["chain_id"]] = {"id": r["item_id"], "version": v["version"]}
+        reviews = sdb.latest_reviews()
+        for row in rows:
+            row["report_version"] = row["version"] if row["latest_report_id"] else None
+            earlier = by_chain.get(row["chain_id"])
+            if not row["latest_report_id"] and earlier:
+                review = reviews.get(earlier["id"])
+                row["latest_report_id"] = earlier["id"]
+                row["report_version"] = earlier["version"]
+                row["report_review"] = review["status"] if review else "unreviewed"
+        return rows
 
     @page()
     async def home(request: Request, session: Session) -> Response:

@@ -10,6 +10,10 @@ with guard.py's connection deadlines and cap):
 * ``GET  /v1/export.csv``      one row per observation of each current sighting (``?versions=all``)
 * ``GET  /v1/export.geojson``  a Feature per current sighting (``?versions=all``)
 
+The three reads answer 403 to a device whose role is "sync" (the default): a handheld uploads, and
+only a device registered with the "reader" role reads the farm's data back. The office's web page
+(fieldlog_app/office, office users with sessions) is served at ``/`` by the same app.
+
 A batch is **all-or-nothing**: it is committed in one transaction and either
 every item gets a receipt (200) or nothing is stored (401/403/400/413/415/422/409/503).
 On a conflict the answer is 409 listing every conflicting item; the client marks
