@@ -32,8 +32,8 @@ class Clock:
 
 
 @pytest.fixture
-def office(tmp_path):
-    sdb = ServerDB(tmp_path / "server.db")
+def office(server_db_target):
+    sdb = ServerDB(server_db_target)
     seeded = demo.seed(sdb)
     clock = Clock()
     app = create_app(sdb, login_limiter=FailureLimiter(burst=3, refill_s=60.0, clock=clock))
@@ -349,7 +349,7 @@ def test_cli_user_add_from_stdin_roles_and_disable(tmp_path, monkeypatch, capsys
     assert server_main(["user", "add", "x", "--role", "admin", "--db", db]) == 2
     sdb = ServerDB(db)
     with sdb.connect() as conn:
-        stored = conn.execute("SELECT password_hash FROM users WHERE name = 'ines'").fetchone()[0]
+        stored = conn.execute("SELECT password_hash FROM users WHERE name = 'ines'").fetchone()["password_hash"]
     assert stored.startswith("$argon2id$") and "long enough" not in stored
     app = create_app(sdb)
     c = client_for(app)

@@ -92,10 +92,10 @@ class Office:
         with self.sdb.transaction() as conn:
             if conn.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
                 raise ServerError(f"user {name!r} already exists")
-            cur = conn.execute("INSERT INTO users (name, password_hash, role, created_at) VALUES (?, ?, ?, ?)",
-                               (name, pw_hash, role, utc_now()))
+            uid = conn.execute("INSERT INTO users (name, password_hash, role, created_at) VALUES (?, ?, ?, ?) "
+                               "RETURNING id", (name, pw_hash, role, utc_now())).fetchone()["id"]
             self._audit(conn, actor, "user-add", name, f"role {role}")
-        return User(cur.lastrowid, name, role)
+        return User(uid, name, role)
 
     def disable_user(self, name: str, *, actor: str = "cli") -> None:
         with self.sdb.transaction() as conn:
@@ -213,8 +213,8 @@ class Office:
             if state is None:
                 conn.execute("DELETE FROM marks WHERE chain_id = ?", (chain_id,))
             else:
-                conn.execute("INSERT INTO marks (chain_id, state, by, at) VALUES (?, ?, ?, ?) ON CONFLICT(chain_id) "
-                             "DO UPDATE SET state = excluded.state, by = excluded.by, at = excluded.at",
+                conn.execute("INSERT INTO marks (chain_id, state, marked_by, at) VALUES (?, ?, ?, ?) ON CONFLICT (chain_id) "
+                             "DO UPDATE SET state = excluded.state, marked_by = excluded.marked_by, at = excluded.at",
                              (chain_id, state, user.name, utc_now()))
             self._audit(conn, user.name, {"archived": "sighting-archive", "deleted": "sighting-delete",
                                           None: "sighting-restore"}[state], chain_id)

@@ -1,4 +1,4 @@
-"""The farm-office sync server: a Starlette app over its own SQLite database.
+"""The farm-office sync server: a Starlette app over its own database (SQLite, or PostgreSQL; storage.py).
 
 Endpoints (all JSON unless noted; every one but /v1/health needs ``Authorization: Bearer <device token>``;
 a client address with too many failed authentications gets 429 for a while, and server_cli serves this app
@@ -40,9 +40,10 @@ made on that handheld; another handheld never holds the sighting, so an edit
 from it is a copied database or a forgery. A replacement handheld keeps the
 sightings by being registered under the same name (``add-device NAME --replace``).
 
-Durability: the database runs in WAL mode with ``synchronous=FULL``, so a receipt
-is only sent after its commit is on disk; a server killed at any moment has
-either the whole batch or none of it.
+Durability: a receipt is only sent after its commit is on disk (SQLite in WAL mode with
+``synchronous=FULL``; PostgreSQL's durable commit); a server killed at any moment has
+either the whole batch or none of it. Writers take turns (storage.py), so the rules
+above are decided against a database nobody else is changing.
 """
 
 from __future__ import annotations
@@ -54,12 +55,12 @@ import logging
 import os
 import re
 import secrets
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-import sqlite_utils
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -74,6 +75,7 @@ from fieldlog_app.database.export import write_csv as device_write_csv
 
 from .protocol import MAX_ITEMS, PROTOCOL, Item, ProtocolError, parse_json, validate_batch
 from .guard import FailureLimiter
+from . import storage
 from .signing import NoSuchSigner, hash_token, key_from_token_hash
 
 log = logging.getLogger("fieldlog.server")
@@ -82,93 +84,6 @@ DEFAULT_MAX_BODY = 2 * 1024 * 1024
 TOKEN_PREFIX = "fl_"
 _DEVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}$")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS devices (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    token_sha256 TEXT NOT NULL UNIQUE,
-    created_at TEXT NOT NULL,
-    revoked_at TEXT,
-    last_seen_at TEXT
-);
-CREATE TABLE IF NOT EXISTS items (
-    server_seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    item_id TEXT NOT NULL UNIQUE,
-    kind TEXT NOT NULL CHECK (kind IN ('sighting', 'report')),
-    replaces TEXT,
-    chain_id TEXT NOT NULL,
-    version INTEGER,
-    sighting_id TEXT,
-    sha256 TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    device TEXT NOT NULL,
-    source TEXT NOT NULL,
-    batch_id TEXT,
-    received_at TEXT NOT NULL,
-    superseded_by TEXT UNIQUE
-);
-CREATE INDEX IF NOT EXISTS idx_items_kind ON items(kind, server_seq);
-CREATE INDEX IF NOT EXISTS idx_items_chain ON items(chain_id);
-CREATE TABLE IF NOT EXISTS conflicts (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at TEXT NOT NULL,
-    device TEXT NOT NULL,
-    item_id TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    sha256 TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    message TEXT NOT NULL
-);
--- what the server held never changes: a stored version is evidence
-CREATE TRIGGER IF NOT EXISTS items_frozen BEFORE UPDATE ON items
-WHEN NEW.item_id IS NOT OLD.item_id OR NEW.payload IS NOT OLD.payload OR NEW.sha256 IS NOT OLD.sha256
-  OR NEW.server_seq IS NOT OLD.server_seq OR NEW.kind IS NOT OLD.kind OR NEW.replaces IS NOT OLD.replaces
-  OR (OLD.superseded_by IS NOT NULL AND NEW.superseded_by IS NOT OLD.superseded_by)
-BEGIN SELECT RAISE(ABORT, 'fieldlog-server: stored items are immutable'); END;
-CREATE TRIGGER IF NOT EXISTS items_no_delete BEFORE DELETE ON items
-BEGIN SELECT RAISE(ABORT, 'fieldlog-server: stored items are never deleted'); END;
--- the office (fieldlog_app/office): its users, their sessions, what they did and decided.
--- Office decisions live beside the items, never in them, so a stored version stays evidence.
-CREATE TABLE IF NOT EXISTS users (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    password_hash TEXT NOT NULL,
-    role TEXT NOT NULL CHECK (role IN ('viewer', 'manager')),
-    created_at TEXT NOT NULL,
-    disabled_at TEXT
-);
-CREATE TABLE IF NOT EXISTS sessions (
-    token_sha256 TEXT PRIMARY KEY,
-    user_id INTEGER NOT NULL REFERENCES users(id),
-    csrf TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    expires_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS audit (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at TEXT NOT NULL,
-    actor TEXT NOT NULL,
-    action TEXT NOT NULL,
-    target TEXT NOT NULL DEFAULT '',
-    detail TEXT NOT NULL DEFAULT ''
-);
-CREATE TABLE IF NOT EXISTS reviews (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    report_id TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('approved', 'flagged')),
-    reviewer TEXT NOT NULL,
-    at TEXT NOT NULL,
-    note TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS idx_reviews_report ON reviews(report_id, id);
--- an archived sighting leaves the office's default views; a deleted one leaves every read and export
-CREATE TABLE IF NOT EXISTS marks (
-    chain_id TEXT PRIMARY KEY,
-    state TEXT NOT NULL CHECK (state IN ('archived', 'deleted')),
-    by TEXT NOT NULL,
-    at TEXT NOT NULL
-);
-"""
 DEVICE_ROLES = ("sync", "reader")  # sync: upload only; reader: may also read the farm's data through /v1
 
 # Items of a deleted sighting chain (its versions and the reports on them), for WHERE clauses.
@@ -242,52 +157,56 @@ class ServerDB:
     safe from Starlette's thread pool and from a second process (``add-device`` while serving)."""
 
     def __init__(self, path: str | os.PathLike, *, busy_timeout: float = 5.0):
-        self.path = str(Path(path).expanduser())
+        """``path``: a SQLite file (created with its folder) or a database URL (``postgresql+psycopg://…``)."""
         self.busy_timeout = busy_timeout
-        p = Path(self.path)
-        if p.is_dir():
-            raise ServerError(f"{p} is a directory, not a database file")
+        if storage.is_url(path):
+            self.path = str(path)
+        else:
+            self.path = str(Path(path).expanduser())
+            p = Path(self.path)
+            if p.is_dir():
+                raise ServerError(f"{p} is a directory, not a database file")
+            try:
+                p.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise ServerError(f"cannot create the folder for {p}: {e}") from None
         try:
-            p.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ServerError(f"cannot create the folder for {p}: {e}") from None
-        try:
-            with self.connect() as conn:
-                db = sqlite_utils.Database(conn)
-                db.enable_wal()
-                conn.executescript(SCHEMA)
-                cols = {r["name"] for r in conn.execute("PRAGMA table_info(devices)")}
-                if "role" not in cols:  # databases from before office users: every device syncs only
-                    conn.execute("ALTER TABLE devices ADD COLUMN role TEXT NOT NULL DEFAULT 'sync'")
-        except sqlite3.DatabaseError as e:
-            raise ServerError(f"{self.path}: not a usable fieldlog server database ({e})") from None
+            self.engine = storage.make_engine(path, busy_timeout=busy_timeout)
+            self.postgres = self.engine.dialect.name == "postgresql"
+            if self.postgres:  # never print a password that came in the URL
+                self.path = self.engine.url.render_as_string(hide_password=True)
+            storage.create_schema(self.engine)
+        except ValueError as e:
+            raise ServerError(str(e)) from None
+        except sa_exc.SQLAlchemyError as e:
+            raise ServerError(f"{self.path}: not a usable fieldlog server database "
+                              f"({getattr(e, 'orig', None) or e})") from None
 
     @contextlib.contextmanager
-    def connect(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
-        try:
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.row_factory = sqlite3.Row
-            yield conn
-        finally:
-            conn.close()
+    def connect(self) -> Iterator["_Conn"]:
+        """A connection for reading (one per operation: safe from the thread pool and beside a CLI)."""
+        with self.engine.connect() as conn:
+            yield _Conn(conn)
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        with self.connect() as conn:
+    def transaction(self) -> Iterator["_Conn"]:
+        """A write transaction, one writer at a time (storage.py says how on each database)."""
+        with self.engine.connect().execution_options(fieldlog_write=True) as conn:
             try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as e:
-                raise BusyError(f"the server database is busy ({e})") from None
+                conn.begin()
+                if self.postgres:
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": storage.ADVISORY_LOCK})
+            except sa_exc.OperationalError as e:
+                raise BusyError(f"the server database is busy ({e.orig})") from None
             try:
-                yield conn
+                yield _Conn(conn)
             except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                if conn.in_transaction():
+                    conn.rollback()
                 raise
             else:
-                if conn.in_transaction:  # the body may have rolled back on purpose
-                    conn.execute("COMMIT")
+                if conn.in_transaction():  # the body may have rolled back on purpose
+                    conn.commit()
 
     # ------------------------------------------------------------------ devices
     def add_device(self, name: str, *, replace: bool = False, role: str = "sync") -> str:
@@ -389,19 +308,19 @@ class ServerDB:
                     else:
                         result.receipts.append(outcome)
                 if result.conflicts and all_or_nothing:
-                    conn.execute("ROLLBACK")
+                    conn.rollback()
                     result.receipts = []
                 else:
                     conn.execute("UPDATE devices SET last_seen_at = ? WHERE name = ?", (now, device))
-        except sqlite3.OperationalError as e:
+        except sa_exc.OperationalError as e:
             if "locked" in str(e) or "busy" in str(e):
-                raise BusyError(f"the server database is busy ({e})") from None
+                raise BusyError(f"the server database is busy ({e.orig})") from None
             raise
         if result.conflicts:
             self._log_conflicts(device, result.conflicts, now)
         return result
 
-    def _ingest_one(self, conn: sqlite3.Connection, index: int, item: Item, device: str, source: str,
+    def _ingest_one(self, conn: "_Conn", index: int, item: Item, device: str, source: str,
                     batch_id: str | None, now: str) -> dict | Conflict:
         def conflict(reason: str, message: str, **kw) -> Conflict:
             return Conflict(index, item.item_id, item.kind, item.sha256, reason, message, **kw)
@@ -457,9 +376,9 @@ class ServerDB:
                 return conflict("other-device",
                                 f"this report is of sighting {payload.get('sighting_id')}, logged by device "
                                 f"{of['device']!r}; only that device reports on it")
-        cur = conn.execute(
+        seq = conn.execute(
             "INSERT INTO items (item_id, kind, replaces, chain_id, version, sighting_id, sha256, payload, device,"
-            " source, batch_id, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " source, batch_id, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING server_seq",
             (item.item_id, item.kind, item.replaces, chain_id, item.version,
              payload.get("sighting_id") if item.kind == "report" else None,
              item.sha256, canonical_json(payload), device, source, batch_id, now),
@@ -467,10 +386,10 @@ class ServerDB:
         if item.replaces is not None:
             conn.execute("UPDATE items SET superseded_by = ? WHERE item_id = ?", (item.item_id, item.replaces))
         return {"item_id": item.item_id, "kind": item.kind, "sha256": item.sha256, "status": "accepted",
-                "server_seq": cur.lastrowid, "received_at": now}
+                "server_seq": seq.fetchone()["server_seq"], "received_at": now}
 
     @staticmethod
-    def _head(conn: sqlite3.Connection, item_id: str) -> str:
+    def _head(conn: "_Conn", item_id: str) -> str:
         seen = {item_id}
         while True:
             row = conn.execute("SELECT superseded_by FROM items WHERE item_id = ?", (item_id,)).fetchone()
@@ -487,7 +406,7 @@ class ServerDB:
                     "INSERT INTO conflicts (at, device, item_id, kind, sha256, reason, message) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [(now, device, c.item_id, c.kind, c.sha256, c.reason, c.message) for c in conflicts],
                 )
-        except (sqlite3.Error, BusyError) as e:  # the log is a convenience; the answer matters more
+        except (sa_exc.SQLAlchemyError, BusyError) as e:  # the log is a convenience; the answer matters more
             log.warning("could not log %d conflict(s): %s", len(conflicts), e)
 
     # ------------------------------------------------------------------ reading
@@ -530,8 +449,8 @@ class ServerDB:
             out = {"sighting": 0, "report": 0}
             for r in conn.execute("SELECT kind, COUNT(*) AS n FROM items GROUP BY kind"):
                 out[r["kind"]] = r["n"]
-            out["conflicts"] = conn.execute("SELECT COUNT(*) FROM conflicts").fetchone()[0]
-            out["devices"] = conn.execute("SELECT COUNT(*) FROM devices WHERE revoked_at IS NULL").fetchone()[0]
+            out["conflicts"] = conn.execute("SELECT COUNT(*) AS n FROM conflicts").fetchone()["n"]
+            out["devices"] = conn.execute("SELECT COUNT(*) AS n FROM devices WHERE revoked_at IS NULL").fetchone()["n"]
         return out
 
     def conflicts(self, limit: int = 100) -> list[dict]:
@@ -569,7 +488,7 @@ class ServerDB:
 
     # ------------------------------------------------------------------ office decisions (fieldlog_app/office)
     def marks(self) -> dict[str, dict]:
-        """chain_id -> {"state": "archived" | "deleted", "by", "at"}."""
+        """chain_id -> {"state": "archived" | "deleted", "marked_by", "at"}."""
         with self.connect() as conn:
             return {r["chain_id"]: dict(r) for r in conn.execute("SELECT * FROM marks")}
 
@@ -588,7 +507,28 @@ class ServerDB:
         return out
 
 
-def _receipt(row: sqlite3.Row, status: str) -> dict:
+class _Conn:
+    """A SQLAlchemy connection whose ``execute`` takes the statements as written in this module: SQL that
+    SQLite and PostgreSQL both speak, with ``?`` placeholders bound as named ``text()`` parameters, and
+    rows as mappings (``row["name"]``)."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def execute(self, sql: str, params: Iterable[Any] = ()):
+        parts = sql.split("?")
+        named = parts[0] + "".join(f":p{i}{part}" for i, part in enumerate(parts[1:]))
+        return self.conn.execute(text(named), {f"p{i}": v for i, v in enumerate(params)}).mappings()
+
+    def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
+        for row in rows:
+            self.execute(sql, row)
+
+    def rollback(self) -> None:
+        self.conn.rollback()
+
+
+def _receipt(row, status: str) -> dict:
     return {"item_id": row["item_id"], "kind": row["kind"], "sha256": row["sha256"], "status": status,
             "server_seq": row["server_seq"], "received_at": row["received_at"]}
 

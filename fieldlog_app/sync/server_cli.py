@@ -1,6 +1,6 @@
 """``fieldlog-server``: run the farm-office sync server and manage its devices.
 
-    fieldlog-server [--db PATH] [--host 127.0.0.1] [--port 8765]   serve (the default command)
+    fieldlog-server [--db PATH | --database-url URL] [--host 127.0.0.1] [--port 8765]   serve (the default)
     fieldlog-server add-device NAME [--replace] [--role sync|reader] print a new device token (shown once)
     fieldlog-server revoke-device NAME
     fieldlog-server devices                                          list devices
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import io
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -34,6 +35,10 @@ def _db_option(p: argparse.ArgumentParser, top: bool = False) -> None:
     p.add_argument("--db", metavar="PATH", default=None if top else argparse.SUPPRESS,
                    help=f"server database (default: $FIELDLOG_SERVER_DB or {default_server_db()})" if top else
                    "server database")
+    p.add_argument("--database-url", metavar="URL", default=None if top else argparse.SUPPRESS,
+                   help="a PostgreSQL database instead of the SQLite file, e.g. "
+                   "postgresql+psycopg://fieldlog@dbhost/fieldlog (default: $FIELDLOG_DATABASE_URL)" if top else
+                   "PostgreSQL database URL")
 
 
 def _limit_options(p: argparse.ArgumentParser, top: bool = False) -> None:
@@ -131,7 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _open(args) -> ServerDB:
-    return ServerDB(args.db or default_server_db())
+    url = args.database_url or os.environ.get("FIELDLOG_DATABASE_URL")
+    if url and args.db:
+        raise ServerError("give --db (a SQLite file) or --database-url (PostgreSQL), not both")
+    if url and not url.startswith("postgresql"):
+        raise ServerError(f"--database-url {url.split('://')[0]}://…: expected postgresql+psycopg://USER@HOST/DB")
+    return ServerDB(url or args.db or default_server_db())
 
 
 def cmd_serve(args) -> int:
