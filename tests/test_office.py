@@ -377,3 +377,12 @@ def test_an_old_server_database_gains_office_tables_and_device_roles(tmp_path):
     assert [(d["name"], d["role"]) for d in sdb.list_devices()] == [("old", "sync")]
     Office(sdb).add_user("ana", "a long enough password", "viewer")
     assert [u["name"] for u in Office(sdb).list_users()] == ["ana"]
+
+
+def test_an_expired_session_is_a_login_page(office):
+    sdb, seeded, app, _ = office
+    c = logged_in(app, "victor")
+    with sdb.transaction() as conn:
+        conn.execute("UPDATE sessions SET expires_at = ?", ("2020-01-01T00:00:00Z",))
+    r = c.get("/sightings", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].startswith("/login")

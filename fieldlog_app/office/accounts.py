@@ -149,7 +149,7 @@ class Office:
             row = conn.execute(
                 "SELECT s.csrf, s.expires_at, u.id, u.name, u.role, u.disabled_at FROM sessions s "
                 "JOIN users u ON u.id = s.user_id WHERE s.token_sha256 = ?", (_sha(token),)).fetchone()
-        if row is None or row["disabled_at"] is not None or row["expires_at"] < utc_now():
+        if row is None or row["disabled_at"] is not None or row["expires_at"] < _iso(_dt.datetime.now(_dt.timezone.utc)):
             return None
         return Session(User(row["id"], row["name"], row["role"]), row["csrf"], row["expires_at"])
 
