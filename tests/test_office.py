@@ -386,3 +386,16 @@ def test_an_expired_session_is_a_login_page(office):
         conn.execute("UPDATE sessions SET expires_at = ?", ("2020-01-01T00:00:00Z",))
     r = c.get("/sightings", follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"].startswith("/login")
+
+
+def test_a_conflict_stops_needing_attention_once_the_item_is_at_the_office(office):
+    sdb, seeded, app, _ = office
+    from fieldlog_app.sync.server import Conflict
+
+    held = seeded["sightings"][0]  # a 409 logged for an item the device later sent again and got stored
+    sdb._log_conflicts("handheld-1", [Conflict(0, held, "sighting", "0" * 64, "stale-edit", "old")], "2026-07-01T00:00:00Z")
+    open_items = {c["item_id"] for c in sdb.conflicts(unresolved=True)}
+    assert held not in open_items and "7d3c2a10-0000-4000-8000-000000000001" in open_items
+    assert held in {c["item_id"] for c in sdb.conflicts()}
+    page = logged_in(app, "maria").get("/devices").text
+    assert held[:8] not in page.split("Items needing attention")[1] and "7d3c2a10" in page

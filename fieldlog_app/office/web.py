@@ -415,11 +415,10 @@ def office_routes(sdb: ServerDB, *, secure_cookies: bool = False,
     # ----------------------------------------------------------------------- devices
     def _devices() -> dict:
         devices = sdb.list_devices()
-        held = {r["item_id"] for r in sdb.list_items(limit=10**7, include_deleted=True)}
         attention: dict[str, list[dict]] = {}
         seen = set()
-        for c in sdb.conflicts(limit=2000):  # newest first; an item the server now holds was resolved since
-            if c["item_id"] in held or (c["device"], c["item_id"]) in seen:
+        for c in sdb.conflicts(limit=2000, unresolved=True):  # newest first: the latest reason per item
+            if (c["device"], c["item_id"]) in seen:
                 continue
             seen.add((c["device"], c["item_id"]))
             attention.setdefault(c["device"], []).append(c)

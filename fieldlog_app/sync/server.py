@@ -453,9 +453,12 @@ class ServerDB:
             out["devices"] = conn.execute("SELECT COUNT(*) AS n FROM devices WHERE revoked_at IS NULL").fetchone()["n"]
         return out
 
-    def conflicts(self, limit: int = 100) -> list[dict]:
+    def conflicts(self, limit: int = 100, *, unresolved: bool = False) -> list[dict]:
+        """Logged 409s, newest first; ``unresolved``: only those whose item the server still does not hold
+        (a device that resolved one sends it again, under its id, or a new version in its place)."""
+        where = " WHERE NOT EXISTS (SELECT 1 FROM items i WHERE i.item_id = conflicts.item_id)" if unresolved else ""
         with self.connect() as conn:
-            return [dict(r) for r in conn.execute("SELECT * FROM conflicts ORDER BY id DESC LIMIT ?", (limit,))]
+            return [dict(r) for r in conn.execute(f"SELECT * FROM conflicts{where} ORDER BY id DESC LIMIT ?", (limit,))]
 
     def export_sightings(self, *, all_versions: bool = False) -> list[dict]:
         """Sighting dicts (payload + status/device/received_at), ordered by date, for the writers below."""
