@@ -158,8 +158,9 @@ def make_engine(target: str | os.PathLike, *, busy_timeout: float = 5.0) -> Engi
     if is_url(target):
         url = str(target)
         if url.startswith("postgresql"):
-            # one connection per operation, as with SQLite: a server process and a CLI share the database
-            return create_engine(url, poolclass=NullPool)
+            # pooled: a PostgreSQL connection is a backend process, too dear to open per operation (SQLite's
+            # is a file open); pre-ping drops a connection the server closed (a restart) instead of failing on it
+            return create_engine(url, pool_size=5, max_overflow=10, pool_pre_ping=True)
         if not url.startswith("sqlite:///"):
             raise ValueError(f"database URL {url.split('://')[0]}://…: use a SQLite path or postgresql+psycopg://")
         path = url[len("sqlite:///"):]
