@@ -85,3 +85,22 @@ def index():
     idx = HistoryIndex(":memory:", seed_templates=False)
     yield idx
     idx.close()
+
+
+# --------------------------------------------------------------------------- office server database
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def server_db_target(request, tmp_path):
+    """Where a sync test's server database lives: a SQLite file, then a fresh PostgreSQL database
+    (skipped, with the reason, when no PostgreSQL server is reachable)."""
+    if request.param == "sqlite":
+        yield tmp_path / "server.db"
+        return
+    from fieldlog_app.sync import pgtest
+
+    reason = pgtest.unavailable()
+    if reason:
+        pytest.skip(reason)
+    with pgtest.fresh_database() as url:
+        yield url

@@ -22,8 +22,16 @@ HEADROOM = 160 * 1024 * 1024  # address space allowed above what the importing p
 
 
 @pytest.fixture
-def sdb(tmp_path):
-    """The office database with handheld-1 registered; its token is ``sdb.token``."""
+def sdb(server_db_target):
+    """The office database (SQLite, then PostgreSQL) with handheld-1 registered; its token is ``sdb.token``."""
+    db = ServerDB(server_db_target)
+    db.token = db.add_device("handheld-1")
+    return db
+
+
+@pytest.fixture
+def sqlite_sdb(tmp_path):
+    """The SQLite office database at tmp_path/server.db, which the memory-bounded subprocess opens."""
     db = ServerDB(tmp_path / "server.db")
     db.token = db.add_device("handheld-1")
     return db
@@ -75,7 +83,7 @@ def import_under_memory_limit(tmp_path: Path, bundle: Path) -> str:
 
 
 @pytest.mark.slow
-def test_a_manifest_that_inflates_to_300_mb_is_refused_within_bounded_memory(tmp_path, sdb):
+def test_a_manifest_that_inflates_to_300_mb_is_refused_within_bounded_memory(tmp_path, sqlite_sdb):
     bomb = b'{"format": "fieldlog-bundle", "pad": "' + b" " * (300 * 1024 * 1024) + b'"}'
     path = write_bundle(tmp_path / "bomb.zip", b"", _raw=bomb)
     del bomb
@@ -85,16 +93,16 @@ def test_a_manifest_that_inflates_to_300_mb_is_refused_within_bounded_memory(tmp
 
 
 @pytest.mark.slow
-def test_a_million_tiny_lines_are_refused_within_bounded_memory(tmp_path, sdb):
+def test_a_million_tiny_lines_are_refused_within_bounded_memory(tmp_path, sqlite_sdb):
     # signed, and announcing as many items as a bundle may hold: only streaming the items finds the lie
-    path = write_bundle(tmp_path / "lines.zip", b"{}\n" * 1_000_000, sdb.token, count=100_000)
+    path = write_bundle(tmp_path / "lines.zip", b"{}\n" * 1_000_000, sqlite_sdb.token, count=100_000)
     out = import_under_memory_limit(tmp_path, path)
     assert out.startswith("BundleError:") and "items" in out
 
 
 @pytest.mark.slow
-def test_one_endless_line_is_refused_within_bounded_memory(tmp_path, sdb):
-    path = write_bundle(tmp_path / "line.zip", b'{"item_id": "' + b"a" * (300 * 1024 * 1024) + b'"}\n', sdb.token)
+def test_one_endless_line_is_refused_within_bounded_memory(tmp_path, sqlite_sdb):
+    path = write_bundle(tmp_path / "line.zip", b'{"item_id": "' + b"a" * (300 * 1024 * 1024) + b'"}\n', sqlite_sdb.token)
     out = import_under_memory_limit(tmp_path, path)
     assert out.startswith("BundleError:") and "line 1" in out
 

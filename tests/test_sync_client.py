@@ -42,9 +42,9 @@ def http_server():
 
 
 class Env:
-    def __init__(self, tmp_path, swap, srv):
+    def __init__(self, tmp_path, swap, srv, target):
         self.tmp = tmp_path
-        self.sdb = ServerDB(tmp_path / "server.db")
+        self.sdb = ServerDB(target)
         self.token = self.sdb.add_device("handheld-1")
         swap.app = create_app(self.sdb, max_body_bytes=256 * 1024)
         self.srv = srv
@@ -64,9 +64,9 @@ class Env:
 
 
 @pytest.fixture
-def env(tmp_path, http_server):
+def env(tmp_path, http_server, server_db_target):
     swap, srv = http_server
-    e = Env(tmp_path, swap, srv)
+    e = Env(tmp_path, swap, srv, server_db_target)
     yield e
     e.store.close()
 
@@ -111,7 +111,8 @@ def test_risk_class_round_trips_to_the_server_and_its_exports(env):
     held = {r["item_id"]: r["payload"] for r in env.sdb.list_items(with_payload=True)}
     assert held[v2]["risk_class"] == "high" and "risk_class" not in held[ids[1]] and draft not in held
     assert held[v2] == json.loads([r for r in env.device_rows() if r["item_id"] == v2][0]["payload"])
-    auth = {"Authorization": f"Bearer {env.token}"}
+    # the handheld's own token uploads only (issue 16); an office reader device reads the exports
+    auth = {"Authorization": f"Bearer {env.sdb.add_device('office-pc', role='reader')}"}
     rows = list(csv.DictReader(io.StringIO(httpx.get(env.url + "/v1/export.csv", headers=auth).text)))
     assert {r["sighting_id"]: r["risk_class"] for r in rows} == {v2: "high", ids[1]: ""}
     gj = httpx.get(env.url + "/v1/export.geojson", headers=auth).json()
@@ -359,8 +360,9 @@ def test_bundle_round_trip_double_import_and_receipts(env, capsys):
     assert {r["state"] for r in env.device_rows()} == {"queued"}  # a bundle is not a receipt
 
     receipts = env.tmp / "receipts.jsonl"
-    sdb_path = str(env.tmp / "server.db")
-    assert server_main(["import-bundle", str(bundle), "--db", sdb_path, "--receipts", str(receipts)]) == 0
+    where = ["--database-url", env.sdb.engine.url.render_as_string(hide_password=False)] if env.sdb.postgres \
+        else ["--db", env.sdb.path]  # the server's database, whichever it is
+    assert server_main(["import-bundle", str(bundle), *where, "--receipts", str(receipts)]) == 0
     assert "7 new" in capsys.readouterr().out
     assert env.server_items() == {r["item_id"]: r["sha256"] for r in env.device_rows()}
     assert {r["device"] for r in env.sdb.list_items()} == {"handheld-1"}

@@ -32,9 +32,9 @@ def http_server():
 
 
 @pytest.fixture
-def env(tmp_path, http_server):
+def env(server_db_target, http_server):
     swap, url = http_server
-    sdb = ServerDB(tmp_path / "server.db")
+    sdb = ServerDB(server_db_target)
     token = sdb.add_device("handheld-1")
     swap.app = create_app(sdb, max_body_bytes=MAX_BODY)
     store = Store(":memory:")
@@ -115,8 +115,12 @@ def test_revoked_device_is_403_and_stores_nothing(env):
 
 def test_tokens_are_stored_hashed(env, tmp_path):
     sdb, token, _, _ = env
-    raw = (tmp_path / "server.db").read_bytes()
-    assert token.encode() not in raw
+    if not sdb.postgres:  # the whole file, not only what a query shows
+        raw = (tmp_path / "server.db").read_bytes()
+        assert token.encode() not in raw
+    with sdb.connect() as conn:
+        stored = [dict(r) for r in conn.execute("SELECT * FROM devices")]
+    assert stored and token not in repr(stored)
     with pytest.raises(ServerError, match="already exists"):
         sdb.add_device("handheld-1")
     with pytest.raises(ServerError, match="device name"):
@@ -276,7 +280,11 @@ def test_items_listing_and_exports(env):
     ids = make_sightings(store, 3, seed=11)
     v2 = store.revise(ids[0], {"notes": "=HYPERLINK(\"http://evil\")"})
     assert post(client, token, outbox_items(store)).status_code == 200
-    auth = {"Authorization": f"Bearer {token}"}
+    # a syncing device uploads but does not read the farm's data (issue 16): the reader role allows it
+    for path in ("/v1/items", "/v1/export.csv", "/v1/export.geojson"):
+        r = client.get(path, headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 403 and "reader" in r.json()["message"]
+    auth = {"Authorization": f"Bearer {sdb.add_device('office-pc', role='reader')}"}
     r = client.get("/v1/items", headers=auth)
     assert len(r.json()["items"]) == 4
     r = client.get("/v1/items?kind=sighting&current=1&payload=1&limit=2", headers=auth)
@@ -314,7 +322,7 @@ def test_risk_class_is_accepted_exported_and_a_bad_one_is_422(env):
     assert e["item_id"] == bad["item_id"] and e["field"] == "items[1].payload.risk_class"
     assert held(sdb) == {}
     assert post(client, token, items).status_code == 200
-    auth = {"Authorization": f"Bearer {token}"}
+    auth = {"Authorization": f"Bearer {sdb.add_device('office-pc', role='reader')}"}  # a syncing device reads nothing
     rows = list(csv.DictReader(io.StringIO(client.get("/v1/export.csv?versions=all", headers=auth).text)))
     assert {row["sighting_id"]: row["risk_class"] for row in rows} == {ids[0]: "", ids[1]: "", v2: "low"}
 

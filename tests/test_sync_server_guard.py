@@ -40,7 +40,7 @@ def test_failure_limiter_allows_a_burst_then_refills():
 
 def test_failed_authentication_is_rate_limited_with_429(tmp_path):
     sdb = ServerDB(tmp_path / "server.db")
-    token = sdb.add_device("handheld-1")
+    token = sdb.add_device("handheld-1", role="reader")  # a reader, so its GET /v1/items answers 200 (issue 16)
     clock = Clock()
     app = create_app(sdb, limiter=FailureLimiter(burst=10, refill_s=6.0, clock=clock))
     with ThreadServer(app) as srv, httpx.Client(base_url=srv.url) as client:

@@ -30,10 +30,12 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def csv_cell(v: Any) -> Any:
-    """CSV cell; text that a spreadsheet would run as a formula gets a leading quote (OWASP CSV injection)."""
+    """CSV cell; text that a spreadsheet would run as a formula gets a leading quote (OWASP CSV injection).
+
+    Leading whitespace is looked through: spreadsheets trim it on import, so " =1+2" runs as a formula too."""
     if v is None:
         return ""
-    if isinstance(v, str) and v.startswith(_FORMULA_START):
+    if isinstance(v, str) and (v.startswith(_FORMULA_START) or v.lstrip().startswith(_FORMULA_START)):
         return "'" + v
     return v
 

@@ -1,4 +1,4 @@
-"""The farm-office sync server: a Starlette app over its own SQLite database.
+"""The farm-office sync server: a Starlette app over its own database (SQLite, or PostgreSQL; storage.py).
 
 Endpoints (all JSON unless noted; every one but /v1/health needs ``Authorization: Bearer <device token>``;
 a client address with too many failed authentications gets 429 for a while, and server_cli serves this app
@@ -9,6 +9,10 @@ with guard.py's connection deadlines and cap):
 * ``GET  /v1/items``           what the server holds (``?kind=&since=&limit=&payload=1&current=1``)
 * ``GET  /v1/export.csv``      one row per observation of each current sighting (``?versions=all``)
 * ``GET  /v1/export.geojson``  a Feature per current sighting (``?versions=all``)
+
+The three reads answer 403 to a device whose role is "sync" (the default): a handheld uploads, and
+only a device registered with the "reader" role reads the farm's data back. The office's web page
+(fieldlog_app/office, office users with sessions) is served at ``/`` by the same app.
 
 A batch is **all-or-nothing**: it is committed in one transaction and either
 every item gets a receipt (200) or nothing is stored (401/403/400/413/415/422/409/503).
@@ -36,9 +40,10 @@ made on that handheld; another handheld never holds the sighting, so an edit
 from it is a copied database or a forgery. A replacement handheld keeps the
 sightings by being registered under the same name (``add-device NAME --replace``).
 
-Durability: the database runs in WAL mode with ``synchronous=FULL``, so a receipt
-is only sent after its commit is on disk; a server killed at any moment has
-either the whole batch or none of it.
+Durability: a receipt is only sent after its commit is on disk (SQLite in WAL mode with
+``synchronous=FULL``; PostgreSQL's durable commit); a server killed at any moment has
+either the whole batch or none of it. Writers take turns (storage.py), so the rules
+above are decided against a database nobody else is changing.
 """
 
 from __future__ import annotations
@@ -50,17 +55,18 @@ import logging
 import os
 import re
 import secrets
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-import sqlite_utils
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
+from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from fieldlog_app.database.canonical import canonical_json, utc_now
@@ -69,6 +75,7 @@ from fieldlog_app.database.export import write_csv as device_write_csv
 
 from .protocol import MAX_ITEMS, PROTOCOL, Item, ProtocolError, parse_json, validate_batch
 from .guard import FailureLimiter
+from . import storage
 from .signing import NoSuchSigner, hash_token, key_from_token_hash
 
 log = logging.getLogger("fieldlog.server")
@@ -77,52 +84,12 @@ DEFAULT_MAX_BODY = 2 * 1024 * 1024
 TOKEN_PREFIX = "fl_"
 _DEVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}$")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS devices (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    token_sha256 TEXT NOT NULL UNIQUE,
-    created_at TEXT NOT NULL,
-    revoked_at TEXT,
-    last_seen_at TEXT
-);
-CREATE TABLE IF NOT EXISTS items (
-    server_seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    item_id TEXT NOT NULL UNIQUE,
-    kind TEXT NOT NULL CHECK (kind IN ('sighting', 'report')),
-    replaces TEXT,
-    chain_id TEXT NOT NULL,
-    version INTEGER,
-    sighting_id TEXT,
-    sha256 TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    device TEXT NOT NULL,
-    source TEXT NOT NULL,
-    batch_id TEXT,
-    received_at TEXT NOT NULL,
-    superseded_by TEXT UNIQUE
-);
-CREATE INDEX IF NOT EXISTS idx_items_kind ON items(kind, server_seq);
-CREATE INDEX IF NOT EXISTS idx_items_chain ON items(chain_id);
-CREATE TABLE IF NOT EXISTS conflicts (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at TEXT NOT NULL,
-    device TEXT NOT NULL,
-    item_id TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    sha256 TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    message TEXT NOT NULL
-);
--- what the server held never changes: a stored version is evidence
-CREATE TRIGGER IF NOT EXISTS items_frozen BEFORE UPDATE ON items
-WHEN NEW.item_id IS NOT OLD.item_id OR NEW.payload IS NOT OLD.payload OR NEW.sha256 IS NOT OLD.sha256
-  OR NEW.server_seq IS NOT OLD.server_seq OR NEW.kind IS NOT OLD.kind OR NEW.replaces IS NOT OLD.replaces
-  OR (OLD.superseded_by IS NOT NULL AND NEW.superseded_by IS NOT OLD.superseded_by)
-BEGIN SELECT RAISE(ABORT, 'fieldlog-server: stored items are immutable'); END;
-CREATE TRIGGER IF NOT EXISTS items_no_delete BEFORE DELETE ON items
-BEGIN SELECT RAISE(ABORT, 'fieldlog-server: stored items are never deleted'); END;
-"""
+DEVICE_ROLES = ("sync", "reader")  # sync: upload only; reader: may also read the farm's data through /v1
+
+# Items of a deleted sighting chain (its versions and the reports on them), for WHERE clauses.
+_VISIBLE = ("items.chain_id NOT IN (SELECT chain_id FROM marks WHERE state = 'deleted') AND (items.sighting_id IS NULL"
+            " OR items.sighting_id NOT IN (SELECT v.item_id FROM items v JOIN marks m ON m.chain_id = v.chain_id"
+            " WHERE m.state = 'deleted'))")
 
 
 class ServerError(Exception):
@@ -190,61 +157,71 @@ class ServerDB:
     safe from Starlette's thread pool and from a second process (``add-device`` while serving)."""
 
     def __init__(self, path: str | os.PathLike, *, busy_timeout: float = 5.0):
-        self.path = str(Path(path).expanduser())
+        """``path``: a SQLite file (created with its folder) or a database URL (``postgresql+psycopg://…``)."""
         self.busy_timeout = busy_timeout
-        p = Path(self.path)
-        if p.is_dir():
-            raise ServerError(f"{p} is a directory, not a database file")
+        if storage.is_url(path):
+            self.path = str(path)
+        else:
+            self.path = str(Path(path).expanduser())
+            p = Path(self.path)
+            if p.is_dir():
+                raise ServerError(f"{p} is a directory, not a database file")
+            try:
+                p.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise ServerError(f"cannot create the folder for {p}: {e}") from None
         try:
-            p.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ServerError(f"cannot create the folder for {p}: {e}") from None
-        try:
-            with self.connect() as conn:
-                db = sqlite_utils.Database(conn)
-                db.enable_wal()
-                conn.executescript(SCHEMA)
-        except sqlite3.DatabaseError as e:
-            raise ServerError(f"{self.path}: not a usable fieldlog server database ({e})") from None
+            self.engine = storage.make_engine(path, busy_timeout=busy_timeout)
+            self.postgres = self.engine.dialect.name == "postgresql"
+            if self.postgres:  # never print a password that came in the URL
+                self.path = self.engine.url.render_as_string(hide_password=True)
+            storage.create_schema(self.engine)
+        except ValueError as e:
+            raise ServerError(str(e)) from None
+        except sa_exc.SQLAlchemyError as e:
+            raise ServerError(f"{self.path}: not a usable fieldlog server database "
+                              f"({getattr(e, 'orig', None) or e})") from None
 
     @contextlib.contextmanager
-    def connect(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
-        try:
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.row_factory = sqlite3.Row
-            yield conn
-        finally:
-            conn.close()
+    def connect(self) -> Iterator["_Conn"]:
+        """A connection for reading (one per operation: safe from the thread pool and beside a CLI)."""
+        with self.engine.connect() as conn:
+            yield _Conn(conn)
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        with self.connect() as conn:
+    def transaction(self) -> Iterator["_Conn"]:
+        """A write transaction, one writer at a time (storage.py says how on each database)."""
+        with self.engine.connect().execution_options(fieldlog_write=True) as conn:
             try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as e:
-                raise BusyError(f"the server database is busy ({e})") from None
+                conn.begin()
+                if self.postgres:
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": storage.ADVISORY_LOCK})
+            except sa_exc.OperationalError as e:
+                raise BusyError(f"the server database is busy ({e.orig})") from None
             try:
-                yield conn
+                yield _Conn(conn)
             except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                if conn.in_transaction():
+                    conn.rollback()
                 raise
             else:
-                if conn.in_transaction:  # the body may have rolled back on purpose
-                    conn.execute("COMMIT")
+                if conn.in_transaction():  # the body may have rolled back on purpose
+                    conn.commit()
 
     # ------------------------------------------------------------------ devices
-    def add_device(self, name: str, *, replace: bool = False) -> str:
+    def add_device(self, name: str, *, replace: bool = False, role: str = "sync") -> str:
         """Register a device and return its new token (shown once; only its sha256 is stored).
 
         ``replace=True`` issues a fresh token for an existing device (the old one
-        stops working, a revoked device is re-enabled)."""
+        stops working, a revoked device is re-enabled). ``role`` "reader" lets the
+        token read the farm's data through /v1 as well; "sync" (the default) only uploads."""
         name = (name or "").strip()
         if not _DEVICE_NAME.match(name):
             raise ServerError(
                 f"device name {name!r}: use 1-64 letters, digits, spaces or . _ @ - (starting with a letter or digit)"
             )
+        if role not in DEVICE_ROLES:
+            raise ServerError(f"device role {role!r}: use one of {', '.join(DEVICE_ROLES)}")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         now = utc_now()
         with self.transaction() as conn:
@@ -252,11 +229,11 @@ class ServerDB:
             if row is not None and not replace:
                 raise ServerError(f"device {name!r} already exists; use --replace to issue a new token for it")
             if row is None:
-                conn.execute("INSERT INTO devices (name, token_sha256, created_at) VALUES (?, ?, ?)",
-                             (name, hash_token(token), now))
+                conn.execute("INSERT INTO devices (name, token_sha256, created_at, role) VALUES (?, ?, ?, ?)",
+                             (name, hash_token(token), now, role))
             else:
-                conn.execute("UPDATE devices SET token_sha256 = ?, revoked_at = NULL WHERE id = ?",
-                             (hash_token(token), row["id"]))
+                conn.execute("UPDATE devices SET token_sha256 = ?, revoked_at = NULL, role = ? WHERE id = ?",
+                             (hash_token(token), role, row["id"]))
         return token
 
     def revoke_device(self, name: str) -> None:
@@ -270,7 +247,7 @@ class ServerDB:
     def list_devices(self) -> list[dict]:
         with self.connect() as conn:
             return [dict(r) for r in conn.execute(
-                "SELECT d.name, d.created_at, d.revoked_at, d.last_seen_at, "
+                "SELECT d.name, d.role, d.created_at, d.revoked_at, d.last_seen_at, "
                 "(SELECT COUNT(*) FROM items i WHERE i.device = d.name) AS items FROM devices d ORDER BY d.name"
             )]
 
@@ -307,6 +284,11 @@ class ServerDB:
             raise AuthError(f"device {row['name']!r} was revoked on {row['revoked_at']}", 403)
         return row["name"]
 
+    def device_role(self, name: str) -> str | None:
+        with self.connect() as conn:
+            row = conn.execute("SELECT role FROM devices WHERE name = ?", (name,)).fetchone()
+        return row["role"] if row else None
+
     # ------------------------------------------------------------------ ingest
     def ingest(self, items: list[Item], *, device: str, source: str = "http", batch_id: str | None = None,
                all_or_nothing: bool = True) -> IngestResult:
@@ -326,19 +308,19 @@ class ServerDB:
                     else:
                         result.receipts.append(outcome)
                 if result.conflicts and all_or_nothing:
-                    conn.execute("ROLLBACK")
+                    conn.rollback()
                     result.receipts = []
                 else:
                     conn.execute("UPDATE devices SET last_seen_at = ? WHERE name = ?", (now, device))
-        except sqlite3.OperationalError as e:
+        except sa_exc.OperationalError as e:
             if "locked" in str(e) or "busy" in str(e):
-                raise BusyError(f"the server database is busy ({e})") from None
+                raise BusyError(f"the server database is busy ({e.orig})") from None
             raise
         if result.conflicts:
             self._log_conflicts(device, result.conflicts, now)
         return result
 
-    def _ingest_one(self, conn: sqlite3.Connection, index: int, item: Item, device: str, source: str,
+    def _ingest_one(self, conn: "_Conn", index: int, item: Item, device: str, source: str,
                     batch_id: str | None, now: str) -> dict | Conflict:
         def conflict(reason: str, message: str, **kw) -> Conflict:
             return Conflict(index, item.item_id, item.kind, item.sha256, reason, message, **kw)
@@ -394,9 +376,9 @@ class ServerDB:
                 return conflict("other-device",
                                 f"this report is of sighting {payload.get('sighting_id')}, logged by device "
                                 f"{of['device']!r}; only that device reports on it")
-        cur = conn.execute(
+        seq = conn.execute(
             "INSERT INTO items (item_id, kind, replaces, chain_id, version, sighting_id, sha256, payload, device,"
-            " source, batch_id, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " source, batch_id, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING server_seq",
             (item.item_id, item.kind, item.replaces, chain_id, item.version,
              payload.get("sighting_id") if item.kind == "report" else None,
              item.sha256, canonical_json(payload), device, source, batch_id, now),
@@ -404,10 +386,10 @@ class ServerDB:
         if item.replaces is not None:
             conn.execute("UPDATE items SET superseded_by = ? WHERE item_id = ?", (item.item_id, item.replaces))
         return {"item_id": item.item_id, "kind": item.kind, "sha256": item.sha256, "status": "accepted",
-                "server_seq": cur.lastrowid, "received_at": now}
+                "server_seq": seq.fetchone()["server_seq"], "received_at": now}
 
     @staticmethod
-    def _head(conn: sqlite3.Connection, item_id: str) -> str:
+    def _head(conn: "_Conn", item_id: str) -> str:
         seen = {item_id}
         while True:
             row = conn.execute("SELECT superseded_by FROM items WHERE item_id = ?", (item_id,)).fetchone()
@@ -424,16 +406,26 @@ class ServerDB:
                     "INSERT INTO conflicts (at, device, item_id, kind, sha256, reason, message) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [(now, device, c.item_id, c.kind, c.sha256, c.reason, c.message) for c in conflicts],
                 )
-        except (sqlite3.Error, BusyError) as e:  # the log is a convenience; the answer matters more
+        except (sa_exc.SQLAlchemyError, BusyError) as e:  # the log is a convenience; the answer matters more
             log.warning("could not log %d conflict(s): %s", len(conflicts), e)
 
     # ------------------------------------------------------------------ reading
     def list_items(self, *, kind: str | None = None, since: int = 0, limit: int = 1000, current: bool = False,
-                   device: str | None = None, with_payload: bool = False) -> list[dict]:
+                   device: str | None = None, with_payload: bool = False, include_deleted: bool = False,
+                   chain_id: str | None = None, item_id: str | None = None) -> list[dict]:
+        """Stored items in server order; items the office deleted are left out unless ``include_deleted``."""
         sql = ("SELECT server_seq, item_id, kind, replaces, chain_id, version, sighting_id, sha256, device, source,"
                " batch_id, received_at, superseded_by" + (", payload" if with_payload else "") +
                " FROM items WHERE server_seq > ?")
         params: list[Any] = [since]
+        if not include_deleted:
+            sql += " AND " + _VISIBLE
+        if chain_id is not None:
+            sql += " AND chain_id = ?"
+            params.append(chain_id)
+        if item_id is not None:
+            sql += " AND item_id = ?"
+            params.append(item_id)
         if kind is not None:
             sql += " AND kind = ?"
             params.append(kind)
@@ -457,13 +449,16 @@ class ServerDB:
             out = {"sighting": 0, "report": 0}
             for r in conn.execute("SELECT kind, COUNT(*) AS n FROM items GROUP BY kind"):
                 out[r["kind"]] = r["n"]
-            out["conflicts"] = conn.execute("SELECT COUNT(*) FROM conflicts").fetchone()[0]
-            out["devices"] = conn.execute("SELECT COUNT(*) FROM devices WHERE revoked_at IS NULL").fetchone()[0]
+            out["conflicts"] = conn.execute("SELECT COUNT(*) AS n FROM conflicts").fetchone()["n"]
+            out["devices"] = conn.execute("SELECT COUNT(*) AS n FROM devices WHERE revoked_at IS NULL").fetchone()["n"]
         return out
 
-    def conflicts(self, limit: int = 100) -> list[dict]:
+    def conflicts(self, limit: int = 100, *, unresolved: bool = False) -> list[dict]:
+        """Logged 409s, newest first; ``unresolved``: only those whose item the server still does not hold
+        (a device that resolved one sends it again, under its id, or a new version in its place)."""
+        where = " WHERE NOT EXISTS (SELECT 1 FROM items i WHERE i.item_id = conflicts.item_id)" if unresolved else ""
         with self.connect() as conn:
-            return [dict(r) for r in conn.execute("SELECT * FROM conflicts ORDER BY id DESC LIMIT ?", (limit,))]
+            return [dict(r) for r in conn.execute(f"SELECT * FROM conflicts{where} ORDER BY id DESC LIMIT ?", (limit,))]
 
     def export_sightings(self, *, all_versions: bool = False) -> list[dict]:
         """Sighting dicts (payload + status/device/received_at), ordered by date, for the writers below."""
@@ -475,33 +470,80 @@ class ServerDB:
             s["device"] = r["device"]
             s["received_at"] = r["received_at"]
             s["server_seq"] = r["server_seq"]
+            s["chain_id"] = r["chain_id"]
             out.append(s)
         out.sort(key=lambda s: (s.get("date") or "", s.get("time") or "", s["server_seq"]))
         reports = self._latest_reports()
+        marks = self.marks()
+        with self.connect() as conn:
+            texts = {r["item_id"]: json.loads(r["payload"]).get("text") for r in conn.execute(
+                "SELECT item_id, payload FROM items WHERE kind = 'report' AND " + _VISIBLE)}
+        reviews = self.latest_reviews()
         for s in out:
-            s["latest_report_id"] = reports.get(s["id"])
+            rid = reports.get(s["id"])
+            s["latest_report_id"] = rid
+            s["office_status"] = marks.get(s["chain_id"], {}).get("state", "active")
+            review = reviews.get(rid) if rid else None
+            s["report_review"] = review["status"] if review else ("unreviewed" if rid else "")
+            s["report_reviewer"] = review["reviewer"] if review else ""
+            s["report_text"] = texts.get(rid) if rid else ""
         return out
+
+    # ------------------------------------------------------------------ office decisions (fieldlog_app/office)
+    def marks(self) -> dict[str, dict]:
+        """chain_id -> {"state": "archived" | "deleted", "marked_by", "at"}."""
+        with self.connect() as conn:
+            return {r["chain_id"]: dict(r) for r in conn.execute("SELECT * FROM marks")}
+
+    def latest_reviews(self) -> dict[str, dict]:
+        """report_id -> its latest office review {"status", "reviewer", "at", "note"}."""
+        with self.connect() as conn:
+            return {r["report_id"]: dict(r) for r in conn.execute(
+                "SELECT * FROM reviews WHERE id IN (SELECT MAX(id) FROM reviews GROUP BY report_id)")}
 
     def _latest_reports(self) -> dict[str, str]:
         with self.connect() as conn:
             out: dict[str, str] = {}
-            for r in conn.execute("SELECT item_id, sighting_id FROM items WHERE kind = 'report' ORDER BY server_seq"):
+            for r in conn.execute("SELECT item_id, sighting_id FROM items WHERE kind = 'report' AND " + _VISIBLE +
+                                  " ORDER BY server_seq"):
                 out[r["sighting_id"]] = r["item_id"]
         return out
 
 
-def _receipt(row: sqlite3.Row, status: str) -> dict:
+class _Conn:
+    """A SQLAlchemy connection whose ``execute`` takes the statements as written in this module: SQL that
+    SQLite and PostgreSQL both speak, with ``?`` placeholders bound as named ``text()`` parameters, and
+    rows as mappings (``row["name"]``)."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def execute(self, sql: str, params: Iterable[Any] = ()):
+        parts = sql.split("?")
+        named = parts[0] + "".join(f":p{i}{part}" for i, part in enumerate(parts[1:]))
+        return self.conn.execute(text(named), {f"p{i}": v for i, v in enumerate(params)}).mappings()
+
+    def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
+        for row in rows:
+            self.execute(sql, row)
+
+    def rollback(self) -> None:
+        self.conn.rollback()
+
+
+def _receipt(row, status: str) -> dict:
     return {"item_id": row["item_id"], "kind": row["kind"], "sha256": row["sha256"], "status": status,
             "server_seq": row["server_seq"], "received_at": row["received_at"]}
 
 
 # ---------------------------------------------------------------------------------- exports
-SERVER_EXTRA_COLUMNS = ("device", "received_at")
+SERVER_EXTRA_COLUMNS = ("device", "received_at", "office_status", "report_review", "report_reviewer", "report_text")
 SERVER_CSV_FIELDS = CSV_FIELDS + list(SERVER_EXTRA_COLUMNS)
 
 
 def write_csv(sightings: Iterable[dict], f) -> int:
-    """Same columns as the device's export (fieldlog_app.database.export) plus device and received_at."""
+    """Same columns as the device's export (fieldlog_app.database.export) plus device, received_at, the office's
+    archive state and the latest report's review and text (repeated on each observation row of its sighting)."""
     return device_write_csv(sightings, f, extra=SERVER_EXTRA_COLUMNS)
 
 
@@ -535,22 +577,34 @@ def _auth_error(e: AuthError) -> JSONResponse:
 
 
 def create_app(db: ServerDB | str | os.PathLike, *, max_body_bytes: int = DEFAULT_MAX_BODY,
-               max_items: int = MAX_ITEMS, limiter: FailureLimiter | None = None) -> Starlette:
-    """The ASGI app. ``db`` is a ServerDB or a path (created on first use); ``limiter`` counts
-    failed authentications per client address (guard.py; default: 10 at once, then 10 a minute)."""
+               max_items: int = MAX_ITEMS, limiter: FailureLimiter | None = None, secure_cookies: bool = False,
+               login_limiter: FailureLimiter | None = None) -> Starlette:
+    """The ASGI app: the sync API under /v1 and the office's web page (fieldlog_app.office) at /.
+
+    ``db`` is a ServerDB or a path (created on first use); ``limiter`` counts failed authentications
+    per client address (guard.py; default: 10 at once, then 10 a minute), ``login_limiter`` failed
+    office logins; ``secure_cookies`` marks the session cookie Secure (the office behind HTTPS)."""
+    from fieldlog_app.office.web import SecurityHeaders, office_routes
+
     sdb = db if isinstance(db, ServerDB) else ServerDB(db)
     limiter = limiter or FailureLimiter()
 
-    async def authenticate(request: Request) -> str:
+    async def authenticate(request: Request, *, read: bool = False) -> str:
+        """The device name of the request's token; ``read``: the farm's data, which only a reader device sees."""
         client = request.client.host if request.client else "unknown"
         wait = limiter.retry_after(client)
         if wait is not None:  # before the lookup: guessing costs the guesser, not the database
             raise AuthError(f"too many failed authentications from {client}; try again in {wait} s", 429, wait)
         try:
-            return await run_in_threadpool(sdb.authenticate, request.headers.get("authorization"))
+            name = await run_in_threadpool(sdb.authenticate, request.headers.get("authorization"))
         except AuthError:
             limiter.failed(client)
             raise
+        if read and await run_in_threadpool(sdb.device_role, name) != "reader":
+            # a lost handheld must not carry the whole farm's data off; the office page has it
+            raise AuthError(f"device {name!r} may upload but not read the farm's data (its role is 'sync'; "
+                            "`fieldlog-server add-device NAME --replace --role reader` allows it)", 403)
+        return name
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "service": "fieldlog-server", "protocol": PROTOCOL,
@@ -625,7 +679,7 @@ def create_app(db: ServerDB | str | os.PathLike, *, max_body_bytes: int = DEFAUL
 
     async def get_items(request: Request) -> Response:
         try:
-            await authenticate(request)
+            await authenticate(request, read=True)
             kind = request.query_params.get("kind") or None
             if kind is not None and kind not in ("sighting", "report"):
                 raise ProtocolError(f"kind: {kind!r} is not one of sighting, report")
@@ -644,7 +698,7 @@ def create_app(db: ServerDB | str | os.PathLike, *, max_body_bytes: int = DEFAUL
     def _export(fmt: str):
         async def endpoint(request: Request) -> Response:
             try:
-                await authenticate(request)
+                await authenticate(request, read=True)
             except AuthError as e:
                 return _auth_error(e)
             all_versions = request.query_params.get("versions", "current") == "all"
@@ -674,7 +728,9 @@ def create_app(db: ServerDB | str | os.PathLike, *, max_body_bytes: int = DEFAUL
             Route("/v1/items", get_items, methods=["GET"]),
             Route("/v1/export.csv", _export("csv"), methods=["GET"]),
             Route("/v1/export.geojson", _export("geojson"), methods=["GET"]),
+            *office_routes(sdb, secure_cookies=secure_cookies, login_limiter=login_limiter),
         ],
+        middleware=[Middleware(SecurityHeaders)],
         exception_handlers={HTTPException: http_error, Exception: server_error},
     )
 

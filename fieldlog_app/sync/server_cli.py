@@ -1,12 +1,16 @@
 """``fieldlog-server``: run the farm-office sync server and manage its devices.
 
-    fieldlog-server [--db PATH] [--host 127.0.0.1] [--port 8765]   serve (the default command)
-    fieldlog-server add-device NAME [--replace]                      print a new device token (shown once)
+    fieldlog-server [--db PATH | --database-url URL] [--host 127.0.0.1] [--port 8765]   serve (the default)
+    fieldlog-server add-device NAME [--replace] [--role sync|reader] print a new device token (shown once)
     fieldlog-server revoke-device NAME
     fieldlog-server devices                                          list devices
     fieldlog-server import-bundle FILE [--receipts OUT] [--device NAME]
     fieldlog-server export {csv,geojson} [-o FILE] [--all-versions]
     fieldlog-server status                                           counts and recent conflicts
+    fieldlog-server user add NAME --role viewer|manager              an office user (password from a prompt or stdin)
+    fieldlog-server user list | user disable NAME
+
+The office's web page is served with the API: open http://HOST:PORT/ and log in as an office user.
 
 Exit codes: 0 ok, 1 failed (or an import with conflicts/invalid items), 2 usage.
 """
@@ -16,11 +20,12 @@ from __future__ import annotations
 import argparse
 import io
 import logging
+import os
 import sys
 from pathlib import Path
 
 from .guard import ConnectionLimits, guarded_protocol
-from .server import DEFAULT_MAX_BODY, ServerDB, ServerError, create_app, default_server_db, write_csv, write_geojson
+from .server import DEVICE_ROLES, DEFAULT_MAX_BODY, ServerDB, ServerError, create_app, default_server_db, write_csv, write_geojson
 
 PROG = "fieldlog-server"
 DEFAULT_PORT = 8765
@@ -30,6 +35,10 @@ def _db_option(p: argparse.ArgumentParser, top: bool = False) -> None:
     p.add_argument("--db", metavar="PATH", default=None if top else argparse.SUPPRESS,
                    help=f"server database (default: $FIELDLOG_SERVER_DB or {default_server_db()})" if top else
                    "server database")
+    p.add_argument("--database-url", metavar="URL", default=None if top else argparse.SUPPRESS,
+                   help="a PostgreSQL database instead of the SQLite file, e.g. "
+                   "postgresql+psycopg://fieldlog@dbhost/fieldlog (default: $FIELDLOG_DATABASE_URL)" if top else
+                   "PostgreSQL database URL")
 
 
 def _limit_options(p: argparse.ArgumentParser, top: bool = False) -> None:
@@ -56,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--ssl-certfile", metavar="PEM", default=None,
                     help="serve HTTPS with this certificate (tokens cross the network: use TLS beyond a trusted LAN)")
     ap.add_argument("--ssl-keyfile", metavar="PEM", default=None, help="private key for --ssl-certfile")
+    ap.add_argument("--secure-cookies", action="store_true",
+                    help="mark the office's session cookie Secure (on by itself with --ssl-certfile; use it behind an "
+                    "HTTPS proxy)")
     ap.set_defaults(func=cmd_serve)
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -71,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("add-device", help="register a device and print its token (shown once)")
     p.add_argument("name", metavar="NAME")
     p.add_argument("--replace", action="store_true", help="issue a new token for an existing device")
+    p.add_argument("--role", choices=DEVICE_ROLES, default="sync",
+                   help="sync (default): upload only; reader: may also read the farm's data through /v1")
     _db_option(p)
     p.set_defaults(func=cmd_add_device)
 
@@ -101,11 +115,33 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="what the server holds and the latest conflicts")
     _db_option(p)
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("user", help="office users of the web page")
+    _db_option(p)
+    usub = p.add_subparsers(dest="user_command", metavar="ACTION", required=True)
+    u = usub.add_parser("add", help="add an office user; the password is asked for (or read from stdin's first line)")
+    u.add_argument("name", metavar="NAME")
+    u.add_argument("--role", choices=["viewer", "manager"], required=True,
+                   help="viewer reads; manager also approves, archives, deletes and manages devices")
+    _db_option(u)
+    u.set_defaults(func=cmd_user_add)
+    u = usub.add_parser("list", help="list office users")
+    _db_option(u)
+    u.set_defaults(func=cmd_user_list)
+    u = usub.add_parser("disable", help="disable an office user and end their sessions")
+    u.add_argument("name", metavar="NAME")
+    _db_option(u)
+    u.set_defaults(func=cmd_user_disable)
     return ap
 
 
 def _open(args) -> ServerDB:
-    return ServerDB(args.db or default_server_db())
+    url = args.database_url or os.environ.get("FIELDLOG_DATABASE_URL")
+    if url and args.db:
+        raise ServerError("give --db (a SQLite file) or --database-url (PostgreSQL), not both")
+    if url and not url.startswith("postgresql"):
+        raise ServerError(f"--database-url {url.split('://')[0]}://…: expected postgresql+psycopg://USER@HOST/DB")
+    return ServerDB(url or args.db or default_server_db())
 
 
 def cmd_serve(args) -> int:
@@ -124,7 +160,8 @@ def cmd_serve(args) -> int:
         print(f"{PROG}: error: --ssl-certfile and --ssl-keyfile go together", file=sys.stderr)
         return 2
     sdb = _open(args)
-    app = create_app(sdb, max_body_bytes=args.max_body_bytes)
+    app = create_app(sdb, max_body_bytes=args.max_body_bytes,
+                     secure_cookies=bool(args.secure_cookies or args.ssl_certfile))
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     scheme = "https" if args.ssl_certfile else "http"
     print(f"{PROG}: serving {sdb.path} on {scheme}://{args.host}:{args.port}  (Ctrl-C to stop)", file=sys.stderr,
@@ -137,7 +174,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_add_device(args) -> int:
-    token = _open(args).add_device(args.name, replace=args.replace)
+    token = _open(args).add_device(args.name, replace=args.replace, role=args.role)
     print(token)
     print(f"device {args.name!r} registered; give it this token (it is not stored and cannot be shown again):\n"
           f"  fieldlog sync --server http://HOST:PORT --token {token}", file=sys.stderr)
@@ -205,6 +242,50 @@ def cmd_status(args) -> int:
           f"{c['devices']} active device(s), {c['conflicts']} conflict(s) logged")
     for r in sdb.conflicts(limit=10):
         print(f"  {r['at']} {r['device']}: {r['reason']} {r['item_id']}")
+    return 0
+
+
+def _read_password(name: str) -> str:
+    """From a prompt (typed twice) on a terminal, else the first line of stdin (scripts, CI)."""
+    if sys.stdin.isatty():
+        import getpass
+
+        pw = getpass.getpass(f"password for {name}: ")
+        if getpass.getpass("again: ") != pw:
+            raise ServerError("the two passwords differ; nothing changed")
+        return pw
+    line = sys.stdin.readline()
+    if not line:
+        raise ServerError("no password on stdin (pipe it in, one line)")
+    return line.rstrip("\r\n")
+
+
+def cmd_user_add(args) -> int:
+    from fieldlog_app.office.accounts import Office
+
+    office = Office(_open(args))  # opening first: a bad --db fails before the password is asked
+    user = office.add_user(args.name, _read_password(args.name), args.role)
+    print(f"office user {user.name!r} added ({user.role}); log in at http://HOST:PORT/login")
+    return 0
+
+
+def cmd_user_list(args) -> int:
+    from fieldlog_app.office.accounts import Office
+
+    rows = Office(_open(args)).list_users()
+    if not rows:
+        print("no office users; add one with `fieldlog-server user add NAME --role manager`")
+    for r in rows:
+        state = f"disabled {r['disabled_at']}" if r["disabled_at"] else "active"
+        print(f"{r['name']:<24} {r['role']:<8} {state}")
+    return 0
+
+
+def cmd_user_disable(args) -> int:
+    from fieldlog_app.office.accounts import Office
+
+    Office(_open(args)).disable_user(args.name)
+    print(f"office user {args.name!r} disabled; their sessions are ended")
     return 0
 
 
