@@ -131,7 +131,8 @@ def cmd_list(args: argparse.Namespace) -> int:
             status=args.status, query=args.search, include_superseded=args.all, limit=args.limit,
         )
     for s in rows:
-        pests = ", ".join(o["pest"] for o in s["observations"] if o.get("pest")) or "-"
+        pests = ", ".join(o["pest"] for o in s["observations"] if o.get("pest")) or (
+            "nothing found" if s["status"] != "draft" else "-")
         report = "report" if s.get("latest_report_id") else ""
         print(f"{s['id']}  {s['date'] or '????-??-??'}  {s['block'] or '-':<6} {s['status']:<10} v{s['version']}  "
               f"{pests}  {report}".rstrip())

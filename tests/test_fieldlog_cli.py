@@ -146,6 +146,21 @@ def test_import_notes_carries_risk_class_and_names_a_bad_one(db, tmp_path, capsy
     assert {r["block"]: r["risk_class"] for r in rows} == {"B4": "high", "B6": ""}
 
 
+def test_import_notes_takes_nothing_found_walks_and_lists_them(db, tmp_path, capsys):
+    """The held-out nothing-found walks (issue 15) import as sightings with no observation."""
+    unseen = ROOT / "bench" / "unseen"
+    f = tmp_path / "walks.jsonl"
+    paths = [unseen / "notes" / "ca-oakville-nothing-found-may.json", unseen / "season-eola-2n" / "week13.json"]
+    f.write_text("\n".join(json.dumps(json.loads(p.read_text())) for p in paths) + "\n")
+    assert cli.main(["import-notes", str(f), "--db", str(db)]) == 0
+    assert "imported 2 sightings" in capsys.readouterr().out
+    assert cli.main(["list", "--db", str(db)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 and all(line.split("v1", 1)[1].strip() == "nothing found" for line in out), out
+    with Store(db) as s:
+        assert [x["observations"] for x in s.list_sightings()] == [[], []]
+
+
 def test_export_formats_to_stdout_and_file(db, tmp_path, capsys):
     ids = imported(db, 4)
     assert cli.main(["export", "--format", "csv", "--db", str(db)]) == 0

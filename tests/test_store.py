@@ -293,8 +293,26 @@ def test_incomplete_draft_saves_but_cannot_finalize(store):
     store.save_draft(note)
     assert store.finalize(sid) == sid
     with pytest.raises(ValidationError) as ei:
-        store.finalize(store.save_draft({**sample("a1-short"), "observations": []}))
-    assert ei.value.field == "observations"
+        store.finalize(store.save_draft({**sample("a1-short"), "rows": "9-2"}))
+    assert ei.value.field == "rows" and "runs backwards" in str(ei.value)
+
+
+def test_a_nothing_found_walk_is_finalized_queued_and_found_again(store):
+    """ "observations": [] is a record of its own (issue 15): stored, synced and listed, no fake pest."""
+    note = {**sample("a1-short"), "observations": [], "notes": "walked all rows, nothing found"}
+    sid = finalized(store, note)
+    s = store.get_sighting(sid)
+    assert s["status"] == "finalized" and s["observations"] == []
+    [item] = [i for i in outbox(store) if i["item_id"] == sid]
+    assert json.loads(item["payload"])["observations"] == []
+    assert [x["id"] for x in store.list_sightings(block="A1")] == [sid]
+    assert store.search("nothing")[0]["id"] == sid
+    # the same walk imported from a file is the same content: skipped, not a second row
+    f = Path(store.path).with_name("walk.jsonl")
+    f.write_text(json.dumps(note) + "\n" + json.dumps({**note, "date": "2026-06-12"}) + "\n")
+    res = store.import_notes(f)
+    assert (res.imported, res.skipped, res.errors) == (1, 1, [])
+    assert store.get_sighting(res.ids[0])["observations"] == []
 
 
 def test_save_draft_updates_in_place_and_audits(store):

@@ -164,3 +164,28 @@ def test_config_from_env(monkeypatch):
         resolve_config()
     with pytest.raises(SyncConfigError, match="http"):
         resolve_config("ftp://office", "t")
+
+
+def _wire(rows):
+    return [{"item_id": r["item_id"], "kind": r["kind"], "replaces": r["replaces"], "sha256": r["sha256"],
+             "payload": json.loads(r["payload"])} for r in rows]
+
+
+def test_a_nothing_found_walk_validates_and_a_legacy_backwards_rows_field_still_syncs(wire_items):
+    store = Store(":memory:")
+    sid = store.finalize(store.save_draft({"block": "B4", "rows": "1-10", "date": "2026-07-21", "observations": []}))
+    [item] = _wire(store.outbox_items())
+    store.close()
+    _, got = validate_batch(batch([item]))
+    assert got[0].item_id == sid and got[0].payload["observations"] == []
+    # an older app finalized rows "20-5" before the rule existed: the office must still take it
+    old = copy.deepcopy(wire_items[0])
+    old["payload"]["rows"] = "20-5"
+    old["sha256"] = payload_sha256(old["payload"])
+    assert validate_item(old, 0)[1] == []
+    # but "observations" stays required: leaving the key out is not "nothing found"
+    gone = copy.deepcopy(item)
+    del gone["payload"]["observations"]
+    gone["sha256"] = payload_sha256(gone["payload"])
+    _, errs = validate_item(gone, 0)
+    assert any(e["field"].endswith("payload.observations") and "required" in e["message"] for e in errs), errs

@@ -595,3 +595,98 @@ def test_a_repeated_sentence_is_a_finding_and_a_single_one_is_not():
     assert [f.kind for f in check_report("Summary: A2 scouted.\n" + line, note)] == []
     found = [f for f in check_report("Summary: A2 scouted.\n" + line * 3, note) if f.kind == "repeated_text"]
     assert len(found) == 2 and found[0].severity == "warning"
+
+
+# ------------------------------------------------------------------ nothing-found walks (issue 15)
+UNSEEN = Path(__file__).resolve().parents[1] / "bench" / "unseen"
+NOTHING_FOUND = [UNSEEN / "notes" / "ca-oakville-nothing-found-may.json",
+                 UNSEEN / "notes" / "ny-lakeview1-nothing-found-october.json",
+                 UNSEEN / "season-eola-2n" / "week02.json", UNSEEN / "season-eola-2n" / "week13.json"]
+
+
+@pytest.mark.parametrize("path", NOTHING_FOUND, ids=lambda p: p.stem)
+def test_the_held_out_nothing_found_walks_are_valid_notes(path):
+    from vineyard import fieldnote
+
+    note = fieldnote.load(path)
+    assert note["observations"] == [] and fieldnote.nothing_found(note)
+
+
+def test_an_empty_observation_list_is_a_walk_but_a_missing_one_is_not_said():
+    from vineyard import fieldnote
+
+    base = {"block": "B4", "rows": "1-10", "date": "2026-07-21"}
+    assert fieldnote.validate({**base, "observations": []})["observations"] == []
+    for bad in ({**base}, {**base, "observations": None}):
+        with pytest.raises(FieldNoteError, match="observations: required"):
+            fieldnote.validate(bad)
+    with pytest.raises(FieldNoteError, match="rows: required"):
+        fieldnote.validate({**base, "rows": "  ", "observations": []})
+    scouted = {**base, "observations": [{"pest": "spotted lanternfly", "life_stage": "adult", "unit": "vines",
+                                         "sampled": 40, "infested": 0}]}
+    assert fieldnote.nothing_found(fieldnote.validate(scouted))
+    found = copy_note(scouted, infested=2)
+    assert not fieldnote.nothing_found(fieldnote.validate(found))
+    # an observation without any figure is a sighting of the pest, not "none found"
+    assert not fieldnote.nothing_found({"observations": [{"pest": "x", "sampled": 5}]})
+
+
+def copy_note(note: dict, **obs_changes) -> dict:
+    return {**note, "observations": [{**note["observations"][0], **obs_changes}]}
+
+
+@pytest.mark.parametrize("rows, problem", [
+    ("20-5", "'20-5' runs backwards; write 5-20"), ("W22-W1", "'W22-W1' runs backwards; write W1-W22"),
+    ("3, 9 to 7", "'9 to 7' runs backwards; write 7-9"), ("5-20", None), ("W1-W22", None), ("12", None),
+    ("north end", None), ("A9-B2", None),
+])
+def test_rows_written_backwards_are_refused_with_the_fix(rows, problem):
+    from vineyard import fieldnote
+
+    assert fieldnote.rows_error(rows) == problem
+    note = {"block": "B4", "rows": rows, "date": "2026-07-21", "observations": []}
+    if problem:
+        with pytest.raises(FieldNoteError, match=re.escape(f"rows: {problem}")):
+            fieldnote.validate(note)
+        assert fieldnote.validate(note, check_rows=False)["rows"] == rows  # what the sync server still accepts
+    else:
+        assert fieldnote.validate(note)["rows"] == rows
+
+
+def schema_report(note: dict, summary: str, risk: str, action: str) -> str:
+    """A report in the schema layout: the data lines rendered from the note, then the three written fields."""
+    from vineyard import schema
+
+    data = schema.rendered_text(note).split("Summary: ")[0]
+    return f"{data}Summary: {summary}\nRisk: {risk}\nAction: {action}"
+
+
+def test_fact_check_of_a_nothing_found_walk():
+    from vineyard import fieldnote
+
+    note = fieldnote.load(NOTHING_FOUND[0])
+    good = schema_report(note, "Nothing was found in block Oakville 3A, rows 1-40.",
+                         "low, no mites or mildew on the 40 rows.", "Walk the block again on 05-11 as planned.")
+    assert check_report(good, note) == []
+    bad = schema_report(note, "Grape berry moth larvae were found in 4 of 50 clusters.", "high, above the threshold.",
+                        "Spray the border rows.")
+    kinds = {f.kind for f in check_report(bad, note)}
+    assert {"unobserved_pest", "wrong_count"} <= kinds
+
+
+def test_a_pest_scouted_for_and_not_found_cannot_be_reported_present():
+    from vineyard import fieldnote
+
+    note = fieldnote.load(UNSEEN / "notes" / "pa-route5-slf-scouted-zero.json")
+    ok = schema_report(note, "No spotted lanternfly was found on 40 vines.", "low, none were seen.", "Keep checking trunks.")
+    assert check_report(ok, note) == []
+    said = "Spotted lanternfly adults were found on the trunks"
+    findings = check_report(schema_report(note, said + ".", "high, it spreads.", "Report the find."), note)
+    assert [(f.kind, f.text) for f in findings] == [("wrong_presence", said)]
+
+
+def test_free_layout_prompt_says_nothing_found():
+    from vineyard import fieldnote, prompt
+
+    text = prompt.note_text(fieldnote.load(NOTHING_FOUND[2]))
+    assert "Observations:\n- nothing found\nWeather:" in text

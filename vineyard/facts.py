@@ -40,6 +40,9 @@ FINDING_KINDS = (
     "wrong_date",
     "wrong_location",  # rows or block not in the record
     "unknown_number",  # any other number not traceable to the record
+    "wrong_life_stage",  # a life stage next to a recorded pest that the sighting does not record for it
+    "wrong_presence",  # a pest reported present that the sighting scouted for and found none of
+    "repeated_text",  # a sentence said twice (a looping model)
 )
 
 
@@ -142,6 +145,7 @@ def check_spans(text: str, note: dict, policy: CatalogSpanPolicy, spans: list[Sp
         return names
 
     findings += _check_pests(text, pest_spans, facts, policy)
+    findings += _check_presence(text, pest_spans, facts)
     findings += _check_life_stages(text, spans, facts)
     claimed = _check_thresholds(text, spans, facts, sentence_of, pests_in, findings)
     _check_dates_locations(text, spans, facts, in_action, findings)
@@ -204,6 +208,38 @@ def _check_pests(text: str, pest_spans: list[Span], facts: Facts, policy: Catalo
         if normalize(said) in {normalize(m) for m in pest.misspellings} - correct:
             out.append(Finding("misspelled_pest", f"'{said}' is a misspelling of {pest.name}", s.start, s.end, "warning", said, [pest.name]))
     return out
+
+
+_PRESENCE_RE = re.compile(r"\b(?:found|present|presence|detected|observed|infested|infesting|infestations?|seen|active)\b", re.I)
+_ZERO_RE = re.compile(r"(?<![\w.])0(?![\w.])")
+
+
+def _check_presence(text: str, pest_spans: list[Span], facts: Facts) -> list[Finding]:
+    """A pest the sighting scouted for and found none of (0 infested, 0 counted) must not be reported as
+    present: "spotted lanternfly adults were found on the trunks" after "0 of 40 vines" is a false alarm."""
+    zero = {o.name for o in facts.obs if o.name not in {p.name for p in facts.obs if _found(p.raw)}}
+    if not zero:
+        return []
+    out: list[Finding] = []
+    for s in pest_spans:
+        name = _resolve(text[s.start : s.end])
+        if name not in zero:
+            continue
+        a = max(text.rfind(ch, 0, s.start) for ch in ".;:\n") + 1
+        a += len(text[a:s.start]) - len(text[a:s.start].lstrip())
+        m = re.compile(r"[;\n]|(?<!\d)\.(?!\d)").search(text, s.end)
+        b = m.start() if m else len(text)
+        clause = text[a:b]
+        if _NEGATION_RE.search(clause) or _ZERO_RE.search(clause) or not _PRESENCE_RE.search(clause):
+            continue
+        out.append(Finding("wrong_presence", f"the report says {name} is present; the sighting scouted for it and found none",
+                           a, b, "error", clause.strip(), ["none found"]))
+    return out
+
+
+def _found(o: dict) -> bool:
+    """Did this observation find the pest? (no figures at all: a sighting of it, as the schema reads it)"""
+    return bool(o.get("infested") or o.get("count")) or ("infested" not in o and "count" not in o)
 
 
 _PEST_STAGE_GAP_RE = re.compile(r"[ \t]*\(?[ \t]*")  # "moth (larva", "moth larvae"

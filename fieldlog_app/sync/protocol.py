@@ -278,7 +278,8 @@ def _validate_sighting(p: dict, item_id: str, replaces: Any, where: str, err_) -
     # infested <= sampled, ISO date ...): the same function, so they cannot drift.
     note = {k: p[k] for k in TEXT_FIELDS + GEO_FIELDS + ("observations",) if k in p}
     try:
-        norm = fieldnote.validate(note)
+        # check_rows=False: a sighting an older app finalized with rows "20-5" must still sync, not stick
+        norm = fieldnote.validate(note, check_rows=False)
     except FieldNoteError as e:
         msg = str(e)
         field, _, rest = msg.partition(": ")
