@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import threading
+from pathlib import Path
 import time
 
 import pytest
@@ -225,7 +227,7 @@ def test_parse_form_draft_vs_final_and_cross_field():
     # no observation at all is fine for a draft, not for finalize
     assert parse_form({"block": "B4"}, [{}], strict=False).ok
     assert parse_form({"block": "B4", "rows": "1", "date": "2026-07-21"}, [], strict=True).errors == {
-        "observations": "add at least one observation"}
+        "observations": 'enter what you found, or tick "Nothing found"'}
     # one coordinate without the other
     assert parse_form({"lat": "42.1"}, [], strict=False).errors == {"lon": "give both latitude and longitude"}
 
@@ -242,6 +244,51 @@ def test_parse_form_output_passes_edgespec_validation():
     assert parse_form({**top, "risk_class": ""}, obs, strict=True).note["risk_class"] is None
     # and the round trip through the form strings is lossless
     assert note_to_form(result.note) == (top, obs)
+
+
+def test_parse_form_nothing_found_and_scouted_for():
+    top = {"block": "B4", "rows": "1-10", "date": "2026-07-21"}
+    walk = parse_form(top, [{}], strict=True, nothing_found=True)
+    assert walk.ok and walk.note["observations"] == []
+    scouted = {"pest": "spotted lanternfly", "life_stage": "adult", "unit": "vines", "sampled": "40"}
+    # a row under "Nothing found" says what was scouted for: it needs its 0, and more than 0 is a contradiction
+    assert parse_form(top, [scouted], strict=True, nothing_found=True).errors == {
+        "observations[0].infested": "enter 0 (scouted for, none found)"}
+    assert parse_form(top, [{**scouted, "infested": "0"}], strict=True, nothing_found=True).ok
+    assert parse_form(top, [{**scouted, "count": "3"}], strict=False, nothing_found=True).errors == {
+        "observations[0].count": "must be 0: Nothing found is ticked"}
+    # rows written backwards are caught in the form, as the field note refuses them
+    assert check_value(TOP_BY_KEY["rows"], "20-5") == (None, "'20-5' runs backwards; write 5-20")
+    assert parse_form({**top, "rows": "20-5"}, [], strict=False).errors == {"rows": "'20-5' runs backwards; write 5-20"}
+
+
+def test_hints_never_look_like_values():
+    """A grey "B4" in an empty Block field reads as filled in: examples say "e.g.", other hints are no value."""
+    from fieldlog_app.screens.form_model import OBS_FIELDS, TOP_FIELDS
+    from vineyard.pests import all_names
+
+    words = {n.lower() for n in all_names()} | {"larva", "clusters", "leaves", "vines"}
+    for spec in TOP_FIELDS + OBS_FIELDS:
+        hint = spec.placeholder
+        if spec.kind != "text":
+            assert hint and check_value(spec, hint)[1] is not None, (spec.key, hint)  # "≥ 1", "YYYY-MM-DD"
+        elif any(ch.isdigit() for ch in hint) or hint.lower() in words or spec.key in ("block", "variety", "rows"):
+            assert hint.startswith("e.g. "), (spec.key, hint)
+    css = (Path(__file__).resolve().parents[1] / "fieldlog_app" / "app.tcss").read_text()
+    assert re.search(r"Input > \.input--placeholder \{[^}]*text-style: italic", css)
+
+
+@pytest.mark.parametrize("typed, end, want", [
+    ("2026-07-21", False, ("2026-07-21", None)), ("2026-7-1", False, ("2026-07-01", None)),
+    ("2026-07", False, ("2026-07-01", None)), ("2026-02", True, ("2026-02-28", None)),
+    ("2024-02", True, ("2024-02-29", None)), ("2026", True, ("2026-12-31", None)), ("", False, (None, None)),
+    ("2026-13", False, (None, "'2026-13' is not a date (YYYY-MM-DD, or YYYY-MM for a month)")),
+    ("21/07/2026", False, (None, "'21/07/2026' is not a date (YYYY-MM-DD, or YYYY-MM for a month)")),
+])
+def test_filter_dates_take_days_months_and_years(typed, end, want):
+    from fieldlog_app.screens.form_model import parse_filter_date
+
+    assert parse_filter_date(typed, end=end) == want
 
 
 def test_error_key_splits_store_messages():
@@ -405,6 +452,60 @@ async def test_fill_save_draft_then_finalize(store):
 
 
 @pytest.mark.asyncio
+async def test_a_nothing_found_walk_is_logged_without_a_fake_pest(store):
+    app = make_app(store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        form = await open_new_form(pilot, app)
+        await type_into(pilot, "#f-block", "B4")
+        await type_into(pilot, "#f-rows", "1-40")
+        await pilot.press("ctrl+f")
+        await pilot.pause()
+        # the message sits on the empty Observation 1 the user is looking at, and names the way out
+        row = form.obs_rows()[0]
+        assert row.field("pest").error == 'enter what you found, or tick "Nothing found"'
+        assert "Fix 1 field " in str(form.query_one("#form-message", Static).render())
+        form.query_one("#form-nothing-found").toggle()
+        await pilot.pause()
+        # ticking it clears the error and the banner at once (the form re-checks while a save is pending)
+        assert row.field("pest").error is None
+        assert not form.query_one("#form-message", Static).has_class("-shown")
+        await pilot.press("ctrl+f")
+        await wait_for(pilot, lambda: isinstance(app.screen, SightingDetailScreen), what="detail screen")
+        [s] = store.list_sightings()
+        assert s["status"] == "finalized" and s["observations"] == []
+        assert "nothing found" in str(app.screen.query_one("#detail-summary", Static).render())
+        # editing it again shows the choice ticked
+        await pilot.press("e")
+        await pilot.pause()
+        assert app.screen.nothing_found is True
+
+
+@pytest.mark.asyncio
+async def test_the_fix_banner_counts_down_as_fields_are_fixed(store):
+    app = make_app(store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        form = await open_new_form(pilot, app)
+        row = form.obs_rows()[0]
+        await type_into(pilot, f"#{row.id}-pest", "grape berry moth")
+        await pilot.press("ctrl+f")
+        await pilot.pause()
+        message = form.query_one("#form-message", Static)
+        assert "Fix 5 fields" in str(message.render())  # block, rows, stage, unit, sampled
+        await type_into(pilot, "#f-block", "B4")
+        await type_into(pilot, "#f-rows", "20-5")
+        assert "Fix 4 fields" in str(message.render())  # block fixed; rows is still wrong, differently
+        assert form.top_field("rows").error == "'20-5' runs backwards; write 5-20"
+        await type_into(pilot, "#f-rows", "5-20")
+        await type_into(pilot, f"#{row.id}-life_stage", "larva")
+        assert "Fix 2 fields" in str(message.render())
+        await type_into(pilot, f"#{row.id}-unit", "clusters")
+        await type_into(pilot, f"#{row.id}-sampled", "50")
+        assert not message.has_class("-shown") and str(message.render()).strip() == ""
+        await type_into(pilot, f"#{row.id}-sampled", "")  # breaking it again brings the banner back
+        assert "Fix 1 field " in str(message.render())
+
+
+@pytest.mark.asyncio
 async def test_risk_class_chosen_in_the_form_is_stored_shown_and_given_to_the_generator(store):
     gen = FakeGenerator()
     notes: list[dict] = []
@@ -519,6 +620,14 @@ async def test_leaving_a_dirty_form_asks_first(store):
         await pilot.press("escape")
         await pilot.pause()
         assert type(app.screen).__name__ == "ConfirmScreen"
+        # the keys are shown: y discards, Enter (on the focused safe button) keeps editing
+        shown = " ".join(str(w.render()) for w in app.screen.query("Button, #confirm-keys"))
+        assert "y  Discard" in shown and "n  Keep editing" in shown and "Enter, n or Esc keep editing" in shown
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, SightingFormScreen)
+        await pilot.press("escape")
+        await pilot.pause()
         await pilot.press("n")  # keep editing
         await pilot.pause()
         assert isinstance(app.screen, SightingFormScreen)
@@ -819,9 +928,13 @@ async def test_log_filters_search_and_open_report(store):
         assert table.row_count == 2
         await type_into(pilot, "#filter-from", "2026-07-22")
         assert table_keys(table) == [f"s:{s['id']}" for s in store.list_sightings(block="B4", date_from="2026-07-22")]
-        await type_into(pilot, "#filter-from", "2026-7-1")  # not ISO: flagged, ignored
+        await type_into(pilot, "#filter-from", "2026-7-1")  # a day without zero padding is still that day
+        assert table_keys(table) == [f"s:{s['id']}" for s in store.list_sightings(block="B4", date_from="2026-07-01")]
+        await type_into(pilot, "#filter-from", "2026-7-40")  # not a date: flagged, and said first, not ignored
         assert screen.query_one("#filter-from").has_class("-invalid")
-        assert "from: use an ISO date" in str(screen.query_one("#log-info").render())
+        info = str(screen.query_one("#log-info").render())
+        assert info.startswith("from: '2026-7-40' is not a date") and "not applied" in info
+        assert "2 sightings (other filters applied)" in info
         await pilot.press("ctrl+l")
         await pilot.pause()
         assert table_keys(table) == everything

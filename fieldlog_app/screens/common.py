@@ -106,6 +106,14 @@ def format_number(v: Any) -> str:
     return str(v)
 
 
+def pests_cell(s: dict) -> str:
+    """The pests of a sighting for a table cell: a finalized walk without observations found nothing."""
+    names = pests_of(s)
+    if names:
+        return ", ".join(names)
+    return "nothing found" if (s.get("status") or "draft") != "draft" and not s.get("observations") else "—"
+
+
 def sighting_summary(s: dict) -> Text:
     """The sighting as a compact block of lines (detail screen header)."""
     t = Text()
@@ -132,6 +140,8 @@ def sighting_summary(s: dict) -> Text:
         if s.get("accuracy_m") is not None:
             gps += f" ±{format_number(s['accuracy_m'])} m"
         t.append(gps)
+    if not s.get("observations") and (s.get("status") or "draft") != "draft":
+        t.append("\n • nothing found", style="green")
     for o in s.get("observations") or []:
         parts = [f"{o.get('pest') or '?'} ({o.get('life_stage') or '?'})",
                  f"{format_number(o.get('sampled'))} {o.get('unit') or ''} sampled".replace("None", "?")]

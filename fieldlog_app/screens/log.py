@@ -19,8 +19,8 @@ from textual.screen import Screen
 from textual.suggester import SuggestFromList
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
-from .common import pests_of, report_badge
-from .form_model import TOP_BY_KEY, check_value
+from .common import pests_cell, pests_of, report_badge
+from .form_model import TOP_BY_KEY, parse_filter_date
 from .messages import EditSighting, OpenReport, OpenSighting
 
 STATUS_STYLE = {"draft": "yellow", "finalized": "green", "superseded": "dim"}
@@ -91,10 +91,10 @@ class LogScreen(Screen):
         problems: list[str] = []
         for key, wid in (("date_from", "#filter-from"), ("date_to", "#filter-to")):
             inp = self.query_one(wid, Input)
-            value, err = check_value(TOP_BY_KEY["date"], inp.value)
+            value, err = parse_filter_date(inp.value, end=key == "date_to")
             inp.set_class(bool(err), "-invalid")
             if err:
-                problems.append(f"{'from' if key == 'date_from' else 'to'}: {err}")
+                problems.append(f"{'from' if key == 'date_from' else 'to'}: {err}, not applied")
             elif value:
                 filters[key] = value
         block = self.query_one("#filter-block", Input).value.strip()
@@ -138,11 +138,13 @@ class LogScreen(Screen):
             except Exception:
                 pass
         info = Text(what)
-        if filters:
-            info.append("  (filtered)", style="dim")
         if problems:
-            info.append("  " + "; ".join(problems), style="bold red")
-        elif n == 0 and not query and not filters:
+            # first, where it is read: these rows are NOT narrowed by the date the user typed
+            info = Text("; ".join(problems), style="bold red")
+            info.append(f"  ·  {what}" + (" (other filters applied)" if filters else ""))
+        elif filters:
+            info.append("  (filtered)", style="dim")
+        elif n == 0 and not query:
             info = Text("No sightings yet — press n to log one.")
         pending = self._pending_sync()
         if pending:
@@ -192,7 +194,7 @@ class LogScreen(Screen):
             table.add_row(
                 s.get("date") or "—",
                 Text(str(s.get("block") or "?")),
-                Text(_clip(", ".join(pests_of(s)) or "—", pests_w)),
+                Text(_clip(pests_cell(s), pests_w)),
                 Text(status, style=STATUS_STYLE.get(status, "")),
                 report_badge(reports.get(s["id"], [])),
                 key=f"s:{s['id']}",

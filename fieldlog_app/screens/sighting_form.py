@@ -16,7 +16,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Header, Input, Label, Static
+from textual.widgets import Button, Checkbox, Footer, Header, Input, Label, Select, Static
+
+from vineyard.fieldnote import nothing_found
 
 from ..widgets.fields import FormField, ObservationRow
 from .common import short_id
@@ -47,6 +49,10 @@ class SightingFormScreen(Screen):
         status = (sighting or {}).get("status") or "draft"
         self.mode = "revise" if sighting and status == "finalized" else ("draft" if sighting else "new")
         self._saved_snapshot: tuple | None = None
+        # strictness of the last save attempt that failed: while set, every edit re-checks the form
+        # the same way, so the "Fix N fields" banner counts what is still wrong (and goes when nothing is)
+        self._recheck: bool | None = None
+        self._extra: str | None = None
 
     # ---------------------------------------------------------------- layout
 
@@ -67,6 +73,8 @@ class SightingFormScreen(Screen):
                                     classes=f"top-{spec.key}{wide}", label_width=TOP_LABEL_WIDTH)
             with Horizontal(id="form-obs-head"):
                 yield Label("Observations", classes="section-title")
+                # a walk with no pest found is a record of its own, not a fake "none" pest
+                yield Checkbox("Nothing found", self._nothing_found_at_start(), id="form-nothing-found", compact=True)
                 yield Button("+ add observation", id="form-add-obs", compact=True, variant="primary")
             with Vertical(id="form-obs"):
                 for i, values in enumerate(obs, 1):
@@ -89,6 +97,18 @@ class SightingFormScreen(Screen):
         self._saved_snapshot = self._snapshot() if self.mode != "new" else None
         self.query_one("#f-block", Input).focus()
 
+    def _nothing_found_at_start(self) -> bool:
+        """Ticked for a stored walk that found nothing; a draft without observations may just be unfinished."""
+        s = self.sighting or {}
+        obs = s.get("observations") or []
+        if (s.get("status") or "draft") == "draft" and not obs:
+            return False
+        return bool(self.sighting) and nothing_found(s)
+
+    @property
+    def nothing_found(self) -> bool:
+        return self.query_one("#form-nothing-found", Checkbox).value
+
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         if action == "finalize" and self.mode == "revise":
             return False
@@ -108,7 +128,8 @@ class SightingFormScreen(Screen):
 
     def _snapshot(self) -> tuple:
         top, obs = self.raw_values()
-        return tuple(sorted(top.items())), tuple(tuple(sorted(o.items())) for o in obs if any(v.strip() for v in o.values()))
+        rows = tuple(tuple(sorted(o.items())) for o in obs if any(v.strip() for v in o.values()))
+        return tuple(sorted(top.items())), rows, self.nothing_found
 
     @property
     def dirty(self) -> bool:
@@ -116,18 +137,39 @@ class SightingFormScreen(Screen):
         if self._saved_snapshot is None:
             # a new, never-saved form is dirty once anything beyond the default date is typed
             top, obs = dict(snap[0]), snap[1]
-            return bool(obs) or any(v.strip() for k, v in top.items() if k != "date")
+            return bool(obs) or snap[2] or any(v.strip() for k, v in top.items() if k != "date")
         return snap != self._saved_snapshot
 
     def validate_form(self, *, strict: bool) -> FormResult:
         top, obs = self.raw_values()
-        result = parse_form(top, obs, strict=strict)
+        result = parse_form(top, obs, strict=strict, nothing_found=self.nothing_found)
+        self._extra = None
+        self._recheck = None if result.ok else strict
         self.show_errors(result.errors)
         return result
+
+    def _live_recheck(self) -> None:
+        if self._recheck is None:
+            return
+        top, obs = self.raw_values()
+        result = parse_form(top, obs, strict=self._recheck, nothing_found=self.nothing_found)
+        # stays on until the next save attempt: clearing a fixed field again brings its error back
+        self.show_errors(result.errors, extra=self._extra, focus=False)
+
+    @on(Input.Changed)
+    @on(Select.Changed)
+    @on(Checkbox.Changed)
+    def _changed(self) -> None:
+        # the field's own handler has run already: the message bubbles up from the input to the screen
+        self._live_recheck()
 
     # ---------------------------------------------------------------- errors
 
     def _field_for(self, key: str) -> FormField | None:
+        if key == "observations":
+            # "enter what you found": on the empty Observation 1 the user is looking at, if there is one
+            rows = self.obs_rows()
+            return rows[0].field("pest") if rows else None
         if key.startswith("observations[") and "]." in key:
             idx = int(key[len("observations["):key.index("]")])
             rows = [r for r in self.obs_rows() if any(v.strip() for v in r.values().values())]
@@ -139,7 +181,7 @@ class SightingFormScreen(Screen):
         except Exception:
             return None
 
-    def show_errors(self, errors: dict[str, str], extra: str | None = None) -> None:
+    def show_errors(self, errors: dict[str, str], extra: str | None = None, *, focus: bool = True) -> None:
         for ff in self.query(FormField):
             ff.set_error(None)
         unplaced: list[str] = []
@@ -166,6 +208,8 @@ class SightingFormScreen(Screen):
         else:
             msg_widget.update("")
             msg_widget.remove_class("-error", "-shown")
+        if not focus:
+            return
         if first is not None:
             first.input.focus()
             first.scroll_visible()
@@ -176,8 +220,11 @@ class SightingFormScreen(Screen):
         key, msg = error_key(str(exc))
         key = getattr(exc, "field", None) or key
         if key is not None and self._field_for(key) is not None:
+            self._recheck, self._extra = None, None
             self.show_errors({key: msg})
         else:
+            # a store message with no field (a disk error): it stays up until the next save attempt
+            self._recheck, self._extra = False, str(exc)
             self.show_errors({}, extra=str(exc))
 
     def _info(self, message: str) -> None:
