@@ -480,6 +480,68 @@ async def test_a_nothing_found_walk_is_logged_without_a_fake_pest(store):
         assert app.screen.nothing_found is True
 
 
+async def fill_row(pilot, row, **values) -> None:
+    for key, value in values.items():
+        await type_into(pilot, f"#{row.id}-{key}", value)
+
+
+@pytest.mark.asyncio
+async def test_misspelled_and_unknown_pests_are_put_to_the_scout_at_finalize(store):
+    app = make_app(store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        form = await open_new_form(pilot, app)
+        await type_into(pilot, "#f-block", "K9")
+        await type_into(pilot, "#f-rows", "1-4")
+        row = form.obs_rows()[0]
+        await fill_row(pilot, row, pest="berry moht", life_stage="larva", unit="clusters", sampled="50", infested="3")
+        assert row.field("pest").note == "misspelling of grape berry moth · ctrl+y uses it"
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        row2 = form.obs_rows()[1]
+        await fill_row(pilot, row2, pest="grape cicada", life_stage="adult", unit="vines", sampled="20", count="4")
+        assert row2.field("pest").note == "not in the pest catalog"
+        await pilot.press("ctrl+f")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "PestCheckScreen"
+        await pilot.press("escape")  # back: nothing saved
+        await pilot.pause()
+        assert app.screen is form and store.list_sightings(include_superseded=True) == []
+        await pilot.press("ctrl+f")
+        await pilot.pause()
+        await pilot.press("y")  # use the catalog names: the misspelling is replaced, the unknown pest kept
+        await wait_for(pilot, lambda: isinstance(app.screen, SightingDetailScreen), what="detail screen")
+        [s] = store.list_sightings()
+        assert [o["pest"] for o in s["observations"]] == ["grape berry moth", "grape cicada"]
+        assert store.audit_log(s["id"])[-1]["detail"]["unknown_pests"] == ["grape cicada"]
+        summary = str(app.screen.query_one("#detail-summary", Static).render())
+        assert "grape cicada (adult)" in summary and "(not in the pest catalog)" in summary
+        await pilot.press("escape")
+        await pilot.pause()
+        await type_into(pilot, "#filter-pest", "grape berry moth")
+        assert table_keys(app.screen.query_one("#log-table", DataTable)) == [f"s:{s['id']}"]
+
+
+@pytest.mark.asyncio
+async def test_ctrl_y_takes_the_catalog_name_and_keep_as_typed_keeps_it(store):
+    app = make_app(store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        form = await open_new_form(pilot, app)
+        await type_into(pilot, "#f-block", "K9")
+        await type_into(pilot, "#f-rows", "1-4")
+        row = form.obs_rows()[0]
+        await fill_row(pilot, row, pest="japanese beatle", life_stage="adult", unit="vines", sampled="20", count="1")
+        row.field("pest").input.focus()
+        await pilot.press("ctrl+y")
+        await pilot.pause()
+        assert row.field("pest").value == "Japanese beetle" and row.field("pest").note is None
+        await type_into(pilot, f"#{row.id}-pest", "GBM")
+        await pilot.press("ctrl+f")
+        await pilot.pause()
+        await pilot.press("k")  # keep as typed
+        await wait_for(pilot, lambda: isinstance(app.screen, SightingDetailScreen), what="detail screen")
+        assert store.list_sightings()[0]["observations"][0]["pest"] == "GBM"
+
+
 @pytest.mark.asyncio
 async def test_the_fix_banner_counts_down_as_fields_are_fixed(store):
     app = make_app(store)

@@ -761,3 +761,26 @@ def test_search_stays_correct_after_vacuum(store):
     assert [h["id"] for h in store.search("oilspots")] == [keep]
     assert store.search("scratch") == []
     assert store.check() == "ok"
+
+
+def test_pest_filter_and_search_find_other_spellings_and_fold_full_width(store):
+    """Issue 15: "berry moht" was missed by the filter "grape berry moth" and by a search for "moth"."""
+    base = {"rows": "1-4", "date": "2026-07-21"}
+    obs = {"life_stage": "larva", "unit": "clusters", "sampled": 50, "infested": 3}
+    k9 = finalized(store, {**base, "block": "K9", "observations": [{**obs, "pest": "berry moht"}]})
+    k8 = finalized(store, {**base, "block": "K8", "observations": [{**obs, "pest": "ｇｒａｐｅ ｂｅｒｒｙ ｍｏｔｈ"}]})
+    k7 = finalized(store, {**base, "block": "K7", "observations": [{**obs, "pest": "powdery mildew",
+                                                                     "life_stage": "colonies"}]})
+    for typed in ("grape berry moth", "GBM", "moth", "ｍｏｔｈ"):
+        assert {s["id"] for s in store.list_sightings(pest=typed)} == {k9, k8}, typed
+        if typed != "GBM":  # FTS matches words; an abbreviation is not in the text
+            assert {h["id"] for h in store.search(typed)} == {k9, k8}, typed
+    assert [s["id"] for s in store.list_sightings(pest="mildew")] == [k7]
+    assert store.list_sightings(pest="100%_") == []  # LIKE wildcards are text
+    # the unknown pest is marked in the audit log of the version that names it
+    cic = finalized(store, {**base, "block": "K6", "observations": [{**obs, "pest": "grape cicada"}]})
+    assert store.audit_log(cic)[-1]["detail"]["unknown_pests"] == ["grape cicada"]
+    assert "unknown_pests" not in store.audit_log(k9)[-1]["detail"]
+    # read-only opens (list, export) filter the same way
+    with Store(store.path, readonly=True) as ro:
+        assert {s["id"] for s in ro.list_sightings(pest="GBM")} == {k9, k8}

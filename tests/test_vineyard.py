@@ -690,3 +690,71 @@ def test_free_layout_prompt_says_nothing_found():
 
     text = prompt.note_text(fieldnote.load(NOTHING_FOUND[2]))
     assert "Observations:\n- nothing found\nWeather:" in text
+
+
+# ------------------------------------------------------------------ pest names as entered (issue 15, issue 13.5)
+@pytest.mark.parametrize("typed, status, suggestion", [
+    ("grape berry moth", "catalog", None), ("Grape Berry Moths", "catalog", None), ("vine mealybug", "catalog", None),
+    ("berry moht", "misspelling", "grape berry moth"), ("grape bery mooth", "misspelling", "grape berry moth"),
+    ("japanese beatle", "misspelling", "Japanese beetle"), ("GBM", "synonym", "grape berry moth"),
+    ("ｇｒａｐｅ ｂｅｒｒｙ ｍｏｔｈ", "catalog", None),  # full-width letters are the same name
+    ("grape cicada", "unknown", None), ("Pacific spider mite", "unknown", "spider mites"), ("aphids", "unknown", None),
+])
+def test_check_name_says_what_the_catalog_makes_of_a_typed_pest(typed, status, suggestion):
+    c = P.check_name(typed)
+    assert (c.status, c.suggestion) == (status, suggestion)
+    assert c.in_catalog == (status != "unknown")
+
+
+@pytest.mark.parametrize("typed, name, ok", [
+    ("grape berry moth", "berry moht", True), ("moth", "berry moht", True), ("GBM", "grape berry moth", True),
+    ("mildew", "downy mildew", True), ("ｍｏｔｈ", "grape berry moth", True), ("moth", "grape cicada", False),
+    ("grape berry moth", "European grapevine moth", False), ("", "grape berry moth", False),
+])
+def test_the_pest_filter_rule(typed, name, ok):
+    assert P.filter_matches(typed, name) is ok
+
+
+@pytest.mark.parametrize("summary, kind, said, severity", [
+    ("Grape berry moth larvae damaged 4 of 50 clusters; grape cicada adults were also heard.", "unknown_pest",
+     "grape cicada", "error"),
+    ("Codling moth larvae were found in block B4.", "unknown_pest", "Codling moth", "error"),
+    ("A glassy-winged sharpshooter was seen on the edge.", "unknown_pest", "glassy-winged sharpshooter", "error"),
+    ("No sour rot was seen in block B4.", "unknown_pest", "sour rot", "warning"),
+    ("Grape berry moth larvae were found in the Chardonnay rows.", "unobserved_crop", "Chardonnay", "error"),
+    ("Grape berry moth damage was seen on apples by the tree line.", "unobserved_crop", "apples", "error"),
+])
+def test_a_pest_or_crop_in_neither_the_note_nor_the_catalog_is_a_finding(summary, kind, said, severity):
+    note = P_validate(load_note("b4-berry-moth"))
+    findings = [f for f in check_report(schema_report(note, summary, "moderate, above the 6% threshold.",
+                                                      "Treat the border rows."), note) if f.kind == kind]
+    assert [(f.text, f.severity) for f in findings] == [(said, severity)]
+
+
+@pytest.mark.parametrize("summary", [
+    "Grape berry moth larvae damaged 4 of 50 clusters in the Riesling rows.",
+    "The moth larvae were found near the tree line.",
+    "Grape berry moth larvae were found; predatory mites were common.",
+    "Spot-treat mites are not a concern here.",
+])
+def test_known_words_next_to_a_pest_are_not_unknown_pests(summary):
+    note = P_validate(load_note("b4-berry-moth"))
+    found = check_report(schema_report(note, summary, "moderate, above the 6% threshold.", "Treat the border rows."), note)
+    assert not [f for f in found if f.kind in ("unknown_pest", "unobserved_crop")], found
+
+
+def test_the_scouts_own_unknown_pest_may_be_named():
+    from vineyard import fieldnote
+
+    note = fieldnote.load(UNSEEN / "notes" / "ny-bay-4-swd-cicada-sour-rot.json")
+    names = [o["pest"] for o in note["observations"]]
+    assert "grape cicada" in names  # the note records it: the report may name it, the catalog need not know it
+    text = schema_report(note, "Grape cicada adults and sour rot were recorded.", "low, no threshold applies.",
+                         "Keep scouting the block.")
+    assert not [f for f in check_report(text, note) if f.kind == "unknown_pest"]
+
+
+def P_validate(note: dict) -> dict:
+    from vineyard import fieldnote
+
+    return fieldnote.validate(note)

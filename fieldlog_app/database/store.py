@@ -58,12 +58,15 @@ from .migrations import (
 )
 from .outbox import Outbox
 from .payloads import note_of, report_payload, sighting_payload
+from vineyard.pests import canonical_name
+
 from .validation import (
     GEO_FIELDS,
     OBS_FIELDS,
     STORE_FIELDS,
     TEXT_FIELDS,
     check_uuid,
+    fold,
     pests_text,
     validate_draft,
     validate_final,
@@ -93,11 +96,12 @@ def fts_query(text: str) -> str | None:
     """A user's words as a safe FTS5 query: every word must match, as a prefix.
 
     Quoting each token means punctuation and words like NOT/OR are plain text,
-    so no user input can raise an FTS syntax error.
+    so no user input can raise an FTS syntax error. The query is NFKC-folded first, so
+    full-width letters typed on an East Asian keyboard ("ｍｏｔｈ") search as "moth".
     """
     import re
 
-    tokens = re.findall(r"\w+", text or "")
+    tokens = re.findall(r"\w+", fold(text or ""))
     if not tokens:
         return None
     return " ".join('"' + t.replace('"', '""') + '"*' for t in tokens)
@@ -138,6 +142,9 @@ class Store:
                 conn = sqlite3.connect(self.path, timeout=timeout, check_same_thread=False)
         except sqlite3.Error as e:
             raise StoreError(f"cannot open {self.path}: {e}") from None
+        # the pest filter matches by catalog entry too ("GBM" finds "berry moht"): SQL asks vineyard's lookup
+        conn.create_function("fieldlog_pest", 1, canonical_name, deterministic=True)
+        conn.create_function("fieldlog_fold", 1, lambda t: fold(t) if isinstance(t, str) else t, deterministic=True)
         try:
             self.db = sqlite_utils.Database(conn)
             if readonly:
@@ -358,7 +365,7 @@ class Store:
                 raise StateError(f"sighting {sid} was superseded by a newer version")
             now = utc_now()
             payload = self._finalize_in_tx(sid, now)
-            self._audit("sighting", sid, "finalize", {"sha256": payload_sha256(payload)}, now)
+            self._audit("sighting", sid, "finalize", {"sha256": payload_sha256(payload), **_unknown_pests(payload)}, now)
         return sid
 
     @guarded
@@ -397,7 +404,8 @@ class Store:
             self._audit("sighting", sid, "supersede", {"by": new_id}, now)
             self._audit(
                 "sighting", new_id, "revise",
-                {"replaces": sid, "version": payload["version"], "changed": changed, "sha256": payload_sha256(payload)},
+                {"replaces": sid, "version": payload["version"], "changed": changed, "sha256": payload_sha256(payload),
+                 **_unknown_pests(payload)},
                 now,
             )
         return new_id
@@ -534,10 +542,16 @@ class Store:
             where.append("s.block = ? COLLATE NOCASE")
             params.append(str(block).strip())
         if pest:
+            # part of the name as typed or of its catalog name, any case ("mildew" finds both mildews,
+            # "moth" finds "berry moht"), or the same catalog entry ("GBM" finds "berry moht")
+            typed = fold(str(pest)).strip()
             where.append(
-                "EXISTS (SELECT 1 FROM observations o WHERE o.sighting_id = s.id AND o.pest LIKE ? ESCAPE '\\')"
+                "EXISTS (SELECT 1 FROM observations o WHERE o.sighting_id = s.id AND (fieldlog_fold(o.pest) LIKE ? ESCAPE '\\'"
+                " OR fieldlog_pest(o.pest) LIKE ? ESCAPE '\\' OR (? IS NOT NULL AND fieldlog_pest(o.pest) = ?)))"
             )
-            params.append("%" + _like_escape(str(pest).strip()) + "%")
+            canon = canonical_name(typed)
+            like = "%" + _like_escape(typed) + "%"
+            params += [like, like, canon, canon]
         for name, value, op in (("date_from", date_from, ">="), ("date_to", date_to, "<=")):
             if value:
                 try:
@@ -826,7 +840,8 @@ class Store:
                         payload = self._finalize_in_tx(sid, now)
                         self._audit(
                             "sighting", sid, "import",
-                            {"source": str(p), "line": line_no, "sha256": payload_sha256(payload)}, now,
+                            {"source": str(p), "line": line_no, "sha256": payload_sha256(payload),
+                             **_unknown_pests(payload)}, now,
                         )
                 except (StoreError, ValueError, OverflowError, sqlite3.DatabaseError) as e:
                     result.errors.append((line_no, f"not stored: {e}"))
@@ -883,6 +898,13 @@ class Store:
         with self.transaction():
             self.db["sightings"].rebuild_fts()
             self.db["reports"].rebuild_fts()
+
+
+def _unknown_pests(payload: dict) -> dict:
+    """{"unknown_pests": [...]} for the audit entry of a version naming pests the catalog does not know
+    (the form has the scout confirm them; the log keeps that they were), else {}."""
+    names = sorted({o["pest"] for o in payload.get("observations") or [] if o.get("pest") and not canonical_name(o["pest"])})
+    return {"unknown_pests": names} if names else {}
 
 
 def _changed_fields(old: dict, new: dict) -> dict:

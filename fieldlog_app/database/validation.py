@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import unicodedata
 import uuid
 from typing import Any
 
 from vineyard import FieldNoteError, fieldnote
 from vineyard.fieldnote import parse_number  # the same number checks as the field note
+from vineyard.pests import canonical_name
 
 from .errors import ValidationError
 
@@ -157,11 +159,23 @@ def validate_final(sighting: Any) -> dict:
     return norm
 
 
+def fold(text: str) -> str:
+    """NFKC: full-width letters and digits as plain ones ("ｍｏｔｈ" → "moth"), for search and filters."""
+    return unicodedata.normalize("NFKC", text)
+
+
 def pests_text(observations: list[dict]) -> str:
-    """Pest names and life stages as one searchable string (FTS indexes one table's columns)."""
+    """Pest names and life stages as one searchable string (FTS indexes one table's columns).
+
+    NFKC-folded, and a name the catalog knows under another spelling carries the catalog's
+    name too ("berry moht (grape berry moth) larva"), so a search for "moth" finds it."""
     parts = []
     for o in observations:
-        words = " ".join(p for p in (o.get("pest"), o.get("life_stage")) if p)
+        pest = o.get("pest")
+        canon = canonical_name(pest) if pest else None
+        if pest and canon and canon.lower() != str(pest).lower():
+            pest = f"{pest} ({canon})"
+        words = " ".join(p for p in (pest, o.get("life_stage")) if p)
         if words:
-            parts.append(words)
+            parts.append(fold(words))
     return "; ".join(parts)

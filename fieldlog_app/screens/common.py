@@ -7,6 +7,8 @@ from typing import Any
 
 from rich.text import Text
 
+from vineyard.pests import canonical_name
+
 
 def loads_maybe(value: Any, default: Any = None) -> Any:
     """Stored JSON columns may come back as text or already decoded; accept both."""
@@ -154,6 +156,8 @@ def sighting_summary(s: dict) -> Text:
         if o.get("defoliation_pct") is not None:
             parts.append(f"defoliation {format_number(o['defoliation_pct'])}%")
         t.append("\n • " + ", ".join(parts))
+        if o.get("pest") and canonical_name(o["pest"]) is None:
+            t.append("  (not in the pest catalog)", style="yellow")
     if s.get("notes"):
         t.append("\n" + str(s["notes"]), style="italic")
     if s.get("replaces"):

@@ -19,6 +19,8 @@ from textual.screen import Screen
 from textual.suggester import SuggestFromList
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
+from vineyard.pests import filter_matches
+
 from .common import pests_cell, pests_of, report_badge
 from .form_model import TOP_BY_KEY, parse_filter_date
 from .messages import EditSighting, OpenReport, OpenSighting
@@ -253,8 +255,8 @@ class LogScreen(Screen):
             return False
         if "block" in filters and str(s.get("block") or "").lower() != filters["block"].lower():
             return False
-        # same rule as store.list_sightings: part of a pest name, any case
-        if "pest" in filters and not any(filters["pest"].lower() in p.lower() for p in pests_of(s)):
+        # same rule as store.list_sightings: part of a pest name or its catalog name, or the same catalog entry
+        if "pest" in filters and not any(filter_matches(filters["pest"], p) for p in pests_of(s)):
             return False
         return True
 

@@ -25,6 +25,7 @@ from .common import short_id
 from .confirm import ConfirmScreen
 from .form_model import TOP_FIELDS, WIDE_FIELDS, FormResult, error_key, note_to_form, parse_form
 from .messages import SightingSaved
+from .pest_check import PestCheckScreen, apply_catalog_names, names_to_check
 
 
 # the longest top label ("Risk class") plus the label's right padding and one column of air,
@@ -40,6 +41,7 @@ class SightingFormScreen(Screen):
         Binding("ctrl+f", "finalize", "Finalize"),
         Binding("ctrl+o", "add_observation", "Add obs"),
         Binding("escape", "leave", "Back"),
+        Binding("ctrl+y", "use_catalog_name", "Catalog name", show=False),
     ]
 
     def __init__(self, sighting: dict | None = None) -> None:
@@ -260,12 +262,36 @@ class SightingFormScreen(Screen):
             self._info(f"Draft saved ({short_id(self.sighting_id)}). Finalize when the stop is complete.")
             self.notify("Draft saved", timeout=2)
 
+    def _after_pest_check(self, note: dict, go) -> None:
+        """Run ``go(note)`` once the scout has answered for pest names the catalog does not use."""
+        checks = names_to_check(note["observations"])
+        if not checks:
+            go(note)
+            return
+
+        def answer(choice: str | None) -> None:
+            if choice is None:
+                return  # back to the form, nothing saved
+            final = note
+            if choice == "catalog":
+                final = {**note, "observations": apply_catalog_names(note["observations"], checks)}
+                filled = [r for r in self.obs_rows() if any(v.strip() for v in r.values().values())]
+                for row, o in zip(filled, final["observations"]):
+                    if row.field("pest").value != o["pest"]:
+                        row.field("pest").input.value = o["pest"]
+            go(final)
+
+        self.app.push_screen(PestCheckScreen(checks), answer)
+
     def action_finalize(self) -> None:
         if self.mode == "revise":
             return
         result = self.validate_form(strict=True)
         if not result.ok:
             return
+        self._after_pest_check(result.note, lambda note: self._finalize())
+
+    def _finalize(self) -> None:
         if not self._save_draft():
             return
         try:
@@ -276,12 +302,23 @@ class SightingFormScreen(Screen):
         self.notify("Sighting finalized", timeout=3)
         self.post_message(SightingSaved(self.sighting_id))
 
+    def action_use_catalog_name(self) -> None:
+        focused = self.focused
+        for row in self.obs_rows():
+            if focused is not None and row in focused.ancestors_with_self:
+                if not row.use_catalog_name():
+                    self.notify("This pest name is the catalog's own, or the catalog does not know it", timeout=3)
+                return
+
     def action_revise(self) -> None:
         result = self.validate_form(strict=True)
         if not result.ok:
             return
+        self._after_pest_check(result.note, self._revise)
+
+    def _revise(self, note: dict) -> None:
         try:
-            new_id = self.app.store.revise(self.sighting_id, result.note)
+            new_id = self.app.store.revise(self.sighting_id, note)
         except Exception as e:
             self._store_rejected(e)
             return
