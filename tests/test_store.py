@@ -65,9 +65,9 @@ def outbox(store: Store) -> list[dict]:
 def test_new_database_is_at_latest_schema_with_wal_full_sync_and_foreign_keys(tmp_path):
     path = tmp_path / "sub" / "dir" / "f.db"  # parent folders are created
     with Store(path) as s:
-        assert current_version(s.db) == SCHEMA_VERSION == 3
+        assert current_version(s.db) == SCHEMA_VERSION == 4
         versions = [r["version"] for r in s.db["_migrations"].rows]
-        assert versions == [1, 2, 3]
+        assert versions == [1, 2, 3, 4]
         assert s.db.journal_mode == "wal"
         assert s.db.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
         assert s.db.conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
@@ -152,7 +152,7 @@ def test_migrating_a_v2_database_adds_risk_class_and_keeps_every_row(tmp_path):
     path = tmp_path / "v2.db"
     fx = _v2_fixture(path)
     with Store(path) as s:
-        assert current_version(s.db) == SCHEMA_VERSION == 3
+        assert current_version(s.db) == SCHEMA_VERSION == 4
         # existing rows are untouched: same values, plus risk_class NULL
         after = list(s.db.query("SELECT * FROM sightings ORDER BY id"))
         assert [{k: v for k, v in r.items() if k != "risk_class"} for r in after] == fx["sightings"]
@@ -191,7 +191,7 @@ def test_the_risk_class_migration_is_one_transaction(tmp_path, monkeypatch):
     db.close()
     monkeypatch.undo()
     with Store(path) as s:  # and the next open applies it properly
-        assert current_version(s.db) == 3 and "risk_class" in s.db["sightings"].columns_dict
+        assert current_version(s.db) == 4 and "risk_class" in s.db["sightings"].columns_dict
 
 
 def test_a_database_from_a_newer_fieldlog_is_refused(tmp_path):
@@ -784,3 +784,79 @@ def test_pest_filter_and_search_find_other_spellings_and_fold_full_width(store):
     # read-only opens (list, export) filter the same way
     with Store(store.path, readonly=True) as ro:
         assert {s["id"] for s in ro.list_sightings(pest="GBM")} == {k9, k8}
+
+
+# ---------------------------------------------------------------------------------------------- report review
+REPORT_TEXT = ("Summary: Grape berry moth larvae damaged 4 of 50 clusters in block B4.\n"
+               "Risk: moderate, above the 6% threshold.\nAction: Treat the border rows next to the tree line.")
+
+
+def generated_report(store: Store, sid: str, text: str = REPORT_TEXT) -> str:
+    # one record per 8 characters, as drafted tokens the oracle verified
+    prov = [{"token": i, "start": a, "end": min(a + 8, len(text)), "source": "drafted", "verified": True}
+            for i, a in enumerate(range(0, len(text), 8))]
+    return store.save_report(sid, text=text, model_pair={"oracle": "q"}, policy={}, stats={"tokens": len(prov)},
+                             provenance=prov, spans=[], findings=[])
+
+
+def test_an_edited_report_is_a_new_version_with_person_provenance_and_a_new_fact_check(store):
+    sid = finalized(store, sample("b4-berry-moth"))
+    rid = generated_report(store, sid)
+    wrong = REPORT_TEXT.replace("4 of 50", "14 of 50")
+    v2 = store.review_report(rid, "edit", by="A. Manager", text=wrong)
+    r2 = store.get_report(v2)
+    assert (r2["version"], r2["replaces"], r2["review_status"], r2["reviewed_by"]) == (2, rid, "edited", "A. Manager")
+    assert r2["reviewed_at"] and r2["text"] == wrong
+    person = [p for p in r2["provenance"] if p["source"] == "person"]
+    assert [wrong[p["start"]:p["end"]] for p in person] == ["14"]  # only the word the person changed
+    kept = "".join(wrong[p["start"]:p["end"]] for p in r2["provenance"] if p["source"] != "person")
+    assert kept == REPORT_TEXT.replace("4 of 50", " of 50")  # every other character keeps its token's record
+    # the fact check ran on the corrected text: the person's wrong figure is a finding, so not clean
+    assert [f["kind"] for f in r2["findings"]] == ["wrong_count"] and r2["clean"] is False
+    assert any(sp["kind"] == "pest" for sp in r2["spans"])
+    v3 = store.review_report(v2, "edit", by="A. Manager", text=REPORT_TEXT)
+    assert store.get_report(v3)["findings"] == [] and store.get_report(v3)["clean"] is True
+    v4 = store.review_report(v3, "approve", by="B. Owner")
+    assert [(r["version"], r["review_status"], r["reviewed_by"]) for r in store.report_versions(rid)] == [
+        (1, "generated", None), (2, "edited", "A. Manager"), (3, "edited", "A. Manager"), (4, "approved", "B. Owner")]
+    assert store.report_versions(v4) == store.report_versions(rid)
+    assert store.get_sighting(sid)["latest_report_id"] == v4
+    queued = [json.loads(i["payload"]) for i in outbox(store) if i["kind"] == "report"]
+    assert [q.get("review_status") for q in queued] == [None, "edited", "edited", "approved"]
+    assert all(i["replaces"] is None for i in outbox(store) if i["kind"] == "report")
+    assert store.audit_log(v4)[-1]["detail"]["action"] == "approve"
+    # search shows the latest version only, unless asked for history
+    assert [h["id"] for h in store.search("border rows") if h["kind"] == "report"] == [v4]
+    assert len([h for h in store.search("border rows", include_superseded=True) if h["kind"] == "report"]) == 4
+
+
+def test_review_refuses_what_it_cannot_record(store):
+    sid = finalized(store, sample("b4-berry-moth"))
+    rid = generated_report(store, sid)
+    for kwargs, words in [
+        ({"action": "edit", "by": "A", "text": REPORT_TEXT}, "unchanged"),
+        ({"action": "edit", "by": "A", "text": "  "}, "text: required"),
+        ({"action": "approve", "by": " "}, "reviewed_by: required"),
+        ({"action": "stamp", "by": "A"}, "not one of edit, approve, flag"),
+        ({"action": "flag", "by": "A", "note": "x" * 2001}, "review_note: too long"),
+    ]:
+        with pytest.raises(ValidationError, match=words):
+            store.review_report(rid, **kwargs)
+    flagged = store.review_report(rid, "flag", by="A", note="risk level is wrong")
+    assert store.get_report(flagged)["review_note"] == "risk level is wrong"
+    with pytest.raises(StateError, match="already reviewed"):
+        store.review_report(rid, "approve", by="A")  # only the latest version
+    cancelled = store.save_report(sid, text="Summ", model_pair={}, policy={}, stats={}, provenance=[], spans=[],
+                                  findings=[], status="cancelled")
+    with pytest.raises(StateError, match="only a complete report"):
+        store.review_report(cancelled, "approve", by="A")
+    assert len(store.report_versions(rid)) == 2  # nothing half-written
+
+
+def test_a_review_of_a_draft_report_waits_for_the_finalize(store):
+    sid = store.save_draft(sample("b4-berry-moth"))
+    rid = generated_report(store, sid)
+    v2 = store.review_report(rid, "approve", by="A")
+    assert [i for i in outbox(store) if i["kind"] == "report"] == []
+    store.finalize(sid)
+    assert [i["item_id"] for i in outbox(store) if i["kind"] == "report"] == [rid, v2]

@@ -758,3 +758,20 @@ def P_validate(note: dict) -> dict:
     from vineyard import fieldnote
 
     return fieldnote.validate(note)
+
+
+def test_edit_provenance_keeps_untouched_tokens_and_marks_typed_text_person():
+    from vineyard.review import edit_provenance, person_share
+
+    old = "Risk: low, few moths."
+    prov = [{"token": 1, "start": 0, "end": 6, "source": "data"}, {"token": 2, "start": 6, "end": 10, "source": "oracle"},
+            {"token": 3, "start": 10, "end": 21, "source": "drafted", "verified": True}]
+    new = "Risk: moderate, few moths seen."
+    out = edit_provenance(old, prov, new)
+    assert "".join(new[r["start"]:r["end"]] for r in out) == new  # every character has a record, in order
+    person = [new[r["start"]:r["end"]] for r in out if r["source"] == "person"]
+    assert person == ["moderate", " seen"]  # whole words: "low" became "moderate"
+    assert all(r["verified"] is False for r in out if r["source"] == "person")
+    assert [r["token"] for r in out if r["source"] != "person"][0] == 1
+    assert 0 < person_share(out) < 1 and person_share(prov) == 0
+    assert edit_provenance(old, prov, old) == prov

@@ -58,6 +58,7 @@ from .migrations import (
 )
 from .outbox import Outbox
 from .payloads import note_of, report_payload, sighting_payload
+from vineyard import FieldNoteError, fieldnote, review
 from vineyard.pests import canonical_name
 
 from .validation import (
@@ -67,6 +68,7 @@ from .validation import (
     TEXT_FIELDS,
     check_uuid,
     fold,
+    validate_text_field,
     pests_text,
     validate_draft,
     validate_final,
@@ -74,6 +76,8 @@ from .validation import (
 
 SIGHTING_STATUSES = ("draft", "finalized", "superseded")
 REPORT_STATUSES = ("complete", "cancelled", "failed")
+REVIEW_STATUSES = review.REVIEW_STATUSES
+MAX_REPORT_TEXT = 200_000  # the sync protocol's limit: a longer report could never reach the office
 REPORT_JSON = ("model_pair", "policy", "stats", "provenance", "spans", "findings")
 CONTENT_COLUMNS = TEXT_FIELDS + GEO_FIELDS
 
@@ -317,7 +321,7 @@ class Store:
         # Reports generated while this was a draft go out now, after the sighting,
         # but only those written from exactly the content being finalized.
         for r in self._rows(
-            "SELECT * FROM reports WHERE sighting_id = ? AND status = 'complete' AND sighting_sha256 = ? ORDER BY created_at",
+            "SELECT * FROM reports WHERE sighting_id = ? AND status = 'complete' AND sighting_sha256 = ? ORDER BY created_at, rowid",
             (sid, content_sha),
         ):
             self.outbox.enqueue("report", report_payload(self._decode_report(r)), now)
@@ -660,6 +664,105 @@ class Store:
         return rid
 
     @guarded
+    def review_report(self, id: str, action: str, *, by: str, text: str | None = None, note: str | None = None) -> str:
+        """A person's review of a report, as a new version of it (reports are immutable); returns its id.
+
+        ``action``: ``"edit"`` (``text`` is the corrected report: the characters typed get provenance
+        ``person``, the rest keep their tokens', and the span audit and fact check run again on the
+        new text), ``"approve"`` or ``"flag"`` (``note`` says why); approving or flagging may carry a
+        corrected ``text`` too. ``by`` names who. Only the latest version of a complete report can
+        be reviewed. The new version is queued for the office like any report (its payload carries
+        version, replaces, review_status, reviewed_by, reviewed_at, review_note).
+        """
+        if action not in ("edit", "approve", "flag"):
+            raise ValidationError(f"action: {action!r} is not one of edit, approve, flag")
+        who = validate_text_field(by, "reviewed_by", 200)
+        if who is None:
+            raise ValidationError("reviewed_by: required (who reviewed the report)")
+        why = validate_text_field(note, "review_note", 2000)
+        if text is not None and not isinstance(text, str):
+            raise ValidationError(f"text: expected text, got {type(text).__name__}")
+        if action == "edit" and (text is None or not text.strip()):
+            raise ValidationError("text: required (the corrected report)")
+        if text is not None and len(text) > MAX_REPORT_TEXT:
+            raise ValidationError(f"text: too long ({len(text)} characters, max {MAX_REPORT_TEXT})")
+        with self.transaction():
+            old = self.get_report(id)
+            rid = old["id"]
+            if old["status"] != "complete":
+                raise StateError(f"report {rid} is {old['status']}; only a complete report can be reviewed")
+            nxt = self._one("SELECT id FROM reports WHERE replaces = ?", (rid,))
+            if nxt is not None:
+                raise StateError(f"report {rid} was already reviewed; review the latest version {self._latest_report_version(rid)}")
+            row = self._require(old["sighting_id"])
+            new_text = old["text"] if text is None else text
+            edited = new_text != old["text"]
+            if action == "edit" and not edited:
+                raise ValidationError("text: unchanged; approve or flag the report instead")
+            values = {k: old.get(k) for k in REPORT_JSON}
+            if edited:
+                values["provenance"] = review.edit_provenance(old["text"], old.get("provenance"), new_text)
+                sighting = note_of(self._present(row, self._observations([row["id"]])[row["id"]]))
+                try:
+                    checked = review.recheck(new_text, fieldnote.validate(sighting, check_rows=False), values["provenance"])
+                except FieldNoteError as e:
+                    raise StateError(f"the sighting of this report is not a complete field note ({e})") from None
+                values.update(checked)
+            status = {"edit": "edited", "approve": "approved", "flag": "flagged"}[action]
+            now = utc_now()
+            new_id = str(uuid.uuid4())
+            report = {
+                "id": new_id, "sighting_id": old["sighting_id"], "created_at": now, "status": "complete",
+                "text": new_text, **values, "sighting_sha256": old["sighting_sha256"],
+                "version": int(old.get("version") or 1) + 1, "replaces": rid, "review_status": status,
+                "reviewed_by": who, "reviewed_at": now, "review_note": why,
+            }
+            payload = report_payload(report)
+            self.db["reports"].insert({
+                **{k: report[k] for k in ("id", "sighting_id", "created_at", "status", "text", "sighting_sha256",
+                                          "version", "replaces", "review_status", "reviewed_by", "reviewed_at",
+                                          "review_note")},
+                **{k: canonical_json(values[k]) if values[k] is not None else None for k in REPORT_JSON},
+                "clean": payload["clean"],
+                "payload_sha256": payload_sha256(payload),
+            })
+            if row["status"] != "draft":
+                self.outbox.enqueue("report", payload, now)
+            self._audit("report", new_id, "review", {
+                "action": action, "by": who, "replaces": rid, "version": report["version"], "edited": edited,
+                "findings": len(values.get("findings") or []), "note": why,
+            }, now)
+        return new_id
+
+    def _latest_report_version(self, rid: str) -> str:
+        seen = {rid}
+        while True:
+            nxt = self._one("SELECT id FROM reports WHERE replaces = ?", (rid,))
+            if nxt is None or nxt["id"] in seen:
+                return rid
+            rid = nxt["id"]
+            seen.add(rid)
+
+    @guarded
+    def report_versions(self, id: str) -> list[dict]:
+        """Every version of the report ``id`` belongs to, oldest first (its review history), in full."""
+        first = self.get_report(id)
+        seen = {first["id"]}
+        while first.get("replaces") and first["replaces"] not in seen:
+            prev = self._one("SELECT * FROM reports WHERE id = ?", (first["replaces"],))
+            if prev is None:
+                break
+            seen.add(prev["id"])
+            first = self._decode_report(prev)
+        chain = [first]
+        while True:
+            nxt = self._one("SELECT * FROM reports WHERE replaces = ?", (chain[-1]["id"],))
+            if nxt is None or nxt["id"] in {c["id"] for c in chain}:
+                break
+            chain.append(self._decode_report(nxt))
+        return chain
+
+    @guarded
     def get_report(self, id: str) -> dict:
         rid = check_uuid(id, "report id")
         r = self._one("SELECT * FROM reports WHERE id = ?", (rid,))
@@ -724,6 +827,8 @@ class Store:
             return []
         a, b = self.SNIPPET_MARKS
         hide = "" if include_superseded else "AND s.status <> 'superseded'"
+        # a report a person has reviewed since is history too: search shows its latest version
+        hide_reviewed = "" if include_superseded else "AND NOT EXISTS (SELECT 1 FROM reports n WHERE n.replaces = r.id)"
         sightings = self._rows(
             f"""SELECT 'sighting' AS kind, s.id AS id, s.id AS sighting_id,
                        snippet(sightings_fts, -1, ?, ?, '…', 12) AS snippet, bm25(sightings_fts) AS rank,
@@ -738,7 +843,7 @@ class Store:
                        s.block AS block, s.date AS date, s.status AS status
                 FROM reports_fts JOIN reports r ON r.rowid = reports_fts.rowid
                 JOIN sightings s ON s.id = r.sighting_id
-                WHERE reports_fts MATCH ? {hide} ORDER BY rank LIMIT ?""",
+                WHERE reports_fts MATCH ? {hide} {hide_reviewed} ORDER BY rank LIMIT ?""",
             (a, b, q, limit),
         )
         return sorted(sightings + reports, key=lambda r: r["rank"])[:limit]

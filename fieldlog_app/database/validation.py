@@ -61,6 +61,11 @@ def _text(value: Any, where: str, max_len: int) -> str | None:
     return s or None
 
 
+def validate_text_field(value: Any, where: str, max_len: int) -> str | None:
+    """A free-text value as the store keeps it (stripped; None when empty); ValidationError naming ``where``."""
+    return _text(value, where, max_len)
+
+
 def _number(value: Any, where: str, **kw) -> float | int | None:
     if value is None or value == "":
         return None
