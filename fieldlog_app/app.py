@@ -14,6 +14,8 @@ Screens never push each other: they post navigation messages
 from __future__ import annotations
 
 import datetime as _dt
+import getpass
+import os
 import threading
 from pathlib import Path
 from typing import Any, Callable
@@ -41,6 +43,16 @@ GeneratorFactory = Callable[[], Any]
 SyncCallback = Callable[[], Any]
 
 
+def default_reviewer() -> str:
+    name = os.environ.get("FIELDLOG_USER", "").strip()
+    if name:
+        return name
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name in a container: the dialog asks
+        return ""
+
+
 class FieldlogApp(App):
     """fieldlog: log pest sightings, generate scouting reports, browse and sync them."""
 
@@ -62,8 +74,11 @@ class FieldlogApp(App):
         sync_callback: SyncCallback | None = None,
         today: Callable[[], _dt.date] | None = None,
         pests: list[str] | None = None,
+        reviewer: str | None = None,
     ) -> None:
         super().__init__()
+        # who reviews reports on this device, prefilled in the review dialogs (FIELDLOG_USER, else the login)
+        self.reviewer = reviewer if reviewer is not None else default_reviewer()
         if store is None:
             if db_path is None:
                 raise ValueError("FieldlogApp needs a store or a db_path")

@@ -1048,6 +1048,104 @@ async def test_opening_a_report_with_findings_shows_them_first(store):
         assert box.has_class("-warning")
 
 
+# --------------------------------------------------------------------------- report review (issue 15)
+REVIEW_TEXT = ("Summary: Grape berry moth larvae damaged 4 of 50 clusters in block B4.\n"
+               "Risk: moderate, above the 6% threshold.\nAction: Treat the border rows next to the tree line.")
+
+
+def stored_report(store, sid, text=REVIEW_TEXT) -> str:
+    prov = [{"token": i, "start": a, "end": min(a + 6, len(text)), "source": "drafted", "verified": True}
+            for i, a in enumerate(range(0, len(text), 6))]
+    return store.save_report(sid, text=text, model_pair={"oracle": "q.gguf"}, policy={}, stats={"tokens": len(prov)},
+                             provenance=prov, spans=[], findings=[])
+
+
+async def edit_report_text(pilot, app, new_text: str) -> None:
+    from textual.widgets import TextArea
+
+    area = app.screen.query_one("#edit-text", TextArea)
+    area.text = new_text
+    await pilot.pause()
+
+
+@pytest.mark.asyncio
+async def test_edit_recheck_approve_a_report(store):
+    sid = finalized_sighting(store)
+    rid = stored_report(store, sid)
+    app = make_app(store, reviewer="A. Manager")
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.push_screen(ReportScreen(rid))
+        await pilot.pause()
+        screen = app.screen
+        await pilot.press("e")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "ReportEditScreen"
+        assert app.screen.query_one("#edit-by", Input).value == "A. Manager"
+        await edit_report_text(pilot, app, REVIEW_TEXT.replace("4 of 50", "14 of 50"))  # a person's mistake
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert app.screen is screen
+        v2 = screen.report
+        assert (v2["version"], v2["review_status"], v2["replaces"]) == (2, "edited", rid)
+        # the fact check ran again on the edited text, and the person's words are marked as theirs
+        box = str(screen.query_one("#report-findings", Static).render())
+        assert "not a clean report" in box and "14 of 50" in box
+        person = [sp for sp in screen.styled.spans if str(sp.style) == STYLES["person"]]
+        assert [screen.styled.plain[sp.start:sp.end] for sp in person] == ["14"]
+        assert "person" in str(screen.query_one("#report-legend", Static).render())
+        assert "v2 edited by A. Manager" in str(screen.query_one("#report-meta", Static).render())
+        # fix it, then approve: the approval notes who and when, and the findings are gone
+        await pilot.press("e")
+        await pilot.pause()
+        await edit_report_text(pilot, app, REVIEW_TEXT.replace("next to the tree line", "by the woods"))
+        await pilot.press("ctrl+g")  # save and approve in one go
+        await pilot.pause()
+        v3 = screen.report
+        assert (v3["version"], v3["review_status"], v3["findings"]) == (3, "approved", [])
+        meta = str(screen.query_one("#report-meta", Static).render())
+        assert "v3 approved by A. Manager" in meta and "v1 generated → v2 edited → v3 approved" in meta
+        assert "Clean" in str(screen.query_one("#report-findings", Static).render())
+    queued = [json.loads(i["payload"]) for i in store.outbox_items() if i["kind"] == "report"]
+    assert [q.get("review_status") for q in queued] == [None, "edited", "approved"]
+
+
+@pytest.mark.asyncio
+async def test_approve_and_flag_ask_who_and_why_and_old_versions_are_read_only(store):
+    sid = finalized_sighting(store)
+    rid = stored_report(store, sid)
+    app = make_app(store, reviewer="")
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.push_screen(ReportScreen(rid))
+        await pilot.pause()
+        screen = app.screen
+        await pilot.press("f")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "ReviewScreen"
+        await pilot.press("enter")  # no name yet: asked for, nothing saved
+        await pilot.pause()
+        assert "Enter your name" in str(app.screen.query_one("#review-message", Static).render())
+        await type_into(pilot, "#review-by", "B. Owner")
+        await type_into(pilot, "#review-note", "the risk should be high")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.screen is screen
+        r = screen.report
+        assert (r["review_status"], r["reviewed_by"], r["review_note"]) == ("flagged", "B. Owner", "the risk should be high")
+        assert app.reviewer == "B. Owner"  # prefilled next time
+        await pilot.press("a")
+        await pilot.pause()
+        assert app.screen.query_one("#review-by", Input).value == "B. Owner"
+        await pilot.press("escape")  # back: nothing saved
+        await pilot.pause()
+        assert len(store.report_versions(rid)) == 2
+        # the first version is history: it opens, but cannot be reviewed again
+        app.push_screen(ReportScreen(rid))
+        await pilot.pause()
+        await pilot.press("a")
+        await pilot.pause()
+        assert isinstance(app.screen, ReportScreen) and len(store.report_versions(rid)) == 2
+
+
 # --------------------------------------------------------------------------- sync
 
 

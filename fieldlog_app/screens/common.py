@@ -93,7 +93,10 @@ def format_span(s: Any) -> str:
         bits.append(repr(s["text"]))
     if s.get("start") is not None:
         bits.append(f"@{s.get('start')}–{s.get('end')}")
-    if "verified" in s:
+    tokens = s.get("tokens") if isinstance(s.get("tokens"), list) else []
+    if any(isinstance(t, dict) and t.get("source") == "person" for t in tokens):
+        bits.append("✎ typed by a person")  # no oracle checked it; the fact check did
+    elif "verified" in s:
         bits.append("✓ verified" if s["verified"] else "✗ NOT verified")
     skip = {"kind", "label", "type", "start", "end", "text", "verified", "tokens", "value"}
     extra = {k: v for k, v in s.items() if k not in skip and not isinstance(v, (list, dict))}
