@@ -291,6 +291,17 @@ def test_filter_dates_take_days_months_and_years(typed, end, want):
     assert parse_filter_date(typed, end=end) == want
 
 
+def test_report_badge_shows_a_persons_verdict_first():
+    from fieldlog_app.screens.common import report_badge
+
+    gen = {"status": "complete", "created_at": "2026-07-21T08:00", "findings": [{"kind": "wrong_count"}]}
+    assert str(report_badge([gen])) == "⚠ 1 finding"
+    approved = {**gen, "created_at": "2026-07-21T09:00", "version": 2, "review_status": "approved"}
+    assert str(report_badge([gen, approved])) == "✓ approved"
+    flagged = {**gen, "created_at": "2026-07-21T09:00", "version": 3, "review_status": "flagged"}
+    assert str(report_badge([approved, flagged])) == "⚑ flagged"
+
+
 def test_error_key_splits_store_messages():
     assert error_key("observations[0].infested: 9 is out of range (0..5)") == (
         "observations[0].infested", "9 is out of range (0..5)")

@@ -278,6 +278,33 @@ def test_report_streams_stores_and_queues_a_complete_report(db, fake_gen, capsys
     assert f"saved report {r['id']}" in err and "acceptance 75%" in err
 
 
+def test_review_edits_approves_and_flags_a_stored_report(db, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FIELDLOG_USER", "A. Manager")
+    sid = imported(db, 1)[0]
+    text = "Summary: Grape berry moth larvae damaged 4 of 50 clusters.\nRisk: moderate.\nAction: Treat the edge."
+    with Store(db) as s:
+        rid = s.save_report(sid, text=text, model_pair={}, policy={}, stats={}, spans=[], findings=[],
+                            provenance=[{"token": 1, "start": 0, "end": len(text), "source": "oracle"}])
+    assert cli.main(["list", "--db", str(db)]) == 0
+    assert f"report {rid[:8]}" in capsys.readouterr().out  # the id to review by
+    fixed = tmp_path / "fixed.txt"
+    fixed.write_text(text.replace("4 of 50", "40 of 50") + "\n")
+    assert cli.main(["review", rid[:8], "--edit", str(fixed), "--db", str(db)]) == 0
+    out, err = capsys.readouterr()
+    assert "version 2, edited by A. Manager; the fact check found 1 issue" in out and "wrong_count" in err
+    with Store(db) as s:
+        v2 = s.get_sighting(sid)["latest_report_id"]
+        assert s.get_report(v2)["text"] == text.replace("4 of 50", "40 of 50")  # the editor's newline dropped
+    assert cli.main(["review", v2, "--flag", "the count is wrong", "--by", "B. Owner", "--db", str(db)]) == 0
+    assert "version 3, flagged by B. Owner" in capsys.readouterr().out
+    assert cli.main(["review", rid, "--approve", "--db", str(db)]) == 1  # an old version
+    assert "already reviewed" in capsys.readouterr().err
+    assert cli.main(["review", rid, "--db", str(db)]) == 2  # nothing asked for
+    assert "give --edit FILE, --approve or --flag REASON" in capsys.readouterr().err
+    with Store(db) as s:
+        assert [r["review_status"] for r in s.report_versions(rid)] == ["generated", "edited", "flagged"]
+
+
 def test_report_hands_the_risk_class_to_the_generator(db, fake_gen, tmp_path, capsys):
     """The fact check picks the grape berry moth threshold by block risk class: it must reach the note."""
     f = tmp_path / "risk.jsonl"

@@ -492,6 +492,19 @@ class Store:
         return rows[0]["id"]
 
     @guarded
+    def find_report_id(self, prefix: str) -> str:
+        """A report id from a full id or a unique prefix (>= 4 characters), as for sightings."""
+        prefix = (prefix or "").strip().lower()
+        if len(prefix) < 4:
+            raise ValidationError("report id: give at least 4 characters")
+        rows = self._rows("SELECT id FROM reports WHERE id LIKE ? ESCAPE '\\' LIMIT 2", (_like_escape(prefix) + "%",))
+        if not rows:
+            raise NotFoundError(f"no report with id {prefix}")
+        if len(rows) > 1:
+            raise ValidationError(f"report id: {prefix!r} matches more than one report; give more characters")
+        return rows[0]["id"]
+
+    @guarded
     def list_sightings(
         self,
         *,

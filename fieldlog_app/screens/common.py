@@ -64,7 +64,12 @@ def report_badge(reports: list[dict]) -> Text:
     complete = [r for r in reports if (r.get("status") or "complete") == "complete"]
     if not complete:
         return Text(str(reports[0].get("status") or "?"), style="dim")
-    newest = max(complete, key=lambda r: str(r.get("created_at") or ""))
+    newest = max(complete, key=lambda r: (str(r.get("created_at") or ""), int(r.get("version") or 1)))
+    review = newest.get("review_status")
+    if review == "approved":  # a person checked it: that is what a manager looks for first
+        return Text("✓ approved", style="bold green")
+    if review == "flagged":
+        return Text("⚑ flagged", style="bold red")
     n = len(findings_of(newest))
     if n:
         return Text(f"⚠ {n} finding{'s' if n != 1 else ''}", style="bold yellow")
