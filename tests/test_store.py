@@ -860,3 +860,35 @@ def test_a_review_of_a_draft_report_waits_for_the_finalize(store):
     assert [i for i in outbox(store) if i["kind"] == "report"] == []
     store.finalize(sid)
     assert [i["item_id"] for i in outbox(store) if i["kind"] == "report"] == [rid, v2]
+
+
+def test_v4_reindexes_old_misspelled_pests_for_search_and_keeps_the_guard(tmp_path):
+    """A "berry moht" finalized before the catalog names were indexed is found by a search for "moth"."""
+    path = tmp_path / "v3.db"
+    fx = _v2_fixture(path)
+    db = sqlite_utils.Database(path)
+    assert migrate(db, target=3) == [3]
+    now = "2026-07-22T10:00:00.000Z"
+    sid = "55555555-5555-4555-8555-555555555555"
+    db["sightings"].insert({"id": sid, "status": "draft", "version": 1, "block": "K9", "rows": "1-4", "date": "2026-07-22",
+                            "pests": "berry moht larva", "created_at": now, "updated_at": now})
+    db["observations"].insert({"sighting_id": sid, "idx": 0, "pest": "berry moht", "life_stage": "larva",
+                               "unit": "clusters", "sampled": 50, "infested": 3})
+    db.conn.execute("UPDATE sightings SET status = 'finalized', finalized_at = ? WHERE id = ?", (now, sid))
+    db.conn.commit()
+    rowid = db.execute("SELECT rowid FROM sightings WHERE id = ?", [sid]).fetchone()[0]
+    hits = [r[0] for r in db.execute("SELECT rowid FROM sightings_fts WHERE sightings_fts MATCH 'moth*'").fetchall()]
+    assert hits and rowid not in hits  # the v3 index misses it
+    db.close()
+    with Store(path) as s:
+        assert current_version(s.db) == 4
+        assert s.get_sighting(sid)["status"] == "finalized"
+        assert {h["id"] for h in s.search("moth")} >= {sid}
+        assert s.db.execute("SELECT pests FROM sightings WHERE id = ?", [sid]).fetchone()[0] == \
+            "berry moht (grape berry moth) larva"
+        # rows whose index did not change are untouched; the immutability guard is back
+        before = [r for r in fx["sightings"] if r["id"] == fx["fin"]["id"]][0]
+        after = list(s.db.query("SELECT * FROM sightings WHERE id = ?", [fx["fin"]["id"]]))[0]
+        assert {k: v for k, v in after.items() if k != "risk_class"} == before
+        with pytest.raises(sqlite3.IntegrityError, match="immutable"):
+            s.db.conn.execute("UPDATE sightings SET notes = 'x' WHERE id = ?", (sid,))

@@ -12,7 +12,8 @@ v2  outbox (sync queue, backfilled from what v1 finalized), FTS5 search with
 v3  sightings.risk_class (the block's pest-risk class, vineyard.fieldnote.RISK_CLASSES),
     NULL for every existing row; the immutability trigger covers it
 v4  report review: reports.version, replaces, review_status (generated, edited, approved,
-    flagged), reviewed_by, reviewed_at, review_note; every existing report is version 1, generated
+    flagged), reviewed_by, reviewed_at, review_note; every existing report is version 1, generated;
+    sightings.pests (the search column) recomputed with catalog names and NFKC folding
 
 The file says whose it is: SQLite's header ``application_id`` is APPLICATION_ID
 and ``user_version`` the schema version (both kept by ``migrate``).
@@ -255,6 +256,21 @@ def _m003_risk_class(db: sqlite_utils.Database) -> None:
 
 def _m004_report_review(db: sqlite_utils.Database) -> None:
     db.executescript(V4_REPORT_REVIEW_SQL)
+    # The search column of every sighting again, now with the catalog's name beside a misspelling
+    # ("berry moht (grape berry moth)") and NFKC-folded, so a search for "moth" finds what was logged
+    # before. ``pests`` is the store's index, in no payload or hash; the immutability trigger is lifted
+    # for this one UPDATE and put back unchanged (the same statement v3 created), in this transaction.
+    from .validation import pests_text
+
+    trigger = V3_RISK_CLASS_SQL.split("DROP TRIGGER sightings_immutable;", 1)[1]
+    db.conn.execute("DROP TRIGGER sightings_immutable")
+    obs_by_sighting: dict[str, list[dict]] = {}
+    for o in _rows(db, "SELECT * FROM observations ORDER BY sighting_id, idx"):
+        obs_by_sighting.setdefault(o["sighting_id"], []).append(o)
+    for sid, obs in obs_by_sighting.items():
+        db.conn.execute("UPDATE sightings SET pests = ? WHERE id = ? AND pests IS NOT ?",
+                        (pests_text(obs) or None, sid, pests_text(obs) or None))
+    db.executescript(trigger)
 
 
 Migration = tuple[int, str, Callable[[sqlite_utils.Database], None]]
