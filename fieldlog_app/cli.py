@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edgespec import EdgespecError, ModelFileError
+from vineyard.fieldnote import nothing_found
 
 from .database import Store, StoreError, ValidationError, note_of
 
@@ -133,6 +134,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     for s in rows:
         pests = ", ".join(o["pest"] for o in s["observations"] if o.get("pest")) or (
             "nothing found" if s["status"] != "draft" else "-")
+        if s["observations"] and nothing_found({"observations": [{k: v for k, v in o.items() if v is not None}
+                                                                 for o in s["observations"]]}):
+            pests = f"nothing found ({pests})"  # scouted for, none found: not a find
         report = f"report {s['latest_report_id'][:8]}" if s.get("latest_report_id") else ""
         print(f"{s['id']}  {s['date'] or '????-??-??'}  {s['block'] or '-':<6} {s['status']:<10} v{s['version']}  "
               f"{pests}  {report}".rstrip())

@@ -291,6 +291,17 @@ def test_filter_dates_take_days_months_and_years(typed, end, want):
     assert parse_filter_date(typed, end=end) == want
 
 
+def test_pests_cell_says_nothing_found_for_a_walk_that_scouted_at_zero():
+    from fieldlog_app.screens.common import pests_cell
+
+    zero = {"pest": "spotted lanternfly", "life_stage": "adult", "unit": "vines", "sampled": 40, "infested": 0,
+            "count": None}
+    assert pests_cell({"status": "finalized", "observations": [zero]}) == "nothing found (spotted lanternfly)"
+    assert pests_cell({"status": "finalized", "observations": [{**zero, "infested": 2}]}) == "spotted lanternfly"
+    assert pests_cell({"status": "finalized", "observations": []}) == "nothing found"
+    assert pests_cell({"status": "draft", "observations": []}) == "—"  # not finished, not "nothing"
+
+
 def test_report_badge_shows_a_persons_verdict_first():
     from fieldlog_app.screens.common import report_badge
 

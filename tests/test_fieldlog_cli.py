@@ -150,15 +150,17 @@ def test_import_notes_takes_nothing_found_walks_and_lists_them(db, tmp_path, cap
     """The held-out nothing-found walks (issue 15) import as sightings with no observation."""
     unseen = ROOT / "bench" / "unseen"
     f = tmp_path / "walks.jsonl"
-    paths = [unseen / "notes" / "ca-oakville-nothing-found-may.json", unseen / "season-eola-2n" / "week13.json"]
+    paths = [unseen / "notes" / "ca-oakville-nothing-found-may.json", unseen / "season-eola-2n" / "week13.json",
+             unseen / "notes" / "pa-route5-slf-scouted-zero.json"]
     f.write_text("\n".join(json.dumps(json.loads(p.read_text())) for p in paths) + "\n")
     assert cli.main(["import-notes", str(f), "--db", str(db)]) == 0
-    assert "imported 2 sightings" in capsys.readouterr().out
+    assert "imported 3 sightings" in capsys.readouterr().out
     assert cli.main(["list", "--db", str(db)]) == 0
-    out = capsys.readouterr().out.splitlines()
-    assert len(out) == 2 and all(line.split("v1", 1)[1].strip() == "nothing found" for line in out), out
+    out = sorted(line.split("v1", 1)[1].strip() for line in capsys.readouterr().out.splitlines())
+    # a walk that scouted for a pest and found none is not listed as a find of it
+    assert out == ["nothing found", "nothing found", "nothing found (spotted lanternfly)"], out
     with Store(db) as s:
-        assert [x["observations"] for x in s.list_sightings()] == [[], []]
+        assert sorted(len(x["observations"]) for x in s.list_sightings()) == [0, 0, 1]
 
 
 def test_export_formats_to_stdout_and_file(db, tmp_path, capsys):

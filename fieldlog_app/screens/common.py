@@ -7,6 +7,7 @@ from typing import Any
 
 from rich.text import Text
 
+from vineyard.fieldnote import nothing_found
 from vineyard.pests import canonical_name
 
 
@@ -119,6 +120,11 @@ def format_number(v: Any) -> str:
 def pests_cell(s: dict) -> str:
     """The pests of a sighting for a table cell: a finalized walk without observations found nothing."""
     names = pests_of(s)
+    obs = s.get("observations")
+    if names and isinstance(obs, list) and nothing_found({"observations": [{k: v for k, v in o.items() if v is not None}
+                                                                          for o in obs]}):
+        # scouted for these and found none: listing them bare would read as a find
+        return "nothing found (" + ", ".join(names) + ")"
     if names:
         return ", ".join(names)
     return "nothing found" if (s.get("status") or "draft") != "draft" and not s.get("observations") else "—"
@@ -152,6 +158,9 @@ def sighting_summary(s: dict) -> Text:
         t.append(gps)
     if not s.get("observations") and (s.get("status") or "draft") != "draft":
         t.append("\n • nothing found", style="green")
+    elif s.get("observations") and nothing_found({"observations": [{k: v for k, v in o.items() if v is not None}
+                                                                  for o in s["observations"]]}):
+        t.append("\n • nothing found; scouted for:", style="green")
     for o in s.get("observations") or []:
         parts = [f"{o.get('pest') or '?'} ({o.get('life_stage') or '?'})",
                  f"{format_number(o.get('sampled'))} {o.get('unit') or ''} sampled".replace("None", "?")]
