@@ -743,6 +743,19 @@ def test_known_words_next_to_a_pest_are_not_unknown_pests(summary):
     assert not [f for f in found if f.kind in ("unknown_pest", "unobserved_crop")], found
 
 
+def test_the_data_lines_of_every_sample_and_held_out_note_raise_no_new_finding():
+    """The rendered lines name only what the note and the catalog hold ("potato" in "potato leafhopper" is a pest)."""
+    from vineyard import fieldnote
+
+    paths = sorted([*NOTES_DIR.glob("*.json"), *(NOTES_DIR.parent / "season").glob("*.json"), *UNSEEN.rglob("*.json")])
+    assert len(paths) > 60
+    for path in paths:
+        note = fieldnote.load(path)
+        text = schema_report(note, "The walk is recorded above.", "low, see the lines above.", "Scout again next week.")
+        new = [f for f in check_report(text, note) if f.kind in ("unknown_pest", "unobserved_crop", "wrong_presence")]
+        assert new == [], (path.name, new)
+
+
 def test_the_scouts_own_unknown_pest_may_be_named():
     from vineyard import fieldnote
 

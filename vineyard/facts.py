@@ -313,6 +313,8 @@ def _check_unknown_names(text: str, spans: list[Span], facts: Facts) -> list[Fin
         out.append(Finding("unknown_pest", f"'{name}' is not in the pest catalog or the sighting",
                            start, m.end(), "warning" if negated else "error", name, sorted({o.name for o in facts.obs})))
     for m in _CROP_RE.finditer(text):
+        if any(a <= m.start() < b for a, b in covered):
+            continue  # part of a pest's name ("potato leafhopper")
         said = m.group(0)
         key = normalize(said)
         if f" {key} " in note_words or f" {singular(key)} " in note_words or key in note_text:
