@@ -90,6 +90,7 @@ class FakeGenerator:
 
     def stream_report(self, note, *, cancel=None, **kw):
         self.calls += 1
+        self.note = note
         assert note["block"]  # the app passes a validated field note
         records: list[TokenRecord] = []
         pos = 0
@@ -475,7 +476,8 @@ async def test_fill_save_draft_then_finalize(store):
 
 @pytest.mark.asyncio
 async def test_a_nothing_found_walk_is_logged_without_a_fake_pest(store):
-    app = make_app(store)
+    gen = FakeGenerator()
+    app = make_app(store, gen)
     async with app.run_test(size=(80, 24)) as pilot:
         form = await open_new_form(pilot, app)
         await type_into(pilot, "#f-block", "B4")
@@ -500,6 +502,12 @@ async def test_a_nothing_found_walk_is_logged_without_a_fake_pest(store):
         await pilot.press("e")
         await pilot.pause()
         assert app.screen.nothing_found is True
+        await pilot.press("escape")
+        await pilot.pause()
+        # and a report can be written on it: the generator gets the empty walk as a field note
+        await pilot.press("g")
+        await wait_for(pilot, lambda: gen.calls == 1 and store.reports_for(s["id"]), what="report saved")
+        assert gen.note["observations"] == []
 
 
 async def fill_row(pilot, row, **values) -> None:
