@@ -103,6 +103,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     print(msg)
     for line_no, message in result.errors:
         print(f"{args.file}:{line_no}: {message}", file=sys.stderr)
+    for line_no, message in result.warnings:
+        print(f"{args.file}:{line_no}: warning: {message} (imported as written)", file=sys.stderr)
     if result.errors:
         print(f"{len(result.errors)} line{'s' if len(result.errors) != 1 else ''} not imported", file=sys.stderr)
         return 1

@@ -163,6 +163,18 @@ def test_import_notes_takes_nothing_found_walks_and_lists_them(db, tmp_path, cap
         assert sorted(len(x["observations"]) for x in s.list_sightings()) == [0, 0, 1]
 
 
+def test_import_notes_says_which_pest_names_the_catalog_does_not_use(db, tmp_path, capsys):
+    k9 = ROOT / "bench" / "unseen" / "notes" / "ny-k9-misspelled-pests.json"
+    f = tmp_path / "k9.jsonl"
+    f.write_text(json.dumps(json.loads(k9.read_text())) + "\n")
+    assert cli.main(["import-notes", str(f), "--db", str(db)]) == 0
+    out, err = capsys.readouterr()
+    assert "imported 1 sighting" in out
+    assert (f"{f}:1: warning: observations[0].pest: 'berry moht': misspelling of grape berry moth (the catalog name)"
+            " (imported as written)") in err
+    assert "'japanese beatle': misspelling of Japanese beetle" in err and "powdery mildew" not in err
+
+
 def test_export_formats_to_stdout_and_file(db, tmp_path, capsys):
     ids = imported(db, 4)
     assert cli.main(["export", "--format", "csv", "--db", str(db)]) == 0

@@ -59,7 +59,7 @@ from .migrations import (
 from .outbox import Outbox
 from .payloads import note_of, report_payload, sighting_payload
 from vineyard import FieldNoteError, fieldnote, review
-from vineyard.pests import canonical_name
+from vineyard.pests import canonical_name, check_name
 
 from .validation import (
     GEO_FIELDS,
@@ -90,6 +90,9 @@ class ImportResult:
     errors: list[tuple[int, str]] = field(default_factory=list)
     skipped: int = 0  # lines whose note is already in the log (re-importing a file is harmless)
     ids: list[str] = field(default_factory=list)
+    # (line number, message) for pest names the catalog knows under another name or not at all: imported
+    # as written (a file is the scout's record), but said, so a misspelling can be revised
+    warnings: list[tuple[int, str]] = field(default_factory=list)
 
 
 def _like_escape(s: str) -> str:
@@ -967,6 +970,10 @@ class Store:
                 seen.add(content_sha)
                 result.imported += 1
                 result.ids.append(sid)
+                for i, o in enumerate(norm["observations"]):
+                    c = check_name(o.get("pest"))
+                    if c.status != "catalog":
+                        result.warnings.append((line_no, f"observations[{i}].pest: {c.typed!r}: {c.describe()}"))
         return result
 
     # ------------------------------------------------------------------ audit / outbox / maintenance
