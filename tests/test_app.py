@@ -1140,6 +1140,24 @@ async def test_edit_recheck_approve_a_report(store):
 
 
 @pytest.mark.asyncio
+async def test_approving_a_report_with_findings_says_they_stay_on_record(store):
+    sid = finalized_sighting(store)
+    rid = stored_report(store, sid, REVIEW_TEXT.replace("4 of 50", "9 of 50"))
+    rid = store.review_report(rid, "edit", by="A", text=REVIEW_TEXT.replace("4 of 50", "7 of 50"))  # re-checked: 1 finding
+    app = make_app(store, reviewer="A. Manager")
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.push_screen(ReportScreen(rid))
+        await pilot.pause()
+        await pilot.press("a")
+        await pilot.pause()
+        assert "still has 1 finding on it" in str(app.screen.query_one("#review-question", Static).render())
+        await pilot.press("enter")
+        await pilot.pause()
+        r = app.screen.report
+        assert r["review_status"] == "approved" and [f["kind"] for f in r["findings"]] == ["wrong_count"]
+
+
+@pytest.mark.asyncio
 async def test_approve_and_flag_ask_who_and_why_and_old_versions_are_read_only(store):
     sid = finalized_sighting(store)
     rid = stored_report(store, sid)
@@ -1165,6 +1183,7 @@ async def test_approve_and_flag_ask_who_and_why_and_old_versions_are_read_only(s
         await pilot.press("a")
         await pilot.pause()
         assert app.screen.query_one("#review-by", Input).value == "B. Owner"
+        assert "still has" not in str(app.screen.query_one("#review-question", Static).render())  # clean: no warning
         await pilot.press("escape")  # back: nothing saved
         await pilot.pause()
         assert len(store.report_versions(rid)) == 2
