@@ -14,6 +14,7 @@ Screens never push each other: they post navigation messages
 from __future__ import annotations
 
 import datetime as _dt
+import getpass
 import os
 import threading
 from pathlib import Path
@@ -55,6 +56,16 @@ GeneratorFactory = Callable[[], Any]
 SyncCallback = Callable[[], Any]
 
 
+def default_reviewer() -> str:
+    name = os.environ.get("FIELDLOG_USER", "").strip()
+    if name:
+        return name
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name in a container: the dialog asks
+        return ""
+
+
 class FieldlogApp(App):
     """fieldlog: log pest sightings, generate scouting reports, browse and sync them."""
 
@@ -77,8 +88,11 @@ class FieldlogApp(App):
         today: Callable[[], _dt.date] | None = None,
         pests: list[str] | None = None,
         autosync: Any = None,
+        reviewer: str | None = None,
     ) -> None:
         super().__init__()
+        # who reviews reports on this device, prefilled in the review dialogs (FIELDLOG_USER, else the login)
+        self.reviewer = reviewer if reviewer is not None else default_reviewer()
         if store is None:
             if db_path is None:
                 raise ValueError("FieldlogApp needs a store or a db_path")

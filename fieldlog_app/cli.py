@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edgespec import EdgespecError, ModelFileError
+from vineyard.fieldnote import nothing_found
 
 from .database import Store, StoreError, ValidationError, note_of
 
@@ -103,6 +104,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     print(msg)
     for line_no, message in result.errors:
         print(f"{args.file}:{line_no}: {message}", file=sys.stderr)
+    for line_no, message in result.warnings:
+        print(f"{args.file}:{line_no}: warning: {message} (imported as written)", file=sys.stderr)
     if result.errors:
         print(f"{len(result.errors)} line{'s' if len(result.errors) != 1 else ''} not imported", file=sys.stderr)
         return 1
@@ -139,8 +142,12 @@ def cmd_list(args: argparse.Namespace) -> int:
             status=args.status, query=args.search, include_superseded=args.all, limit=args.limit,
         )
     for s in rows:
-        pests = ", ".join(o["pest"] for o in s["observations"] if o.get("pest")) or "-"
-        report = "report" if s.get("latest_report_id") else ""
+        pests = ", ".join(o["pest"] for o in s["observations"] if o.get("pest")) or (
+            "nothing found" if s["status"] != "draft" else "-")
+        if s["observations"] and nothing_found({"observations": [{k: v for k, v in o.items() if v is not None}
+                                                                 for o in s["observations"]]}):
+            pests = f"nothing found ({pests})"  # scouted for, none found: not a find
+        report = f"report {s['latest_report_id'][:8]}" if s.get("latest_report_id") else ""
         print(f"{s['id']}  {s['date'] or '????-??-??'}  {s['block'] or '-':<6} {s['status']:<10} v{s['version']}  "
               f"{pests}  {report}".rstrip())
     print(f"{len(rows)} sighting{'s' if len(rows) != 1 else ''}", file=sys.stderr)
@@ -305,6 +312,35 @@ def _version() -> str:
             return "unknown"
 
 
+def cmd_review(args: argparse.Namespace) -> int:
+    """A person's review of a stored report, as a new version: --edit FILE, --approve or --flag REASON."""
+    from .app import default_reviewer
+
+    by = (args.by or default_reviewer()).strip()
+    if not by:
+        raise UsageError("--by NAME is required (who reviews the report)")
+    text = None
+    if args.edit is not None:
+        try:
+            text = Path(args.edit).expanduser().read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise CliError(f"{args.edit}: not UTF-8 text") from None
+        text = text[:-1] if text.endswith("\n") else text  # an editor's final newline is not part of the report
+    action = "approve" if args.approve else "flag" if args.flag is not None else "edit"
+    if action == "edit" and text is None:
+        raise UsageError("give --edit FILE, --approve or --flag REASON")
+    with Store(args.db_path) as store:
+        rid = store.find_report_id(args.report_id)
+        new_id = store.review_report(rid, action, by=by, text=text, note=args.flag)
+        r = store.get_report(new_id)
+    n = len(r.get("findings") or [])
+    print(f"report {new_id}: version {r['version']}, {r['review_status']} by {r['reviewed_by']}"
+          + (f"; the fact check found {n} issue{'s' if n != 1 else ''}" if n else "; clean"))
+    for f in r.get("findings") or []:
+        print(f"  {f.get('kind')}: {f.get('message')}", file=sys.stderr)
+    return 0
+
+
 def _db_option(p: argparse.ArgumentParser) -> None:
     # SUPPRESS: a subcommand without --db must not override `fieldlog --db X sub ...`
     p.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS,
@@ -379,6 +415,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, default=None, metavar="N")
     _db_option(p)
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("review", help="correct, approve or flag a stored report (each makes a new version)")
+    p.add_argument("report_id", metavar="REPORT_ID", help="full id or a unique prefix")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--approve", action="store_true", help="approve it (with --edit: the corrected text, approved)")
+    what.add_argument("--flag", metavar="REASON", help="flag it, saying why")
+    p.add_argument("--edit", metavar="FILE", help="the corrected report text (checked again when saved)")
+    p.add_argument("--by", metavar="NAME", help="who reviews (default: $FIELDLOG_USER or the login name)")
+    _db_option(p)
+    p.set_defaults(func=cmd_review)
 
     register_plugin_commands(sub)
     return ap

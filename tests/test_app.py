@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import threading
+from pathlib import Path
 import time
 
 import pytest
@@ -88,6 +90,7 @@ class FakeGenerator:
 
     def stream_report(self, note, *, cancel=None, **kw):
         self.calls += 1
+        self.note = note
         assert note["block"]  # the app passes a validated field note
         records: list[TokenRecord] = []
         pos = 0
@@ -225,7 +228,7 @@ def test_parse_form_draft_vs_final_and_cross_field():
     # no observation at all is fine for a draft, not for finalize
     assert parse_form({"block": "B4"}, [{}], strict=False).ok
     assert parse_form({"block": "B4", "rows": "1", "date": "2026-07-21"}, [], strict=True).errors == {
-        "observations": "add at least one observation"}
+        "observations": 'enter what you found, or tick "Nothing found"'}
     # one coordinate without the other
     assert parse_form({"lat": "42.1"}, [], strict=False).errors == {"lon": "give both latitude and longitude"}
 
@@ -242,6 +245,73 @@ def test_parse_form_output_passes_edgespec_validation():
     assert parse_form({**top, "risk_class": ""}, obs, strict=True).note["risk_class"] is None
     # and the round trip through the form strings is lossless
     assert note_to_form(result.note) == (top, obs)
+
+
+def test_parse_form_nothing_found_and_scouted_for():
+    top = {"block": "B4", "rows": "1-10", "date": "2026-07-21"}
+    walk = parse_form(top, [{}], strict=True, nothing_found=True)
+    assert walk.ok and walk.note["observations"] == []
+    scouted = {"pest": "spotted lanternfly", "life_stage": "adult", "unit": "vines", "sampled": "40"}
+    # a row under "Nothing found" says what was scouted for: it needs its 0, and more than 0 is a contradiction
+    assert parse_form(top, [scouted], strict=True, nothing_found=True).errors == {
+        "observations[0].infested": "enter 0 (scouted for, none found)"}
+    assert parse_form(top, [{**scouted, "infested": "0"}], strict=True, nothing_found=True).ok
+    assert parse_form(top, [{**scouted, "count": "3"}], strict=False, nothing_found=True).errors == {
+        "observations[0].count": "must be 0: Nothing found is ticked"}
+    # rows written backwards are caught in the form, as the field note refuses them
+    assert check_value(TOP_BY_KEY["rows"], "20-5") == (None, "'20-5' runs backwards; write 5-20")
+    assert parse_form({**top, "rows": "20-5"}, [], strict=False).errors == {"rows": "'20-5' runs backwards; write 5-20"}
+
+
+def test_hints_never_look_like_values():
+    """A grey "B4" in an empty Block field reads as filled in: examples say "e.g.", other hints are no value."""
+    from fieldlog_app.screens.form_model import OBS_FIELDS, TOP_FIELDS
+    from vineyard.pests import all_names
+
+    words = {n.lower() for n in all_names()} | {"larva", "clusters", "leaves", "vines"}
+    for spec in TOP_FIELDS + OBS_FIELDS:
+        hint = spec.placeholder
+        if spec.kind != "text":
+            assert hint and check_value(spec, hint)[1] is not None, (spec.key, hint)  # "≥ 1", "YYYY-MM-DD"
+        elif any(ch.isdigit() for ch in hint) or hint.lower() in words or spec.key in ("block", "variety", "rows"):
+            assert hint.startswith("e.g. "), (spec.key, hint)
+    css = (Path(__file__).resolve().parents[1] / "fieldlog_app" / "app.tcss").read_text()
+    assert re.search(r"Input > \.input--placeholder \{[^}]*text-style: italic", css)
+
+
+@pytest.mark.parametrize("typed, end, want", [
+    ("2026-07-21", False, ("2026-07-21", None)), ("2026-7-1", False, ("2026-07-01", None)),
+    ("2026-07", False, ("2026-07-01", None)), ("2026-02", True, ("2026-02-28", None)),
+    ("2024-02", True, ("2024-02-29", None)), ("2026", True, ("2026-12-31", None)), ("", False, (None, None)),
+    ("2026-13", False, (None, "'2026-13' is not a date (YYYY-MM-DD, or YYYY-MM for a month)")),
+    ("21/07/2026", False, (None, "'21/07/2026' is not a date (YYYY-MM-DD, or YYYY-MM for a month)")),
+])
+def test_filter_dates_take_days_months_and_years(typed, end, want):
+    from fieldlog_app.screens.form_model import parse_filter_date
+
+    assert parse_filter_date(typed, end=end) == want
+
+
+def test_pests_cell_says_nothing_found_for_a_walk_that_scouted_at_zero():
+    from fieldlog_app.screens.common import pests_cell
+
+    zero = {"pest": "spotted lanternfly", "life_stage": "adult", "unit": "vines", "sampled": 40, "infested": 0,
+            "count": None}
+    assert pests_cell({"status": "finalized", "observations": [zero]}) == "nothing found (spotted lanternfly)"
+    assert pests_cell({"status": "finalized", "observations": [{**zero, "infested": 2}]}) == "spotted lanternfly"
+    assert pests_cell({"status": "finalized", "observations": []}) == "nothing found"
+    assert pests_cell({"status": "draft", "observations": []}) == "—"  # not finished, not "nothing"
+
+
+def test_report_badge_shows_a_persons_verdict_first():
+    from fieldlog_app.screens.common import report_badge
+
+    gen = {"status": "complete", "created_at": "2026-07-21T08:00", "findings": [{"kind": "wrong_count"}]}
+    assert str(report_badge([gen])) == "⚠ 1 finding"
+    approved = {**gen, "created_at": "2026-07-21T09:00", "version": 2, "review_status": "approved"}
+    assert str(report_badge([gen, approved])) == "✓ approved"
+    flagged = {**gen, "created_at": "2026-07-21T09:00", "version": 3, "review_status": "flagged"}
+    assert str(report_badge([approved, flagged])) == "⚑ flagged"
 
 
 def test_error_key_splits_store_messages():
@@ -405,6 +475,129 @@ async def test_fill_save_draft_then_finalize(store):
 
 
 @pytest.mark.asyncio
+async def test_a_nothing_found_walk_is_logged_without_a_fake_pest(store):
+    gen = FakeGenerator()
+    app = make_app(store, gen)
+    async with app.run_test(size=(80, 24)) as pilot:
+        form = await open_new_form(pilot, app)
+        await type_into(pilot, "#f-block", "B4")
+        await type_into(pilot, "#f-rows", "1-40")
+        await pilot.press("ctrl+f")
+        await pilot.pause()
+        # the message sits on the empty Observation 1 the user is looking at, and names the way out
+        row = form.obs_rows()[0]
+        assert row.field("pest").error == 'enter what you found, or tick "Nothing found"'
+        assert "Fix 1 field " in str(form.query_one("#form-message", Static).render())
+        form.query_one("#form-nothing-found").toggle()
+        await pilot.pause()
+        # ticking it clears the error and the banner at once (the form re-checks while a save is pending)
+        assert row.field("pest").error is None
+        assert not form.query_one("#form-message", Static).has_class("-shown")
+        await pilot.press("ctrl+f")
+        await wait_for(pilot, lambda: isinstance(app.screen, SightingDetailScreen), what="detail screen")
+        [s] = store.list_sightings()
+        assert s["status"] == "finalized" and s["observations"] == []
+        assert "nothing found" in str(app.screen.query_one("#detail-summary", Static).render())
+        # editing it again shows the choice ticked
+        await pilot.press("e")
+        await pilot.pause()
+        assert app.screen.nothing_found is True
+        await pilot.press("escape")
+        await pilot.pause()
+        # and a report can be written on it: the generator gets the empty walk as a field note
+        await pilot.press("g")
+        await wait_for(pilot, lambda: gen.calls == 1 and store.reports_for(s["id"]), what="report saved")
+        assert gen.note["observations"] == []
+
+
+async def fill_row(pilot, row, **values) -> None:
+    for key, value in values.items():
+        await type_into(pilot, f"#{row.id}-{key}", value)
+
+
+@pytest.mark.asyncio
+async def test_misspelled_and_unknown_pests_are_put_to_the_scout_at_finalize(store):
+    app = make_app(store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        form = await open_new_form(pilot, app)
+        await type_into(pilot, "#f-block", "K9")
+        await type_into(pilot, "#f-rows", "1-4")
+        row = form.obs_rows()[0]
+        await fill_row(pilot, row, pest="berry moht", life_stage="larva", unit="clusters", sampled="50", infested="3")
+        assert row.field("pest").note == "misspelling of grape berry moth · ctrl+y uses it"
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        row2 = form.obs_rows()[1]
+        await fill_row(pilot, row2, pest="grape cicada", life_stage="adult", unit="vines", sampled="20", count="4")
+        assert row2.field("pest").note == "not in the pest catalog"
+        await pilot.press("ctrl+f")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "PestCheckScreen"
+        await pilot.press("escape")  # back: nothing saved
+        await pilot.pause()
+        assert app.screen is form and store.list_sightings(include_superseded=True) == []
+        await pilot.press("ctrl+f")
+        await pilot.pause()
+        await pilot.press("y")  # use the catalog names: the misspelling is replaced, the unknown pest kept
+        await wait_for(pilot, lambda: isinstance(app.screen, SightingDetailScreen), what="detail screen")
+        [s] = store.list_sightings()
+        assert [o["pest"] for o in s["observations"]] == ["grape berry moth", "grape cicada"]
+        assert store.audit_log(s["id"])[-1]["detail"]["unknown_pests"] == ["grape cicada"]
+        summary = str(app.screen.query_one("#detail-summary", Static).render())
+        assert "grape cicada (adult)" in summary and "(not in the pest catalog)" in summary
+        await pilot.press("escape")
+        await pilot.pause()
+        await type_into(pilot, "#filter-pest", "grape berry moth")
+        assert table_keys(app.screen.query_one("#log-table", DataTable)) == [f"s:{s['id']}"]
+
+
+@pytest.mark.asyncio
+async def test_ctrl_y_takes_the_catalog_name_and_keep_as_typed_keeps_it(store):
+    app = make_app(store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        form = await open_new_form(pilot, app)
+        await type_into(pilot, "#f-block", "K9")
+        await type_into(pilot, "#f-rows", "1-4")
+        row = form.obs_rows()[0]
+        await fill_row(pilot, row, pest="japanese beatle", life_stage="adult", unit="vines", sampled="20", count="1")
+        row.field("pest").input.focus()
+        await pilot.press("ctrl+y")
+        await pilot.pause()
+        assert row.field("pest").value == "Japanese beetle" and row.field("pest").note is None
+        await type_into(pilot, f"#{row.id}-pest", "GBM")
+        await pilot.press("ctrl+f")
+        await pilot.pause()
+        await pilot.press("k")  # keep as typed
+        await wait_for(pilot, lambda: isinstance(app.screen, SightingDetailScreen), what="detail screen")
+        assert store.list_sightings()[0]["observations"][0]["pest"] == "GBM"
+
+
+@pytest.mark.asyncio
+async def test_the_fix_banner_counts_down_as_fields_are_fixed(store):
+    app = make_app(store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        form = await open_new_form(pilot, app)
+        row = form.obs_rows()[0]
+        await type_into(pilot, f"#{row.id}-pest", "grape berry moth")
+        await pilot.press("ctrl+f")
+        await pilot.pause()
+        message = form.query_one("#form-message", Static)
+        assert "Fix 5 fields" in str(message.render())  # block, rows, stage, unit, sampled
+        await type_into(pilot, "#f-block", "B4")
+        await type_into(pilot, "#f-rows", "20-5")
+        assert "Fix 4 fields" in str(message.render())  # block fixed; rows is still wrong, differently
+        assert form.top_field("rows").error == "'20-5' runs backwards; write 5-20"
+        await type_into(pilot, "#f-rows", "5-20")
+        await type_into(pilot, f"#{row.id}-life_stage", "larva")
+        assert "Fix 2 fields" in str(message.render())
+        await type_into(pilot, f"#{row.id}-unit", "clusters")
+        await type_into(pilot, f"#{row.id}-sampled", "50")
+        assert not message.has_class("-shown") and str(message.render()).strip() == ""
+        await type_into(pilot, f"#{row.id}-sampled", "")  # breaking it again brings the banner back
+        assert "Fix 1 field " in str(message.render())
+
+
+@pytest.mark.asyncio
 async def test_risk_class_chosen_in_the_form_is_stored_shown_and_given_to_the_generator(store):
     gen = FakeGenerator()
     notes: list[dict] = []
@@ -519,6 +712,14 @@ async def test_leaving_a_dirty_form_asks_first(store):
         await pilot.press("escape")
         await pilot.pause()
         assert type(app.screen).__name__ == "ConfirmScreen"
+        # the keys are shown: y discards, Enter (on the focused safe button) keeps editing
+        shown = " ".join(str(w.render()) for w in app.screen.query("Button, #confirm-keys"))
+        assert "y  Discard" in shown and "n  Keep editing" in shown and "Enter, n or Esc keep editing" in shown
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, SightingFormScreen)
+        await pilot.press("escape")
+        await pilot.pause()
         await pilot.press("n")  # keep editing
         await pilot.pause()
         assert isinstance(app.screen, SightingFormScreen)
@@ -819,9 +1020,13 @@ async def test_log_filters_search_and_open_report(store):
         assert table.row_count == 2
         await type_into(pilot, "#filter-from", "2026-07-22")
         assert table_keys(table) == [f"s:{s['id']}" for s in store.list_sightings(block="B4", date_from="2026-07-22")]
-        await type_into(pilot, "#filter-from", "2026-7-1")  # not ISO: flagged, ignored
+        await type_into(pilot, "#filter-from", "2026-7-1")  # a day without zero padding is still that day
+        assert table_keys(table) == [f"s:{s['id']}" for s in store.list_sightings(block="B4", date_from="2026-07-01")]
+        await type_into(pilot, "#filter-from", "2026-7-40")  # not a date: flagged, and said first, not ignored
         assert screen.query_one("#filter-from").has_class("-invalid")
-        assert "from: use an ISO date" in str(screen.query_one("#log-info").render())
+        info = str(screen.query_one("#log-info").render())
+        assert info.startswith("from: '2026-7-40' is not a date") and "not applied" in info
+        assert "2 sightings (other filters applied)" in info
         await pilot.press("ctrl+l")
         await pilot.pause()
         assert table_keys(table) == everything
@@ -871,6 +1076,123 @@ async def test_opening_a_report_with_findings_shows_them_first(store):
         box = app.screen.query_one("#report-findings", Static)
         assert "not a clean report" in str(box.render()) and "mentions powdery mildew" in str(box.render())
         assert box.has_class("-warning")
+
+
+# --------------------------------------------------------------------------- report review (issue 15)
+REVIEW_TEXT = ("Summary: Grape berry moth larvae damaged 4 of 50 clusters in block B4.\n"
+               "Risk: moderate, above the 6% threshold.\nAction: Treat the border rows next to the tree line.")
+
+
+def stored_report(store, sid, text=REVIEW_TEXT) -> str:
+    prov = [{"token": i, "start": a, "end": min(a + 6, len(text)), "source": "drafted", "verified": True}
+            for i, a in enumerate(range(0, len(text), 6))]
+    return store.save_report(sid, text=text, model_pair={"oracle": "q.gguf"}, policy={}, stats={"tokens": len(prov)},
+                             provenance=prov, spans=[], findings=[])
+
+
+async def edit_report_text(pilot, app, new_text: str) -> None:
+    from textual.widgets import TextArea
+
+    area = app.screen.query_one("#edit-text", TextArea)
+    area.text = new_text
+    await pilot.pause()
+
+
+@pytest.mark.asyncio
+async def test_edit_recheck_approve_a_report(store):
+    sid = finalized_sighting(store)
+    rid = stored_report(store, sid)
+    app = make_app(store, reviewer="A. Manager")
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.push_screen(ReportScreen(rid))
+        await pilot.pause()
+        screen = app.screen
+        await pilot.press("e")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "ReportEditScreen"
+        assert app.screen.query_one("#edit-by", Input).value == "A. Manager"
+        await edit_report_text(pilot, app, REVIEW_TEXT.replace("4 of 50", "14 of 50"))  # a person's mistake
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert app.screen is screen
+        v2 = screen.report
+        assert (v2["version"], v2["review_status"], v2["replaces"]) == (2, "edited", rid)
+        # the fact check ran again on the edited text, and the person's words are marked as theirs
+        box = str(screen.query_one("#report-findings", Static).render())
+        assert "not a clean report" in box and "14 of 50" in box
+        person = [sp for sp in screen.styled.spans if str(sp.style) == STYLES["person"]]
+        assert [screen.styled.plain[sp.start:sp.end] for sp in person] == ["14"]
+        assert "person" in str(screen.query_one("#report-legend", Static).render())
+        assert "v2 edited by A. Manager" in str(screen.query_one("#report-meta", Static).render())
+        # fix it, then approve: the approval notes who and when, and the findings are gone
+        await pilot.press("e")
+        await pilot.pause()
+        await edit_report_text(pilot, app, REVIEW_TEXT.replace("next to the tree line", "by the woods"))
+        await pilot.press("ctrl+g")  # save and approve in one go
+        await pilot.pause()
+        v3 = screen.report
+        assert (v3["version"], v3["review_status"], v3["findings"]) == (3, "approved", [])
+        meta = str(screen.query_one("#report-meta", Static).render())
+        assert "v3 approved by A. Manager" in meta and "v1 generated → v2 edited → v3 approved" in meta
+        assert "Clean" in str(screen.query_one("#report-findings", Static).render())
+    queued = [json.loads(i["payload"]) for i in store.outbox_items() if i["kind"] == "report"]
+    assert [q.get("review_status") for q in queued] == [None, "edited", "approved"]
+
+
+@pytest.mark.asyncio
+async def test_approving_a_report_with_findings_says_they_stay_on_record(store):
+    sid = finalized_sighting(store)
+    rid = stored_report(store, sid, REVIEW_TEXT.replace("4 of 50", "9 of 50"))
+    rid = store.review_report(rid, "edit", by="A", text=REVIEW_TEXT.replace("4 of 50", "7 of 50"))  # re-checked: 1 finding
+    app = make_app(store, reviewer="A. Manager")
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.push_screen(ReportScreen(rid))
+        await pilot.pause()
+        await pilot.press("a")
+        await pilot.pause()
+        assert "still has 1 finding on it" in str(app.screen.query_one("#review-question", Static).render())
+        await pilot.press("enter")
+        await pilot.pause()
+        r = app.screen.report
+        assert r["review_status"] == "approved" and [f["kind"] for f in r["findings"]] == ["wrong_count"]
+
+
+@pytest.mark.asyncio
+async def test_approve_and_flag_ask_who_and_why_and_old_versions_are_read_only(store):
+    sid = finalized_sighting(store)
+    rid = stored_report(store, sid)
+    app = make_app(store, reviewer="")
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.push_screen(ReportScreen(rid))
+        await pilot.pause()
+        screen = app.screen
+        await pilot.press("f")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "ReviewScreen"
+        await pilot.press("enter")  # no name yet: asked for, nothing saved
+        await pilot.pause()
+        assert "Enter your name" in str(app.screen.query_one("#review-message", Static).render())
+        await type_into(pilot, "#review-by", "B. Owner")
+        await type_into(pilot, "#review-note", "the risk should be high")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.screen is screen
+        r = screen.report
+        assert (r["review_status"], r["reviewed_by"], r["review_note"]) == ("flagged", "B. Owner", "the risk should be high")
+        assert app.reviewer == "B. Owner"  # prefilled next time
+        await pilot.press("a")
+        await pilot.pause()
+        assert app.screen.query_one("#review-by", Input).value == "B. Owner"
+        assert "still has" not in str(app.screen.query_one("#review-question", Static).render())  # clean: no warning
+        await pilot.press("escape")  # back: nothing saved
+        await pilot.pause()
+        assert len(store.report_versions(rid)) == 2
+        # the first version is history: it opens, but cannot be reviewed again
+        app.push_screen(ReportScreen(rid))
+        await pilot.pause()
+        await pilot.press("a")
+        await pilot.pause()
+        assert isinstance(app.screen, ReportScreen) and len(store.report_versions(rid)) == 2
 
 
 # --------------------------------------------------------------------------- sync

@@ -143,3 +143,61 @@ def test_sync_screen(snap_compare, frozen_store, size, monkeypatch):
     monkeypatch.delenv("FIELDLOG_TOKEN", raising=False)
     app = make_app(frozen_store, sync_callback=lambda: {"sent": 0})
     assert snap_compare(app, terminal_size=size, press=["s"])
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_report_after_edit_and_approval(snap_compare, frozen_store, size):
+    """Issue 15: a person's words in their colour, the re-checked findings, who approved it and the versions."""
+    async def review(pilot):
+        first = frozen_store.reports_for(_b4(frozen_store))[0]
+        edited = frozen_store.review_report(first["id"], "edit", by="A. Manager",
+                                            text=first["text"].replace("monitor", "re-scout on Friday"))
+        approved = frozen_store.review_report(edited, "approve", by="A. Manager")
+        pilot.app.push_screen(ReportScreen(approved))
+        await pilot.pause()
+
+    app = make_app(frozen_store)
+    assert snap_compare(app, terminal_size=size, run_before=review)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_pest_name_check_before_finalize(snap_compare, frozen_store, size):
+    async def fill(pilot):
+        await pilot.press("n")
+        await pilot.pause()
+        screen = pilot.app.screen
+        screen.top_field("block").input.value = "K9"
+        screen.top_field("rows").input.value = "1-4"
+        row = screen.obs_rows()[0]
+        for key, value in dict(pest="berry moht", life_stage="larva", unit="clusters", sampled="50", infested="3").items():
+            row.field(key).input.value = value
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        row = screen.obs_rows()[1]
+        for key, value in dict(pest="grape cicada", life_stage="adult", unit="vines", sampled="20", count="4").items():
+            row.field(key).input.value = value
+        for inp in screen.query(Input):
+            inp.cursor_blink = False
+        await pilot.press("ctrl+f")
+        await pilot.pause()
+
+    app = make_app(frozen_store)
+    assert snap_compare(app, terminal_size=size, run_before=fill)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_nothing_found_walk_in_the_form(snap_compare, frozen_store, size):
+    async def fill(pilot):
+        await pilot.press("n")
+        await pilot.pause()
+        screen = pilot.app.screen
+        screen.top_field("block").input.value = "B4"
+        screen.top_field("rows").input.value = "1-40"
+        screen.query_one("#form-nothing-found").value = True
+        for inp in screen.query(Input):
+            inp.cursor_blink = False
+        screen.query_one("#form-scroll").scroll_end(animate=False)
+        await pilot.pause()
+
+    app = make_app(frozen_store)
+    assert snap_compare(app, terminal_size=size, run_before=fill)

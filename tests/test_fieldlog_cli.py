@@ -150,6 +150,35 @@ def test_import_notes_carries_risk_class_and_names_a_bad_one(db, tmp_path, capsy
     assert {r["block"]: r["risk_class"] for r in rows} == {"B4": "high", "B6": ""}
 
 
+def test_import_notes_takes_nothing_found_walks_and_lists_them(db, tmp_path, capsys):
+    """The held-out nothing-found walks (issue 15) import as sightings with no observation."""
+    unseen = ROOT / "bench" / "unseen"
+    f = tmp_path / "walks.jsonl"
+    paths = [unseen / "notes" / "ca-oakville-nothing-found-may.json", unseen / "season-eola-2n" / "week13.json",
+             unseen / "notes" / "pa-route5-slf-scouted-zero.json"]
+    f.write_text("\n".join(json.dumps(json.loads(p.read_text())) for p in paths) + "\n")
+    assert cli.main(["import-notes", str(f), "--db", str(db)]) == 0
+    assert "imported 3 sightings" in capsys.readouterr().out
+    assert cli.main(["list", "--db", str(db)]) == 0
+    out = sorted(line.split("v1", 1)[1].strip() for line in capsys.readouterr().out.splitlines())
+    # a walk that scouted for a pest and found none is not listed as a find of it
+    assert out == ["nothing found", "nothing found", "nothing found (spotted lanternfly)"], out
+    with Store(db) as s:
+        assert sorted(len(x["observations"]) for x in s.list_sightings()) == [0, 0, 1]
+
+
+def test_import_notes_says_which_pest_names_the_catalog_does_not_use(db, tmp_path, capsys):
+    k9 = ROOT / "bench" / "unseen" / "notes" / "ny-k9-misspelled-pests.json"
+    f = tmp_path / "k9.jsonl"
+    f.write_text(json.dumps(json.loads(k9.read_text())) + "\n")
+    assert cli.main(["import-notes", str(f), "--db", str(db)]) == 0
+    out, err = capsys.readouterr()
+    assert "imported 1 sighting" in out
+    assert (f"{f}:1: warning: observations[0].pest: 'berry moht': misspelling of grape berry moth (the catalog name)"
+            " (imported as written)") in err
+    assert "'japanese beatle': misspelling of Japanese beetle" in err and "powdery mildew" not in err
+
+
 def test_export_formats_to_stdout_and_file(db, tmp_path, capsys):
     ids = imported(db, 4)
     assert cli.main(["export", "--format", "csv", "--db", str(db)]) == 0
@@ -265,6 +294,33 @@ def test_report_streams_stores_and_queues_a_complete_report(db, fake_gen, capsys
         assert r["stats"]["tokens"] == 4 and [p["source"] for p in r["provenance"]][:2] == ["corrected", "drafted"]
         assert [x["kind"] for x in s.outbox_items()] == ["sighting", "report"]
     assert f"saved report {r['id']}" in err and "acceptance 75%" in err
+
+
+def test_review_edits_approves_and_flags_a_stored_report(db, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FIELDLOG_USER", "A. Manager")
+    sid = imported(db, 1)[0]
+    text = "Summary: Grape berry moth larvae damaged 4 of 50 clusters.\nRisk: moderate.\nAction: Treat the edge."
+    with Store(db) as s:
+        rid = s.save_report(sid, text=text, model_pair={}, policy={}, stats={}, spans=[], findings=[],
+                            provenance=[{"token": 1, "start": 0, "end": len(text), "source": "oracle"}])
+    assert cli.main(["list", "--db", str(db)]) == 0
+    assert f"report {rid[:8]}" in capsys.readouterr().out  # the id to review by
+    fixed = tmp_path / "fixed.txt"
+    fixed.write_text(text.replace("4 of 50", "40 of 50") + "\n")
+    assert cli.main(["review", rid[:8], "--edit", str(fixed), "--db", str(db)]) == 0
+    out, err = capsys.readouterr()
+    assert "version 2, edited by A. Manager; the fact check found 1 issue" in out and "wrong_count" in err
+    with Store(db) as s:
+        v2 = s.get_sighting(sid)["latest_report_id"]
+        assert s.get_report(v2)["text"] == text.replace("4 of 50", "40 of 50")  # the editor's newline dropped
+    assert cli.main(["review", v2, "--flag", "the count is wrong", "--by", "B. Owner", "--db", str(db)]) == 0
+    assert "version 3, flagged by B. Owner" in capsys.readouterr().out
+    assert cli.main(["review", rid, "--approve", "--db", str(db)]) == 1  # an old version
+    assert "already reviewed" in capsys.readouterr().err
+    assert cli.main(["review", rid, "--db", str(db)]) == 2  # nothing asked for
+    assert "give --edit FILE, --approve or --flag REASON" in capsys.readouterr().err
+    with Store(db) as s:
+        assert [r["review_status"] for r in s.report_versions(rid)] == ["generated", "edited", "flagged"]
 
 
 def test_report_hands_the_risk_class_to_the_generator(db, fake_gen, tmp_path, capsys):

@@ -65,9 +65,9 @@ def outbox(store: Store) -> list[dict]:
 def test_new_database_is_at_latest_schema_with_wal_full_sync_and_foreign_keys(tmp_path):
     path = tmp_path / "sub" / "dir" / "f.db"  # parent folders are created
     with Store(path) as s:
-        assert current_version(s.db) == SCHEMA_VERSION == 3
+        assert current_version(s.db) == SCHEMA_VERSION == 4
         versions = [r["version"] for r in s.db["_migrations"].rows]
-        assert versions == [1, 2, 3]
+        assert versions == [1, 2, 3, 4]
         assert s.db.journal_mode == "wal"
         assert s.db.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
         assert s.db.conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
@@ -152,7 +152,7 @@ def test_migrating_a_v2_database_adds_risk_class_and_keeps_every_row(tmp_path):
     path = tmp_path / "v2.db"
     fx = _v2_fixture(path)
     with Store(path) as s:
-        assert current_version(s.db) == SCHEMA_VERSION == 3
+        assert current_version(s.db) == SCHEMA_VERSION == 4
         # existing rows are untouched: same values, plus risk_class NULL
         after = list(s.db.query("SELECT * FROM sightings ORDER BY id"))
         assert [{k: v for k, v in r.items() if k != "risk_class"} for r in after] == fx["sightings"]
@@ -191,7 +191,7 @@ def test_the_risk_class_migration_is_one_transaction(tmp_path, monkeypatch):
     db.close()
     monkeypatch.undo()
     with Store(path) as s:  # and the next open applies it properly
-        assert current_version(s.db) == 3 and "risk_class" in s.db["sightings"].columns_dict
+        assert current_version(s.db) == 4 and "risk_class" in s.db["sightings"].columns_dict
 
 
 def test_a_database_from_a_newer_fieldlog_is_refused(tmp_path):
@@ -293,8 +293,26 @@ def test_incomplete_draft_saves_but_cannot_finalize(store):
     store.save_draft(note)
     assert store.finalize(sid) == sid
     with pytest.raises(ValidationError) as ei:
-        store.finalize(store.save_draft({**sample("a1-short"), "observations": []}))
-    assert ei.value.field == "observations"
+        store.finalize(store.save_draft({**sample("a1-short"), "rows": "9-2"}))
+    assert ei.value.field == "rows" and "runs backwards" in str(ei.value)
+
+
+def test_a_nothing_found_walk_is_finalized_queued_and_found_again(store):
+    """ "observations": [] is a record of its own (issue 15): stored, synced and listed, no fake pest."""
+    note = {**sample("a1-short"), "observations": [], "notes": "walked all rows, nothing found"}
+    sid = finalized(store, note)
+    s = store.get_sighting(sid)
+    assert s["status"] == "finalized" and s["observations"] == []
+    [item] = [i for i in outbox(store) if i["item_id"] == sid]
+    assert json.loads(item["payload"])["observations"] == []
+    assert [x["id"] for x in store.list_sightings(block="A1")] == [sid]
+    assert store.search("nothing")[0]["id"] == sid
+    # the same walk imported from a file is the same content: skipped, not a second row
+    f = Path(store.path).with_name("walk.jsonl")
+    f.write_text(json.dumps(note) + "\n" + json.dumps({**note, "date": "2026-06-12"}) + "\n")
+    res = store.import_notes(f)
+    assert (res.imported, res.skipped, res.errors) == (1, 1, [])
+    assert store.get_sighting(res.ids[0])["observations"] == []
 
 
 def test_save_draft_updates_in_place_and_audits(store):
@@ -743,3 +761,134 @@ def test_search_stays_correct_after_vacuum(store):
     assert [h["id"] for h in store.search("oilspots")] == [keep]
     assert store.search("scratch") == []
     assert store.check() == "ok"
+
+
+def test_pest_filter_and_search_find_other_spellings_and_fold_full_width(store):
+    """Issue 15: "berry moht" was missed by the filter "grape berry moth" and by a search for "moth"."""
+    base = {"rows": "1-4", "date": "2026-07-21"}
+    obs = {"life_stage": "larva", "unit": "clusters", "sampled": 50, "infested": 3}
+    k9 = finalized(store, {**base, "block": "K9", "observations": [{**obs, "pest": "berry moht"}]})
+    k8 = finalized(store, {**base, "block": "K8", "observations": [{**obs, "pest": "ｇｒａｐｅ ｂｅｒｒｙ ｍｏｔｈ"}]})
+    k7 = finalized(store, {**base, "block": "K7", "observations": [{**obs, "pest": "powdery mildew",
+                                                                     "life_stage": "colonies"}]})
+    for typed in ("grape berry moth", "GBM", "moth", "ｍｏｔｈ"):
+        assert {s["id"] for s in store.list_sightings(pest=typed)} == {k9, k8}, typed
+        if typed != "GBM":  # FTS matches words; an abbreviation is not in the text
+            assert {h["id"] for h in store.search(typed)} == {k9, k8}, typed
+    assert [s["id"] for s in store.list_sightings(pest="mildew")] == [k7]
+    assert store.list_sightings(pest="100%_") == []  # LIKE wildcards are text
+    # the unknown pest is marked in the audit log of the version that names it
+    cic = finalized(store, {**base, "block": "K6", "observations": [{**obs, "pest": "grape cicada"}]})
+    assert store.audit_log(cic)[-1]["detail"]["unknown_pests"] == ["grape cicada"]
+    assert "unknown_pests" not in store.audit_log(k9)[-1]["detail"]
+    # read-only opens (list, export) filter the same way
+    with Store(store.path, readonly=True) as ro:
+        assert {s["id"] for s in ro.list_sightings(pest="GBM")} == {k9, k8}
+
+
+# ---------------------------------------------------------------------------------------------- report review
+REPORT_TEXT = ("Summary: Grape berry moth larvae damaged 4 of 50 clusters in block B4.\n"
+               "Risk: moderate, above the 6% threshold.\nAction: Treat the border rows next to the tree line.")
+
+
+def generated_report(store: Store, sid: str, text: str = REPORT_TEXT) -> str:
+    # one record per 8 characters, as drafted tokens the oracle verified
+    prov = [{"token": i, "start": a, "end": min(a + 8, len(text)), "source": "drafted", "verified": True}
+            for i, a in enumerate(range(0, len(text), 8))]
+    return store.save_report(sid, text=text, model_pair={"oracle": "q"}, policy={}, stats={"tokens": len(prov)},
+                             provenance=prov, spans=[], findings=[])
+
+
+def test_an_edited_report_is_a_new_version_with_person_provenance_and_a_new_fact_check(store):
+    sid = finalized(store, sample("b4-berry-moth"))
+    rid = generated_report(store, sid)
+    wrong = REPORT_TEXT.replace("4 of 50", "14 of 50")
+    v2 = store.review_report(rid, "edit", by="A. Manager", text=wrong)
+    r2 = store.get_report(v2)
+    assert (r2["version"], r2["replaces"], r2["review_status"], r2["reviewed_by"]) == (2, rid, "edited", "A. Manager")
+    assert r2["reviewed_at"] and r2["text"] == wrong
+    person = [p for p in r2["provenance"] if p["source"] == "person"]
+    assert [wrong[p["start"]:p["end"]] for p in person] == ["14"]  # only the word the person changed
+    kept = "".join(wrong[p["start"]:p["end"]] for p in r2["provenance"] if p["source"] != "person")
+    assert kept == REPORT_TEXT.replace("4 of 50", " of 50")  # every other character keeps its token's record
+    # the fact check ran on the corrected text: the person's wrong figure is a finding, so not clean
+    assert [f["kind"] for f in r2["findings"]] == ["wrong_count"] and r2["clean"] is False
+    assert any(sp["kind"] == "pest" for sp in r2["spans"])
+    v3 = store.review_report(v2, "edit", by="A. Manager", text=REPORT_TEXT)
+    assert store.get_report(v3)["findings"] == [] and store.get_report(v3)["clean"] is True
+    v4 = store.review_report(v3, "approve", by="B. Owner")
+    assert [(r["version"], r["review_status"], r["reviewed_by"]) for r in store.report_versions(rid)] == [
+        (1, "generated", None), (2, "edited", "A. Manager"), (3, "edited", "A. Manager"), (4, "approved", "B. Owner")]
+    assert store.report_versions(v4) == store.report_versions(rid)
+    assert store.get_sighting(sid)["latest_report_id"] == v4
+    queued = [json.loads(i["payload"]) for i in outbox(store) if i["kind"] == "report"]
+    assert [q.get("review_status") for q in queued] == [None, "edited", "edited", "approved"]
+    assert all(i["replaces"] is None for i in outbox(store) if i["kind"] == "report")
+    assert store.audit_log(v4)[-1]["detail"]["action"] == "approve"
+    # search shows the latest version only, unless asked for history
+    assert [h["id"] for h in store.search("border rows") if h["kind"] == "report"] == [v4]
+    assert len([h for h in store.search("border rows", include_superseded=True) if h["kind"] == "report"]) == 4
+
+
+def test_review_refuses_what_it_cannot_record(store):
+    sid = finalized(store, sample("b4-berry-moth"))
+    rid = generated_report(store, sid)
+    for kwargs, words in [
+        ({"action": "edit", "by": "A", "text": REPORT_TEXT}, "unchanged"),
+        ({"action": "edit", "by": "A", "text": "  "}, "text: required"),
+        ({"action": "approve", "by": " "}, "reviewed_by: required"),
+        ({"action": "stamp", "by": "A"}, "not one of edit, approve, flag"),
+        ({"action": "flag", "by": "A", "note": "x" * 2001}, "review_note: too long"),
+    ]:
+        with pytest.raises(ValidationError, match=words):
+            store.review_report(rid, **kwargs)
+    flagged = store.review_report(rid, "flag", by="A", note="risk level is wrong")
+    assert store.get_report(flagged)["review_note"] == "risk level is wrong"
+    with pytest.raises(StateError, match="already reviewed"):
+        store.review_report(rid, "approve", by="A")  # only the latest version
+    cancelled = store.save_report(sid, text="Summ", model_pair={}, policy={}, stats={}, provenance=[], spans=[],
+                                  findings=[], status="cancelled")
+    with pytest.raises(StateError, match="only a complete report"):
+        store.review_report(cancelled, "approve", by="A")
+    assert len(store.report_versions(rid)) == 2  # nothing half-written
+
+
+def test_a_review_of_a_draft_report_waits_for_the_finalize(store):
+    sid = store.save_draft(sample("b4-berry-moth"))
+    rid = generated_report(store, sid)
+    v2 = store.review_report(rid, "approve", by="A")
+    assert [i for i in outbox(store) if i["kind"] == "report"] == []
+    store.finalize(sid)
+    assert [i["item_id"] for i in outbox(store) if i["kind"] == "report"] == [rid, v2]
+
+
+def test_v4_reindexes_old_misspelled_pests_for_search_and_keeps_the_guard(tmp_path):
+    """A "berry moht" finalized before the catalog names were indexed is found by a search for "moth"."""
+    path = tmp_path / "v3.db"
+    fx = _v2_fixture(path)
+    db = sqlite_utils.Database(path)
+    assert migrate(db, target=3) == [3]
+    now = "2026-07-22T10:00:00.000Z"
+    sid = "55555555-5555-4555-8555-555555555555"
+    db["sightings"].insert({"id": sid, "status": "draft", "version": 1, "block": "K9", "rows": "1-4", "date": "2026-07-22",
+                            "pests": "berry moht larva", "created_at": now, "updated_at": now})
+    db["observations"].insert({"sighting_id": sid, "idx": 0, "pest": "berry moht", "life_stage": "larva",
+                               "unit": "clusters", "sampled": 50, "infested": 3})
+    db.conn.execute("UPDATE sightings SET status = 'finalized', finalized_at = ? WHERE id = ?", (now, sid))
+    db.conn.commit()
+    rowid = db.execute("SELECT rowid FROM sightings WHERE id = ?", [sid]).fetchone()[0]
+    hits = [r[0] for r in db.execute("SELECT rowid FROM sightings_fts WHERE sightings_fts MATCH 'moth*'").fetchall()]
+    assert hits and rowid not in hits  # the v3 index misses it
+    db.close()
+    with Store(path) as s:
+        assert current_version(s.db) == 4
+        assert s.get_sighting(sid)["status"] == "finalized"
+        assert {h["id"] for h in s.search("moth")} >= {sid}
+        assert s.db.execute("SELECT pests FROM sightings WHERE id = ?", [sid]).fetchone()[0] == \
+            "berry moht (grape berry moth) larva"
+        # rows whose index did not change are untouched; the immutability guard is back
+        before = [r for r in fx["sightings"] if r["id"] == fx["fin"]["id"]][0]
+        after = list(s.db.query("SELECT * FROM sightings WHERE id = ?", [fx["fin"]["id"]]))[0]
+        assert {k: v for k, v in after.items() if k != "risk_class"} == before
+        with pytest.raises(sqlite3.IntegrityError, match="immutable"):
+            s.db.conn.execute("UPDATE sightings SET notes = 'x' WHERE id = ?", (sid,))

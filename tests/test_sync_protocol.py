@@ -164,3 +164,66 @@ def test_config_from_env(monkeypatch):
         resolve_config()
     with pytest.raises(SyncConfigError, match="http"):
         resolve_config("ftp://office", "t")
+
+
+def _wire(rows):
+    return [{"item_id": r["item_id"], "kind": r["kind"], "replaces": r["replaces"], "sha256": r["sha256"],
+             "payload": json.loads(r["payload"])} for r in rows]
+
+
+def test_a_nothing_found_walk_validates_and_a_legacy_backwards_rows_field_still_syncs(wire_items):
+    store = Store(":memory:")
+    sid = store.finalize(store.save_draft({"block": "B4", "rows": "1-10", "date": "2026-07-21", "observations": []}))
+    [item] = _wire(store.outbox_items())
+    store.close()
+    _, got = validate_batch(batch([item]))
+    assert got[0].item_id == sid and got[0].payload["observations"] == []
+    # an older app finalized rows "20-5" before the rule existed: the office must still take it
+    old = copy.deepcopy(wire_items[0])
+    old["payload"]["rows"] = "20-5"
+    old["sha256"] = payload_sha256(old["payload"])
+    assert validate_item(old, 0)[1] == []
+    # but "observations" stays required: leaving the key out is not "nothing found"
+    gone = copy.deepcopy(item)
+    del gone["payload"]["observations"]
+    gone["sha256"] = payload_sha256(gone["payload"])
+    _, errs = validate_item(gone, 0)
+    assert any(e["field"].endswith("payload.observations") and "required" in e["message"] for e in errs), errs
+
+
+def _reviewed_items():
+    store = Store(":memory:")
+    sid = make_sightings(store, 1, seed=5)[0]
+    text = "Summary: ok.\nRisk: low, fine.\nAction: Scout again."
+    rid = store.save_report(sid, text=text, model_pair={}, policy={}, stats={},
+                            provenance=[{"token": 1, "start": 0, "end": len(text), "source": "oracle"}],
+                            spans=[], findings=[])
+    store.review_report(rid, "flag", by="A. Manager", note="the action is too vague")
+    items = _wire(store.outbox_items())
+    store.close()
+    return items
+
+
+def test_a_reviewed_report_version_validates():
+    items = _reviewed_items()
+    _, got = validate_batch(batch(items))
+    flagged = got[-1].payload
+    assert (flagged["review_status"], flagged["version"], flagged["review_note"]) == ("flagged", 2, "the action is too vague")
+    assert got[-1].replaces is None and flagged["replaces"] == got[-2].item_id
+
+
+@pytest.mark.parametrize("changes, field, words", [
+    ({"review_status": "rubber-stamped"}, "review_status", "not one of"),
+    ({"reviewed_by": None}, "reviewed_by", "who reviewed"),
+    ({"reviewed_at": "yesterday"}, "reviewed_at", "ISO-8601"),
+    ({"version": 1}, "version", "replaces nothing"),
+    ({"replaces": None}, "version", "must name the one it replaces"),
+    ({"replaces": "not-a-uuid"}, "replaces", "not a UUID"),
+    ({"review_note": "x" * 2001}, "review_note", "2000"),
+])
+def test_bad_review_fields_are_named(changes, field, words):
+    item = _reviewed_items()[-1]
+    item["payload"].update(changes)
+    item["sha256"] = payload_sha256(item["payload"])
+    _, errs = validate_item(item, 0)
+    assert any(e["field"].endswith(f"payload.{field}") and words in e["message"] for e in errs), errs

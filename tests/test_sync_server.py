@@ -341,3 +341,27 @@ def test_server_cli_devices_and_export(tmp_path, capsys):
     assert server_main(["export", "csv", "--db", db, "-o", str(tmp_path / "out.csv")]) == 0
     assert (tmp_path / "out.csv").read_text().startswith("sighting_id,")
     assert server_main(["--port", "0"]) == 2
+
+
+def test_a_nothing_found_walk_and_reviewed_report_versions_reach_the_office(env):
+    """Issue 15: an empty walk syncs as a sighting; each review is a report version the office keeps with
+    its status, who and when (the latest version is the sighting's report)."""
+    sdb, token, client, store = env
+    walk = store.finalize(store.save_draft({"block": "B4", "rows": "1-40", "date": "2026-05-04", "observations": []}))
+    text = "Summary: Nothing found in block B4.\nRisk: low, nothing found.\nAction: Walk the block next week."
+    rid = store.save_report(walk, text=text, model_pair={}, policy={}, stats={},
+                            provenance=[{"token": 1, "start": 0, "end": len(text), "source": "oracle", "verified": True}],
+                            spans=[], findings=[])
+    edited = store.review_report(rid, "edit", by="A. Manager", text=text.replace("next week", "on 05-11"))
+    approved = store.review_report(edited, "approve", by="A. Manager")
+    assert post(client, token, outbox_items(store)).status_code == 200
+    reports = {r["item_id"]: r["payload"] for r in sdb.list_items(kind="report", with_payload=True)}
+    assert set(reports) == {rid, edited, approved}
+    assert "review_status" not in reports[rid]  # as generated: the payload an older office already takes
+    assert (reports[edited]["review_status"], reports[edited]["version"], reports[edited]["replaces"]) == ("edited", 2, rid)
+    assert reports[approved]["review_status"] == "approved" and reports[approved]["reviewed_by"] == "A. Manager"
+    assert reports[approved]["text"].endswith("on 05-11.")
+    [s] = [r for r in sdb.list_items(kind="sighting", with_payload=True) if r["item_id"] == walk]
+    assert s["payload"]["observations"] == []
+    rows = list(csv.DictReader(io.StringIO(client.get("/v1/export.csv", headers={"Authorization": f"Bearer {token}"}).text)))
+    assert [(r["sighting_id"], r["pest"]) for r in rows] == [(walk, "")]  # the walk is a row, with no pest

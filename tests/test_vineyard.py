@@ -595,3 +595,196 @@ def test_a_repeated_sentence_is_a_finding_and_a_single_one_is_not():
     assert [f.kind for f in check_report("Summary: A2 scouted.\n" + line, note)] == []
     found = [f for f in check_report("Summary: A2 scouted.\n" + line * 3, note) if f.kind == "repeated_text"]
     assert len(found) == 2 and found[0].severity == "warning"
+
+
+# ------------------------------------------------------------------ nothing-found walks (issue 15)
+UNSEEN = Path(__file__).resolve().parents[1] / "bench" / "unseen"
+NOTHING_FOUND = [UNSEEN / "notes" / "ca-oakville-nothing-found-may.json",
+                 UNSEEN / "notes" / "ny-lakeview1-nothing-found-october.json",
+                 UNSEEN / "season-eola-2n" / "week02.json", UNSEEN / "season-eola-2n" / "week13.json"]
+
+
+@pytest.mark.parametrize("path", NOTHING_FOUND, ids=lambda p: p.stem)
+def test_the_held_out_nothing_found_walks_are_valid_notes(path):
+    from vineyard import fieldnote
+
+    note = fieldnote.load(path)
+    assert note["observations"] == [] and fieldnote.nothing_found(note)
+
+
+def test_an_empty_observation_list_is_a_walk_but_a_missing_one_is_not_said():
+    from vineyard import fieldnote
+
+    base = {"block": "B4", "rows": "1-10", "date": "2026-07-21"}
+    assert fieldnote.validate({**base, "observations": []})["observations"] == []
+    for bad in ({**base}, {**base, "observations": None}):
+        with pytest.raises(FieldNoteError, match="observations: required"):
+            fieldnote.validate(bad)
+    with pytest.raises(FieldNoteError, match="rows: required"):
+        fieldnote.validate({**base, "rows": "  ", "observations": []})
+    scouted = {**base, "observations": [{"pest": "spotted lanternfly", "life_stage": "adult", "unit": "vines",
+                                         "sampled": 40, "infested": 0}]}
+    assert fieldnote.nothing_found(fieldnote.validate(scouted))
+    found = copy_note(scouted, infested=2)
+    assert not fieldnote.nothing_found(fieldnote.validate(found))
+    # an observation without any figure is a sighting of the pest, not "none found"
+    assert not fieldnote.nothing_found({"observations": [{"pest": "x", "sampled": 5}]})
+
+
+def copy_note(note: dict, **obs_changes) -> dict:
+    return {**note, "observations": [{**note["observations"][0], **obs_changes}]}
+
+
+@pytest.mark.parametrize("rows, problem", [
+    ("20-5", "'20-5' runs backwards; write 5-20"), ("W22-W1", "'W22-W1' runs backwards; write W1-W22"),
+    ("3, 9 to 7", "'9 to 7' runs backwards; write 7-9"), ("5-20", None), ("W1-W22", None), ("12", None),
+    ("north end", None), ("A9-B2", None),
+])
+def test_rows_written_backwards_are_refused_with_the_fix(rows, problem):
+    from vineyard import fieldnote
+
+    assert fieldnote.rows_error(rows) == problem
+    note = {"block": "B4", "rows": rows, "date": "2026-07-21", "observations": []}
+    if problem:
+        with pytest.raises(FieldNoteError, match=re.escape(f"rows: {problem}")):
+            fieldnote.validate(note)
+        assert fieldnote.validate(note, check_rows=False)["rows"] == rows  # what the sync server still accepts
+    else:
+        assert fieldnote.validate(note)["rows"] == rows
+
+
+def schema_report(note: dict, summary: str, risk: str, action: str) -> str:
+    """A report in the schema layout: the data lines rendered from the note, then the three written fields."""
+    from vineyard import schema
+
+    data = schema.rendered_text(note).split("Summary: ")[0]
+    return f"{data}Summary: {summary}\nRisk: {risk}\nAction: {action}"
+
+
+def test_fact_check_of_a_nothing_found_walk():
+    from vineyard import fieldnote
+
+    note = fieldnote.load(NOTHING_FOUND[0])
+    good = schema_report(note, "Nothing was found in block Oakville 3A, rows 1-40.",
+                         "low, no mites or mildew on the 40 rows.", "Walk the block again on 05-11 as planned.")
+    assert check_report(good, note) == []
+    bad = schema_report(note, "Grape berry moth larvae were found in 4 of 50 clusters.", "high, above the threshold.",
+                        "Spray the border rows.")
+    kinds = {f.kind for f in check_report(bad, note)}
+    assert {"unobserved_pest", "wrong_count"} <= kinds
+
+
+def test_a_pest_scouted_for_and_not_found_cannot_be_reported_present():
+    from vineyard import fieldnote
+
+    note = fieldnote.load(UNSEEN / "notes" / "pa-route5-slf-scouted-zero.json")
+    ok = schema_report(note, "No spotted lanternfly was found on 40 vines.", "low, none were seen.", "Keep checking trunks.")
+    assert check_report(ok, note) == []
+    said = "Spotted lanternfly adults were found on the trunks"
+    findings = check_report(schema_report(note, said + ".", "high, it spreads.", "Report the find."), note)
+    assert [(f.kind, f.text) for f in findings] == [("wrong_presence", said)]
+
+
+def test_free_layout_prompt_says_nothing_found():
+    from vineyard import fieldnote, prompt
+
+    text = prompt.note_text(fieldnote.load(NOTHING_FOUND[2]))
+    assert "Observations:\n- nothing found\nWeather:" in text
+
+
+# ------------------------------------------------------------------ pest names as entered (issue 15, issue 13.5)
+@pytest.mark.parametrize("typed, status, suggestion", [
+    ("grape berry moth", "catalog", None), ("Grape Berry Moths", "catalog", None), ("vine mealybug", "catalog", None),
+    ("berry moht", "misspelling", "grape berry moth"), ("grape bery mooth", "misspelling", "grape berry moth"),
+    ("japanese beatle", "misspelling", "Japanese beetle"), ("GBM", "synonym", "grape berry moth"),
+    ("ｇｒａｐｅ ｂｅｒｒｙ ｍｏｔｈ", "catalog", None),  # full-width letters are the same name
+    ("grape cicada", "unknown", None), ("Pacific spider mite", "unknown", "spider mites"), ("aphids", "unknown", None),
+])
+def test_check_name_says_what_the_catalog_makes_of_a_typed_pest(typed, status, suggestion):
+    c = P.check_name(typed)
+    assert (c.status, c.suggestion) == (status, suggestion)
+    assert c.in_catalog == (status != "unknown")
+
+
+@pytest.mark.parametrize("typed, name, ok", [
+    ("grape berry moth", "berry moht", True), ("moth", "berry moht", True), ("GBM", "grape berry moth", True),
+    ("mildew", "downy mildew", True), ("ｍｏｔｈ", "grape berry moth", True), ("moth", "grape cicada", False),
+    ("grape berry moth", "European grapevine moth", False), ("", "grape berry moth", False),
+])
+def test_the_pest_filter_rule(typed, name, ok):
+    assert P.filter_matches(typed, name) is ok
+
+
+@pytest.mark.parametrize("summary, kind, said, severity", [
+    ("Grape berry moth larvae damaged 4 of 50 clusters; grape cicada adults were also heard.", "unknown_pest",
+     "grape cicada", "error"),
+    ("Codling moth larvae were found in block B4.", "unknown_pest", "Codling moth", "error"),
+    ("A glassy-winged sharpshooter was seen on the edge.", "unknown_pest", "glassy-winged sharpshooter", "error"),
+    ("No sour rot was seen in block B4.", "unknown_pest", "sour rot", "warning"),
+    ("Grape berry moth larvae were found in the Chardonnay rows.", "unobserved_crop", "Chardonnay", "error"),
+    ("Grape berry moth damage was seen on apples by the tree line.", "unobserved_crop", "apples", "error"),
+])
+def test_a_pest_or_crop_in_neither_the_note_nor_the_catalog_is_a_finding(summary, kind, said, severity):
+    note = P_validate(load_note("b4-berry-moth"))
+    findings = [f for f in check_report(schema_report(note, summary, "moderate, above the 6% threshold.",
+                                                      "Treat the border rows."), note) if f.kind == kind]
+    assert [(f.text, f.severity) for f in findings] == [(said, severity)]
+
+
+@pytest.mark.parametrize("summary", [
+    "Grape berry moth larvae damaged 4 of 50 clusters in the Riesling rows.",
+    "The moth larvae were found near the tree line.",
+    "Grape berry moth larvae were found; predatory mites were common.",
+    "Spot-treat mites are not a concern here.",
+])
+def test_known_words_next_to_a_pest_are_not_unknown_pests(summary):
+    note = P_validate(load_note("b4-berry-moth"))
+    found = check_report(schema_report(note, summary, "moderate, above the 6% threshold.", "Treat the border rows."), note)
+    assert not [f for f in found if f.kind in ("unknown_pest", "unobserved_crop")], found
+
+
+def test_the_data_lines_of_every_sample_and_held_out_note_raise_no_new_finding():
+    """The rendered lines name only what the note and the catalog hold ("potato" in "potato leafhopper" is a pest)."""
+    from vineyard import fieldnote
+
+    paths = sorted([*NOTES_DIR.glob("*.json"), *(NOTES_DIR.parent / "season").glob("*.json"), *UNSEEN.rglob("*.json")])
+    assert len(paths) > 60
+    for path in paths:
+        note = fieldnote.load(path)
+        text = schema_report(note, "The walk is recorded above.", "low, see the lines above.", "Scout again next week.")
+        new = [f for f in check_report(text, note) if f.kind in ("unknown_pest", "unobserved_crop", "wrong_presence")]
+        assert new == [], (path.name, new)
+
+
+def test_the_scouts_own_unknown_pest_may_be_named():
+    from vineyard import fieldnote
+
+    note = fieldnote.load(UNSEEN / "notes" / "ny-bay-4-swd-cicada-sour-rot.json")
+    names = [o["pest"] for o in note["observations"]]
+    assert "grape cicada" in names  # the note records it: the report may name it, the catalog need not know it
+    text = schema_report(note, "Grape cicada adults and sour rot were recorded.", "low, no threshold applies.",
+                         "Keep scouting the block.")
+    assert not [f for f in check_report(text, note) if f.kind == "unknown_pest"]
+
+
+def P_validate(note: dict) -> dict:
+    from vineyard import fieldnote
+
+    return fieldnote.validate(note)
+
+
+def test_edit_provenance_keeps_untouched_tokens_and_marks_typed_text_person():
+    from vineyard.review import edit_provenance, person_share
+
+    old = "Risk: low, few moths."
+    prov = [{"token": 1, "start": 0, "end": 6, "source": "data"}, {"token": 2, "start": 6, "end": 10, "source": "oracle"},
+            {"token": 3, "start": 10, "end": 21, "source": "drafted", "verified": True}]
+    new = "Risk: moderate, few moths seen."
+    out = edit_provenance(old, prov, new)
+    assert "".join(new[r["start"]:r["end"]] for r in out) == new  # every character has a record, in order
+    person = [new[r["start"]:r["end"]] for r in out if r["source"] == "person"]
+    assert person == ["moderate", " seen"]  # whole words: "low" became "moderate"
+    assert all(r["verified"] is False for r in out if r["source"] == "person")
+    assert [r["token"] for r in out if r["source"] != "person"][0] == 1
+    assert 0 < person_share(out) < 1 and person_share(prov) == 0
+    assert edit_provenance(old, prov, old) == prov

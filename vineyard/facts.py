@@ -21,12 +21,15 @@ import datetime as _dt
 import re
 from dataclasses import asdict, dataclass, field
 
+from pathlib import Path
+
+from edgespec import read_json_file
 from edgespec.spans import Span
 
 from .fieldnote import validate
 from .pests import GENERIC_TERMS, lookup, lookup_member, normalize, singular, stage_forms, threshold_status
 from .record import NUM_RE, Facts, any_match, matches, to_float
-from .spans import CatalogSpanPolicy, sentence_start
+from .spans import ACTION_STEMS, CatalogSpanPolicy, sentence_start
 
 SEVERITIES = ("error", "warning")
 FINDING_KINDS = (
@@ -40,6 +43,11 @@ FINDING_KINDS = (
     "wrong_date",
     "wrong_location",  # rows or block not in the record
     "unknown_number",  # any other number not traceable to the record
+    "wrong_life_stage",  # a life stage next to a recorded pest that the sighting does not record for it
+    "wrong_presence",  # a pest reported present that the sighting scouted for and found none of
+    "repeated_text",  # a sentence said twice (a looping model)
+    "unknown_pest",  # a pest named that is in neither the sighting nor the pest catalog
+    "unobserved_crop",  # a crop or grape variety that is not this sighting's
 )
 
 
@@ -142,6 +150,8 @@ def check_spans(text: str, note: dict, policy: CatalogSpanPolicy, spans: list[Sp
         return names
 
     findings += _check_pests(text, pest_spans, facts, policy)
+    findings += _check_presence(text, pest_spans, facts)
+    findings += _check_unknown_names(text, spans, facts)
     findings += _check_life_stages(text, spans, facts)
     claimed = _check_thresholds(text, spans, facts, sentence_of, pests_in, findings)
     _check_dates_locations(text, spans, facts, in_action, findings)
@@ -203,6 +213,115 @@ def _check_pests(text: str, pest_spans: list[Span], facts: Facts, policy: Catalo
         correct = {normalize(n) for n in pest.names(misspellings=False)}
         if normalize(said) in {normalize(m) for m in pest.misspellings} - correct:
             out.append(Finding("misspelled_pest", f"'{said}' is a misspelling of {pest.name}", s.start, s.end, "warning", said, [pest.name]))
+    return out
+
+
+_PRESENCE_RE = re.compile(r"\b(?:found|present|presence|detected|observed|infested|infesting|infestations?|seen|active)\b", re.I)
+_ZERO_RE = re.compile(r"(?<![\w.])0(?![\w.])")
+
+
+def _check_presence(text: str, pest_spans: list[Span], facts: Facts) -> list[Finding]:
+    """A pest the sighting scouted for and found none of (0 infested, 0 counted) must not be reported as
+    present: "spotted lanternfly adults were found on the trunks" after "0 of 40 vines" is a false alarm."""
+    zero = {o.name for o in facts.obs if o.name not in {p.name for p in facts.obs if _found(p.raw)}}
+    if not zero:
+        return []
+    out: list[Finding] = []
+    for s in pest_spans:
+        name = _resolve(text[s.start : s.end])
+        if name not in zero:
+            continue
+        a = max(text.rfind(ch, 0, s.start) for ch in ".;:\n") + 1
+        a += len(text[a:s.start]) - len(text[a:s.start].lstrip())
+        m = re.compile(r"[;\n]|(?<!\d)\.(?!\d)").search(text, s.end)
+        b = m.start() if m else len(text)
+        clause = text[a:b]
+        if _NEGATION_RE.search(clause) or _ZERO_RE.search(clause) or not _PRESENCE_RE.search(clause):
+            continue
+        out.append(Finding("wrong_presence", f"the report says {name} is present; the sighting scouted for it and found none",
+                           a, b, "error", clause.strip(), ["none found"]))
+    return out
+
+
+def _found(o: dict) -> bool:
+    """Did this observation find the pest? (no figures at all: a sighting of it, as the schema reads it)"""
+    return bool(o.get("infested") or o.get("count")) or ("infested" not in o and "count" not in o)
+
+
+# Words that end the name of a pest or disease. A name ending in one that the catalog does not know and
+# the note does not use ("grape cicada", "codling moth", "sour rot") is a pest the report made up.
+_PEST_HEADS = (
+    "moth", "beetle", "mite", "aphid", "cicada", "rot", "mildew", "blight", "weevil", "worm", "borer", "fly",
+    "flies", "wasp", "thrips", "hopper", "sharpshooter", "bug", "caterpillar", "psyllid", "whitefly",
+    "nematode", "leafroller", "roller", "sawfly", "midge", "earwig", "canker", "scale insect", "drosophila",
+    "gallmaker", "chafer", "mould", "mold", "anthracnose",
+)
+_HEAD_RE = re.compile(r"\b[A-Za-z-]*(?:" + "|".join(sorted(_PEST_HEADS, key=len, reverse=True)) + r")(?:e?s)?\b", re.I)
+_MODIFIER_RE = re.compile(r"([A-Za-z][A-Za-z-]*)[ \t]+$")
+_NOT_MODIFIERS = frozenset(
+    "a an the any no of and or for with these this that those some more other adult adults larva larvae larval "
+    "nymph nymphs egg eggs few many all new first second next its their on in at to by from is are was were be "
+    "been per each low high moderate severe possible potential active early late damaged infested signs sign "
+    "block row rows fruit found saw seen check checked counted watch scout scouted look looked about against "
+    "kill kills target targets".split()
+)
+_GENERIC_HEADS = frozenset(GENERIC_TERMS) | {"rot", "mold", "mould", "fly", "flie", "bug", "worm", "insect", "pest"}
+_CROPS_PATH = Path(__file__).with_name("crop_names.json")
+
+
+def _crop_names() -> list[str]:
+    data = read_json_file(_CROPS_PATH, ValueError)
+    return [str(n) for key in ("grape_varieties", "other_crops") for n in data.get(key, [])]
+
+
+_CROP_RE = re.compile(r"\b(?:" + "|".join(re.escape(n) for n in sorted(_crop_names(), key=len, reverse=True))
+                      + r")(?:e?s)?\b", re.I)
+
+
+def _check_unknown_names(text: str, spans: list[Span], facts: Facts) -> list[Finding]:
+    """Pests and crops named that are in neither the note nor the catalog (issue 13, point 5)."""
+    covered = [(s.start, s.end) for s in spans if s.kind == "pest"]
+    note_text = normalize(" ".join([str(facts.note.get(k) or "") for k in ("variety", "notes", "weather", "block")]
+                                   + [str(o.raw.get("pest") or "") for o in facts.obs]))
+    note_words = f" {note_text} "
+    out: list[Finding] = []
+    for m in _HEAD_RE.finditer(text):
+        cover = next(((a, b) for a, b in covered if a <= m.start() < b or a < m.end() <= b), None)
+        if cover is not None and singular(normalize(text[cover[0]:cover[1]])) not in _GENERIC_HEADS:
+            continue  # a catalog pest, or one the note itself names
+        if _BENEFICIAL_RE.search(text[max(0, m.start() - 20) : m.start()]):
+            continue
+        start, words = m.start(), []
+        for _ in range(2):  # up to two words before the head ("grape cicada", "glassy-winged sharpshooter")
+            w = _MODIFIER_RE.search(text, 0, start)
+            low = w.group(1).lower() if w else ""
+            # a verb is not part of a pest's name ("spot-treat mites", "monitor mites")
+            if not w or low in _NOT_MODIFIERS or any(stem in low for stem in ACTION_STEMS):
+                break
+            words.insert(0, w.group(1))
+            start = w.start(1)
+        head = m.group(0)
+        if not words and (cover is not None or singular(normalize(head)) in _GENERIC_HEADS):
+            continue  # a bare generic word ("the moth"): the span check judges those
+        name = " ".join(words + [head])
+        if lookup(name) is not None or any(lookup(" ".join(words[i:] + [head])) for i in range(len(words))):
+            continue
+        if f" {normalize(name)} " in note_words or f" {singular(normalize(name))}" in note_words:
+            continue  # the scout's own word for it
+        clause_start = max(text.rfind(ch, 0, start) for ch in ".;:\n,")
+        negated = bool(_NEGATION_RE.search(text[clause_start + 1 : start]))
+        out.append(Finding("unknown_pest", f"'{name}' is not in the pest catalog or the sighting",
+                           start, m.end(), "warning" if negated else "error", name, sorted({o.name for o in facts.obs})))
+    for m in _CROP_RE.finditer(text):
+        if any(a <= m.start() < b for a, b in covered):
+            continue  # part of a pest's name ("potato leafhopper")
+        said = m.group(0)
+        key = normalize(said)
+        if f" {key} " in note_words or f" {singular(key)} " in note_words or key in note_text:
+            continue
+        out.append(Finding("unobserved_crop", f"'{said}' is not the crop or variety of this sighting"
+                           + (f" ({facts.note['variety']})" if facts.note.get("variety") else ""),
+                           m.start(), m.end(), "error", said, [str(facts.note.get("variety") or "")]))
     return out
 
 

@@ -10,7 +10,12 @@ A field note is the JSON shape shared by ``edgespec generate --notes``,
      "weather": "22C, dry", "notes": "damage on the wood edge"}
 
 Observation fields: pest, life_stage, unit, sampled (required); infested, count,
-severity_pct, defoliation_pct (optional, numbers). An optional ``risk_class``
+severity_pct, defoliation_pct (optional, numbers). ``"observations": []`` is a
+walk where nothing was found (the key itself is required: an empty list says
+"looked, found nothing", a missing key says nothing); an observation with 0
+infested or 0 counted records what was scouted for ("scouted for X: 0 of N").
+``rows`` is free text ("12-18", "W1-W22", "3, 5-7"), but a numeric range written
+backwards ("20-5") is refused, since it is almost always a typo. An optional ``risk_class``
 (low, intermediate, high) picks the threshold that applies where the pest
 catalog has one per block risk class. Validation raises
 FieldNoteError naming the field, so a form or an import can point at it.
@@ -20,6 +25,7 @@ The report prompt built from a note is ``vineyard.prompt``.
 from __future__ import annotations
 
 import datetime as _dt
+import re
 from pathlib import Path
 from typing import Any
 
@@ -55,16 +61,45 @@ def risk_class(value: Any, where: str = "risk_class") -> str:
     return risk
 
 
-def validate(note: Any) -> dict:
-    """Return a normalised copy of ``note`` or raise FieldNoteError naming the bad field."""
+_RANGE_RE = re.compile(r"([A-Za-z]*)\s*(\d+)\s*(?:-|\u2013|to)\s*([A-Za-z]*)\s*(\d+)")
+
+
+def rows_error(rows: str) -> str | None:
+    """Why ``rows`` is not a usable rows field, or None: a numeric range must run upwards ("5-20", not "20-5")."""
+    for part in re.split(r"\s*[,;]\s*", str(rows)):
+        m = _RANGE_RE.fullmatch(part.strip())
+        if m and m.group(1).lower() == m.group(3).lower() and int(m.group(2)) > int(m.group(4)):
+            a, b = m.group(1) + m.group(2), m.group(3) + m.group(4)
+            return f"{part.strip()!r} runs backwards; write {b}-{a}"
+    return None
+
+
+def nothing_found(note: dict) -> bool:
+    """A walk where no pest was found: no observations, or only ones with 0 infested / 0 counted."""
+    obs = note.get("observations") or []
+    return all(("infested" in o or "count" in o) and not o.get("infested") and not o.get("count") for o in obs)
+
+
+def validate(note: Any, *, check_rows: bool = True) -> dict:
+    """Return a normalised copy of ``note`` or raise FieldNoteError naming the bad field.
+
+    ``check_rows=False`` skips the backwards-range rule (``rows_error``): the sync server accepts
+    sightings an older app finalized before the rule existed, rather than leaving them stuck."""
     if not isinstance(note, dict):
         raise FieldNoteError(f"a field note is a JSON object, got {type(note).__name__}")
     for key in REQUIRED:
-        if key not in note or note[key] in (None, "", []):
+        # [] is a value for observations (a nothing-found walk), not a missing field
+        if key not in note or note[key] is None or (key != "observations" and note[key] in ("", [])):
             raise FieldNoteError(f"{key}: required")
     out: dict[str, Any] = {}
     for key in ("block", "rows"):
         out[key] = str(note[key]).strip()
+        if not out[key]:
+            raise FieldNoteError(f"{key}: required")
+    if check_rows:
+        problem = rows_error(out["rows"])
+        if problem:
+            raise FieldNoteError(f"rows: {problem}")
     try:
         _dt.date.fromisoformat(str(note["date"]))
     except ValueError:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as _dt
 import difflib
 import re
+import unicodedata
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -269,8 +270,9 @@ _IRREGULAR_SINGULARS = {v: k for k, v in _IRREGULAR_PLURALS.items()}
 
 
 def normalize(text: str) -> str:
-    """Lower case, hyphens/underscores as spaces, punctuation dropped, spaces collapsed."""
-    t = text.lower().replace("-", " ").replace("_", " ").replace("\u2011", " ")
+    """NFKC (full-width letters as plain ones), lower case, hyphens/underscores as spaces, punctuation
+    dropped, spaces collapsed."""
+    t = unicodedata.normalize("NFKC", text).lower().replace("-", " ").replace("_", " ").replace("\u2011", " ")
     t = re.sub(r"[^\w\s]", " ", t)
     return re.sub(r"\s+", " ", t).strip()
 
@@ -361,6 +363,81 @@ def lookup_member(name: Any) -> tuple[Pest, str | None] | None:
         if cand in _MEMBER_INDEX and _MEMBER_INDEX[cand][0] == pest.name:
             return pest, _MEMBER_INDEX[cand][1]
     return pest, None
+
+
+@dataclass(frozen=True)
+class PestName:
+    """A pest name as a scout typed it, checked against the catalog.
+
+    ``status``: "catalog" (the entry's name or one of its species), "synonym" (another name the
+    catalog lists), "misspelling" (a listed or near misspelling) or "unknown". ``suggestion`` is the
+    catalog name to offer instead: the entry's name for a synonym or misspelling, the nearest
+    catalog name (if any is near) for an unknown one.
+    """
+
+    typed: str
+    status: str
+    pest: Pest | None = None
+    suggestion: str | None = None
+
+    @property
+    def in_catalog(self) -> bool:
+        return self.pest is not None
+
+    def describe(self) -> str:
+        """One line for the form: what the catalog makes of the name."""
+        if self.status == "catalog":
+            return f"catalog: {self.pest.name}" if self.pest and normalize(self.typed) != normalize(self.pest.name) else "in the catalog"
+        if self.status in ("synonym", "misspelling"):
+            return f"{self.status} of {self.suggestion} (the catalog name)"
+        near = f"; nearest catalog name: {self.suggestion}" if self.suggestion else ""
+        return f"not in the pest catalog{near}"
+
+
+# How near an unknown name must be to a catalog name to be offered as "nearest" (difflib ratio): measured
+# on the held-out names, 0.7 offers "spider mites" for "Pacific spider mite" and nothing for "grape cicada".
+NEAR_CUTOFF = 0.7
+
+
+def check_name(typed: Any) -> PestName:
+    """What the catalog makes of a pest name as typed (``PestName``); never raises on odd input."""
+    text = str(typed or "").strip()
+    key = normalize(text)
+    if not key:
+        return PestName(text, "unknown")
+    res = lookup_member(text)
+    if res is not None:
+        pest, member = res
+        forms = {v for n in [pest.name] + ([member] if member else []) for v in number_variants(normalize(n))}
+        if key in forms:
+            return PestName(text, "catalog", pest)
+        listed = {v for m in pest.misspellings for v in number_variants(normalize(m))}
+        official = {v for n in pest.names(misspellings=False) + [pest.scientific_name] if n for v in number_variants(normalize(n))}
+        if key in official and key not in listed:
+            return PestName(text, "synonym", pest, pest.name)
+        return PestName(text, "misspelling", pest, pest.name)
+    # short keys are abbreviations ("PLH"): comparing letters with them suggests nonsense
+    candidates = [k for k in _INDEX if len(k) >= 5]
+    near = difflib.get_close_matches(key, candidates, n=1, cutoff=NEAR_CUTOFF)
+    return PestName(text, "unknown", None, PEST_CATALOG[_INDEX[near[0]]].name if near else None)
+
+
+def canonical_name(name: Any) -> str | None:
+    """The catalog entry's name for ``name`` (synonyms, misspellings, plurals), else None: what a pest filter compares."""
+    p = lookup(name) if isinstance(name, str) else None
+    return p.name if p else None
+
+
+def filter_matches(typed: str, name: Any) -> bool:
+    """The pest filter's rule (fieldlog's store runs the same in SQL): ``typed`` is part of ``name`` or of
+    its catalog name, any case and width, or both are the same catalog entry ("GBM", "berry moht")."""
+    q = unicodedata.normalize("NFKC", str(typed or "")).strip().lower()
+    if not q or not isinstance(name, str):
+        return False
+    canon = canonical_name(name)
+    if q in unicodedata.normalize("NFKC", name).lower() or (canon and q in canon.lower()):
+        return True
+    return canon is not None and canon == canonical_name(q)
 
 
 def all_names(*, misspellings: bool = False) -> list[str]:

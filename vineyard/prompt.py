@@ -45,7 +45,8 @@ def note_text(note: dict) -> str:
     if note.get("risk_class"):
         lines.append(f"Block risk class: {note['risk_class']}")
     lines.append("Observations:")
-    lines += [f"- {describe_observation(o)}" for o in note["observations"]]
+    # a nothing-found walk says so, in the words the schema's data line uses
+    lines += [f"- {describe_observation(o)}" for o in note["observations"]] or ["- nothing found"]
     if note.get("weather"):
         lines.append(f"Weather: {note['weather']}")
     if note.get("notes"):

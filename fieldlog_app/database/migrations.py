@@ -11,6 +11,9 @@ v2  outbox (sync queue, backfilled from what v1 finalized), FTS5 search with
     triggers (sightings.pests column added for it), immutability triggers
 v3  sightings.risk_class (the block's pest-risk class, vineyard.fieldnote.RISK_CLASSES),
     NULL for every existing row; the immutability trigger covers it
+v4  report review: reports.version, replaces, review_status (generated, edited, approved,
+    flagged), reviewed_by, reviewed_at, review_note; every existing report is version 1, generated;
+    sightings.pests (the search column) recomputed with catalog names and NFKC folding
 
 The file says whose it is: SQLite's header ``application_id`` is APPLICATION_ID
 and ``user_version`` the schema version (both kept by ``migrate``).
@@ -178,6 +181,20 @@ WHEN OLD.status <> 'draft' AND (
 BEGIN SELECT RAISE(ABORT, 'fieldlog: a finalized sighting is immutable; revise it instead'); END;
 """
 
+# A report a person reviews gets new versions, as a sighting does: the version row replaces the one before
+# (one successor each), and says its review status, who and when. Existing reports are version 1,
+# "generated"; their payloads and hashes are unchanged (report_payload leaves the defaults out).
+V4_REPORT_REVIEW_SQL = """
+ALTER TABLE reports ADD COLUMN version INTEGER NOT NULL DEFAULT 1 CHECK (version >= 1);
+ALTER TABLE reports ADD COLUMN replaces TEXT REFERENCES reports(id);
+ALTER TABLE reports ADD COLUMN review_status TEXT NOT NULL DEFAULT 'generated'
+    CHECK (review_status IN ('generated', 'edited', 'approved', 'flagged'));
+ALTER TABLE reports ADD COLUMN reviewed_by TEXT;
+ALTER TABLE reports ADD COLUMN reviewed_at TEXT;
+ALTER TABLE reports ADD COLUMN review_note TEXT;
+CREATE UNIQUE INDEX idx_reports_replaces ON reports(replaces) WHERE replaces IS NOT NULL;
+"""
+
 APPLICATION_ID = 0x464C4F47  # "FLOG" in SQLite's header (offset 68)
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -237,11 +254,31 @@ def _m003_risk_class(db: sqlite_utils.Database) -> None:
     db.executescript(V3_RISK_CLASS_SQL)
 
 
+def _m004_report_review(db: sqlite_utils.Database) -> None:
+    db.executescript(V4_REPORT_REVIEW_SQL)
+    # The search column of every sighting again, now with the catalog's name beside a misspelling
+    # ("berry moht (grape berry moth)") and NFKC-folded, so a search for "moth" finds what was logged
+    # before. ``pests`` is the store's index, in no payload or hash; the immutability trigger is lifted
+    # for this one UPDATE and put back unchanged (the same statement v3 created), in this transaction.
+    from .validation import pests_text
+
+    trigger = V3_RISK_CLASS_SQL.split("DROP TRIGGER sightings_immutable;", 1)[1]
+    db.conn.execute("DROP TRIGGER sightings_immutable")
+    obs_by_sighting: dict[str, list[dict]] = {}
+    for o in _rows(db, "SELECT * FROM observations ORDER BY sighting_id, idx"):
+        obs_by_sighting.setdefault(o["sighting_id"], []).append(o)
+    for sid, obs in obs_by_sighting.items():
+        db.conn.execute("UPDATE sightings SET pests = ? WHERE id = ? AND pests IS NOT ?",
+                        (pests_text(obs) or None, sid, pests_text(obs) or None))
+    db.executescript(trigger)
+
+
 Migration = tuple[int, str, Callable[[sqlite_utils.Database], None]]
 MIGRATIONS: list[Migration] = [
     (1, "base tables: sightings, observations, reports, audit_log", _m001_base),
     (2, "outbox, full-text search, immutability triggers", _m002_outbox_fts),
     (3, "sightings.risk_class", _m003_risk_class),
+    (4, "report review: versions, status, who and when", _m004_report_review),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -125,7 +125,9 @@ class Outbox:
             {
                 "item_id": payload["id"],
                 "kind": kind,
-                "replaces": payload.get("replaces"),
+                # a report version names the version it replaces inside its payload; as an item it replaces
+                # nothing (the office keeps every report version as a report of its own)
+                "replaces": payload.get("replaces") if kind == "sighting" else None,
                 "payload": canonical_json(payload),
                 "sha256": payload_sha256(payload),
                 "state": "queued",

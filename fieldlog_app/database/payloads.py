@@ -53,8 +53,22 @@ def sighting_payload(sighting: dict) -> dict:
     return out
 
 
+# A reviewed version also carries these. A report as generated leaves them out, so its payload (and hash)
+# is what it was before reviews existed, and an office server that predates them still takes it.
+REVIEW_FIELDS = ("version", "replaces", "review_status", "reviewed_by", "reviewed_at", "review_note")
+
+
+def is_reviewed(report: dict) -> bool:
+    return (report.get("review_status") or "generated") != "generated" or int(report.get("version") or 1) > 1
+
+
 def report_payload(report: dict) -> dict:
-    """The uploaded report: every stored field (JSON columns decoded) plus ``clean``."""
+    """The uploaded report: every stored field (JSON columns decoded) plus ``clean``; a reviewed
+    version adds its version, the version it replaces, review status, who, when and why."""
     out = {key: report.get(key) for key in REPORT_FIELDS}
     out["clean"] = not report.get("findings")
+    if is_reviewed(report):
+        for key in REVIEW_FIELDS:
+            out[key] = report.get(key)
+        out["version"] = int(out["version"] or 1)
     return out

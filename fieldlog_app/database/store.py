@@ -58,12 +58,17 @@ from .migrations import (
 )
 from .outbox import Outbox
 from .payloads import note_of, report_payload, sighting_payload
+from vineyard import FieldNoteError, fieldnote, review
+from vineyard.pests import canonical_name, check_name
+
 from .validation import (
     GEO_FIELDS,
     OBS_FIELDS,
     STORE_FIELDS,
     TEXT_FIELDS,
     check_uuid,
+    fold,
+    validate_text_field,
     pests_text,
     validate_draft,
     validate_final,
@@ -71,6 +76,8 @@ from .validation import (
 
 SIGHTING_STATUSES = ("draft", "finalized", "superseded")
 REPORT_STATUSES = ("complete", "cancelled", "failed")
+REVIEW_STATUSES = review.REVIEW_STATUSES
+MAX_REPORT_TEXT = 200_000  # the sync protocol's limit: a longer report could never reach the office
 REPORT_JSON = ("model_pair", "policy", "stats", "provenance", "spans", "findings")
 CONTENT_COLUMNS = TEXT_FIELDS + GEO_FIELDS
 
@@ -83,6 +90,9 @@ class ImportResult:
     errors: list[tuple[int, str]] = field(default_factory=list)
     skipped: int = 0  # lines whose note is already in the log (re-importing a file is harmless)
     ids: list[str] = field(default_factory=list)
+    # (line number, message) for pest names the catalog knows under another name or not at all: imported
+    # as written (a file is the scout's record), but said, so a misspelling can be revised
+    warnings: list[tuple[int, str]] = field(default_factory=list)
 
 
 def _like_escape(s: str) -> str:
@@ -93,11 +103,12 @@ def fts_query(text: str) -> str | None:
     """A user's words as a safe FTS5 query: every word must match, as a prefix.
 
     Quoting each token means punctuation and words like NOT/OR are plain text,
-    so no user input can raise an FTS syntax error.
+    so no user input can raise an FTS syntax error. The query is NFKC-folded first, so
+    full-width letters typed on an East Asian keyboard ("ｍｏｔｈ") search as "moth".
     """
     import re
 
-    tokens = re.findall(r"\w+", text or "")
+    tokens = re.findall(r"\w+", fold(text or ""))
     if not tokens:
         return None
     return " ".join('"' + t.replace('"', '""') + '"*' for t in tokens)
@@ -138,6 +149,9 @@ class Store:
                 conn = sqlite3.connect(self.path, timeout=timeout, check_same_thread=False)
         except sqlite3.Error as e:
             raise StoreError(f"cannot open {self.path}: {e}") from None
+        # the pest filter matches by catalog entry too ("GBM" finds "berry moht"): SQL asks vineyard's lookup
+        conn.create_function("fieldlog_pest", 1, canonical_name, deterministic=True)
+        conn.create_function("fieldlog_fold", 1, lambda t: fold(t) if isinstance(t, str) else t, deterministic=True)
         try:
             self.db = sqlite_utils.Database(conn)
             if readonly:
@@ -310,7 +324,7 @@ class Store:
         # Reports generated while this was a draft go out now, after the sighting,
         # but only those written from exactly the content being finalized.
         for r in self._rows(
-            "SELECT * FROM reports WHERE sighting_id = ? AND status = 'complete' AND sighting_sha256 = ? ORDER BY created_at",
+            "SELECT * FROM reports WHERE sighting_id = ? AND status = 'complete' AND sighting_sha256 = ? ORDER BY created_at, rowid",
             (sid, content_sha),
         ):
             self.outbox.enqueue("report", report_payload(self._decode_report(r)), now)
@@ -358,7 +372,7 @@ class Store:
                 raise StateError(f"sighting {sid} was superseded by a newer version")
             now = utc_now()
             payload = self._finalize_in_tx(sid, now)
-            self._audit("sighting", sid, "finalize", {"sha256": payload_sha256(payload)}, now)
+            self._audit("sighting", sid, "finalize", {"sha256": payload_sha256(payload), **_unknown_pests(payload)}, now)
         return sid
 
     @guarded
@@ -397,7 +411,8 @@ class Store:
             self._audit("sighting", sid, "supersede", {"by": new_id}, now)
             self._audit(
                 "sighting", new_id, "revise",
-                {"replaces": sid, "version": payload["version"], "changed": changed, "sha256": payload_sha256(payload)},
+                {"replaces": sid, "version": payload["version"], "changed": changed, "sha256": payload_sha256(payload),
+                 **_unknown_pests(payload)},
                 now,
             )
         return new_id
@@ -480,6 +495,19 @@ class Store:
         return rows[0]["id"]
 
     @guarded
+    def find_report_id(self, prefix: str) -> str:
+        """A report id from a full id or a unique prefix (>= 4 characters), as for sightings."""
+        prefix = (prefix or "").strip().lower()
+        if len(prefix) < 4:
+            raise ValidationError("report id: give at least 4 characters")
+        rows = self._rows("SELECT id FROM reports WHERE id LIKE ? ESCAPE '\\' LIMIT 2", (_like_escape(prefix) + "%",))
+        if not rows:
+            raise NotFoundError(f"no report with id {prefix}")
+        if len(rows) > 1:
+            raise ValidationError(f"report id: {prefix!r} matches more than one report; give more characters")
+        return rows[0]["id"]
+
+    @guarded
     def list_sightings(
         self,
         *,
@@ -534,10 +562,16 @@ class Store:
             where.append("s.block = ? COLLATE NOCASE")
             params.append(str(block).strip())
         if pest:
+            # part of the name as typed or of its catalog name, any case ("mildew" finds both mildews,
+            # "moth" finds "berry moht"), or the same catalog entry ("GBM" finds "berry moht")
+            typed = fold(str(pest)).strip()
             where.append(
-                "EXISTS (SELECT 1 FROM observations o WHERE o.sighting_id = s.id AND o.pest LIKE ? ESCAPE '\\')"
+                "EXISTS (SELECT 1 FROM observations o WHERE o.sighting_id = s.id AND (fieldlog_fold(o.pest) LIKE ? ESCAPE '\\'"
+                " OR fieldlog_pest(o.pest) LIKE ? ESCAPE '\\' OR (? IS NOT NULL AND fieldlog_pest(o.pest) = ?)))"
             )
-            params.append("%" + _like_escape(str(pest).strip()) + "%")
+            canon = canonical_name(typed)
+            like = "%" + _like_escape(typed) + "%"
+            params += [like, like, canon, canon]
         for name, value, op in (("date_from", date_from, ">="), ("date_to", date_to, "<=")):
             if value:
                 try:
@@ -646,6 +680,105 @@ class Store:
         return rid
 
     @guarded
+    def review_report(self, id: str, action: str, *, by: str, text: str | None = None, note: str | None = None) -> str:
+        """A person's review of a report, as a new version of it (reports are immutable); returns its id.
+
+        ``action``: ``"edit"`` (``text`` is the corrected report: the characters typed get provenance
+        ``person``, the rest keep their tokens', and the span audit and fact check run again on the
+        new text), ``"approve"`` or ``"flag"`` (``note`` says why); approving or flagging may carry a
+        corrected ``text`` too. ``by`` names who. Only the latest version of a complete report can
+        be reviewed. The new version is queued for the office like any report (its payload carries
+        version, replaces, review_status, reviewed_by, reviewed_at, review_note).
+        """
+        if action not in ("edit", "approve", "flag"):
+            raise ValidationError(f"action: {action!r} is not one of edit, approve, flag")
+        who = validate_text_field(by, "reviewed_by", 200)
+        if who is None:
+            raise ValidationError("reviewed_by: required (who reviewed the report)")
+        why = validate_text_field(note, "review_note", 2000)
+        if text is not None and not isinstance(text, str):
+            raise ValidationError(f"text: expected text, got {type(text).__name__}")
+        if action == "edit" and (text is None or not text.strip()):
+            raise ValidationError("text: required (the corrected report)")
+        if text is not None and len(text) > MAX_REPORT_TEXT:
+            raise ValidationError(f"text: too long ({len(text)} characters, max {MAX_REPORT_TEXT})")
+        with self.transaction():
+            old = self.get_report(id)
+            rid = old["id"]
+            if old["status"] != "complete":
+                raise StateError(f"report {rid} is {old['status']}; only a complete report can be reviewed")
+            nxt = self._one("SELECT id FROM reports WHERE replaces = ?", (rid,))
+            if nxt is not None:
+                raise StateError(f"report {rid} was already reviewed; review the latest version {self._latest_report_version(rid)}")
+            row = self._require(old["sighting_id"])
+            new_text = old["text"] if text is None else text
+            edited = new_text != old["text"]
+            if action == "edit" and not edited:
+                raise ValidationError("text: unchanged; approve or flag the report instead")
+            values = {k: old.get(k) for k in REPORT_JSON}
+            if edited:
+                values["provenance"] = review.edit_provenance(old["text"], old.get("provenance"), new_text)
+                sighting = note_of(self._present(row, self._observations([row["id"]])[row["id"]]))
+                try:
+                    checked = review.recheck(new_text, fieldnote.validate(sighting, check_rows=False), values["provenance"])
+                except FieldNoteError as e:
+                    raise StateError(f"the sighting of this report is not a complete field note ({e})") from None
+                values.update(checked)
+            status = {"edit": "edited", "approve": "approved", "flag": "flagged"}[action]
+            now = utc_now()
+            new_id = str(uuid.uuid4())
+            report = {
+                "id": new_id, "sighting_id": old["sighting_id"], "created_at": now, "status": "complete",
+                "text": new_text, **values, "sighting_sha256": old["sighting_sha256"],
+                "version": int(old.get("version") or 1) + 1, "replaces": rid, "review_status": status,
+                "reviewed_by": who, "reviewed_at": now, "review_note": why,
+            }
+            payload = report_payload(report)
+            self.db["reports"].insert({
+                **{k: report[k] for k in ("id", "sighting_id", "created_at", "status", "text", "sighting_sha256",
+                                          "version", "replaces", "review_status", "reviewed_by", "reviewed_at",
+                                          "review_note")},
+                **{k: canonical_json(values[k]) if values[k] is not None else None for k in REPORT_JSON},
+                "clean": payload["clean"],
+                "payload_sha256": payload_sha256(payload),
+            })
+            if row["status"] != "draft":
+                self.outbox.enqueue("report", payload, now)
+            self._audit("report", new_id, "review", {
+                "action": action, "by": who, "replaces": rid, "version": report["version"], "edited": edited,
+                "findings": len(values.get("findings") or []), "note": why,
+            }, now)
+        return new_id
+
+    def _latest_report_version(self, rid: str) -> str:
+        seen = {rid}
+        while True:
+            nxt = self._one("SELECT id FROM reports WHERE replaces = ?", (rid,))
+            if nxt is None or nxt["id"] in seen:
+                return rid
+            rid = nxt["id"]
+            seen.add(rid)
+
+    @guarded
+    def report_versions(self, id: str) -> list[dict]:
+        """Every version of the report ``id`` belongs to, oldest first (its review history), in full."""
+        first = self.get_report(id)
+        seen = {first["id"]}
+        while first.get("replaces") and first["replaces"] not in seen:
+            prev = self._one("SELECT * FROM reports WHERE id = ?", (first["replaces"],))
+            if prev is None:
+                break
+            seen.add(prev["id"])
+            first = self._decode_report(prev)
+        chain = [first]
+        while True:
+            nxt = self._one("SELECT * FROM reports WHERE replaces = ?", (chain[-1]["id"],))
+            if nxt is None or nxt["id"] in {c["id"] for c in chain}:
+                break
+            chain.append(self._decode_report(nxt))
+        return chain
+
+    @guarded
     def get_report(self, id: str) -> dict:
         rid = check_uuid(id, "report id")
         r = self._one("SELECT * FROM reports WHERE id = ?", (rid,))
@@ -710,6 +843,8 @@ class Store:
             return []
         a, b = self.SNIPPET_MARKS
         hide = "" if include_superseded else "AND s.status <> 'superseded'"
+        # a report a person has reviewed since is history too: search shows its latest version
+        hide_reviewed = "" if include_superseded else "AND NOT EXISTS (SELECT 1 FROM reports n WHERE n.replaces = r.id)"
         sightings = self._rows(
             f"""SELECT 'sighting' AS kind, s.id AS id, s.id AS sighting_id,
                        snippet(sightings_fts, -1, ?, ?, '…', 12) AS snippet, bm25(sightings_fts) AS rank,
@@ -724,7 +859,7 @@ class Store:
                        s.block AS block, s.date AS date, s.status AS status
                 FROM reports_fts JOIN reports r ON r.rowid = reports_fts.rowid
                 JOIN sightings s ON s.id = r.sighting_id
-                WHERE reports_fts MATCH ? {hide} ORDER BY rank LIMIT ?""",
+                WHERE reports_fts MATCH ? {hide} {hide_reviewed} ORDER BY rank LIMIT ?""",
             (a, b, q, limit),
         )
         return sorted(sightings + reports, key=lambda r: r["rank"])[:limit]
@@ -826,7 +961,8 @@ class Store:
                         payload = self._finalize_in_tx(sid, now)
                         self._audit(
                             "sighting", sid, "import",
-                            {"source": str(p), "line": line_no, "sha256": payload_sha256(payload)}, now,
+                            {"source": str(p), "line": line_no, "sha256": payload_sha256(payload),
+                             **_unknown_pests(payload)}, now,
                         )
                 except (StoreError, ValueError, OverflowError, sqlite3.DatabaseError) as e:
                     result.errors.append((line_no, f"not stored: {e}"))
@@ -834,6 +970,10 @@ class Store:
                 seen.add(content_sha)
                 result.imported += 1
                 result.ids.append(sid)
+                for i, o in enumerate(norm["observations"]):
+                    c = check_name(o.get("pest"))
+                    if c.status != "catalog":
+                        result.warnings.append((line_no, f"observations[{i}].pest: {c.typed!r}: {c.describe()}"))
         return result
 
     # ------------------------------------------------------------------ audit / outbox / maintenance
@@ -883,6 +1023,13 @@ class Store:
         with self.transaction():
             self.db["sightings"].rebuild_fts()
             self.db["reports"].rebuild_fts()
+
+
+def _unknown_pests(payload: dict) -> dict:
+    """{"unknown_pests": [...]} for the audit entry of a version naming pests the catalog does not know
+    (the form has the scout confirm them; the log keeps that they were), else {}."""
+    names = sorted({o["pest"] for o in payload.get("observations") or [] if o.get("pest") and not canonical_name(o["pest"])})
+    return {"unknown_pests": names} if names else {}
 
 
 def _changed_fields(old: dict, new: dict) -> dict:

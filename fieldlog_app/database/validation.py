@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import unicodedata
 import uuid
 from typing import Any
 
 from vineyard import FieldNoteError, fieldnote
 from vineyard.fieldnote import parse_number  # the same number checks as the field note
+from vineyard.pests import canonical_name
 
 from .errors import ValidationError
 
@@ -58,6 +60,11 @@ def _text(value: Any, where: str, max_len: int) -> str | None:
     if len(s) > max_len:
         raise ValidationError(f"{where}: too long ({len(s)} characters, max {max_len})")
     return s or None
+
+
+def validate_text_field(value: Any, where: str, max_len: int) -> str | None:
+    """A free-text value as the store keeps it (stripped; None when empty); ValidationError naming ``where``."""
+    return _text(value, where, max_len)
 
 
 def _number(value: Any, where: str, **kw) -> float | int | None:
@@ -158,11 +165,23 @@ def validate_final(sighting: Any) -> dict:
     return norm
 
 
+def fold(text: str) -> str:
+    """NFKC: full-width letters and digits as plain ones ("ｍｏｔｈ" → "moth"), for search and filters."""
+    return unicodedata.normalize("NFKC", text)
+
+
 def pests_text(observations: list[dict]) -> str:
-    """Pest names and life stages as one searchable string (FTS indexes one table's columns)."""
+    """Pest names and life stages as one searchable string (FTS indexes one table's columns).
+
+    NFKC-folded, and a name the catalog knows under another spelling carries the catalog's
+    name too ("berry moht (grape berry moth) larva"), so a search for "moth" finds it."""
     parts = []
     for o in observations:
-        words = " ".join(p for p in (o.get("pest"), o.get("life_stage")) if p)
+        pest = o.get("pest")
+        canon = canonical_name(pest) if pest else None
+        if pest and canon and canon.lower() != str(pest).lower():
+            pest = f"{pest} ({canon})"
+        words = " ".join(p for p in (pest, o.get("life_stage")) if p)
         if words:
-            parts.append(words)
+            parts.append(fold(words))
     return "; ".join(parts)

@@ -7,6 +7,9 @@ from typing import Any
 
 from rich.text import Text
 
+from vineyard.fieldnote import nothing_found
+from vineyard.pests import canonical_name
+
 
 def loads_maybe(value: Any, default: Any = None) -> Any:
     """Stored JSON columns may come back as text or already decoded; accept both."""
@@ -62,7 +65,12 @@ def report_badge(reports: list[dict]) -> Text:
     complete = [r for r in reports if (r.get("status") or "complete") == "complete"]
     if not complete:
         return Text(str(reports[0].get("status") or "?"), style="dim")
-    newest = max(complete, key=lambda r: str(r.get("created_at") or ""))
+    newest = max(complete, key=lambda r: (str(r.get("created_at") or ""), int(r.get("version") or 1)))
+    review = newest.get("review_status")
+    if review == "approved":  # a person checked it: that is what a manager looks for first
+        return Text("✓ approved", style="bold green")
+    if review == "flagged":
+        return Text("⚑ flagged", style="bold red")
     n = len(findings_of(newest))
     if n:
         return Text(f"⚠ {n} finding{'s' if n != 1 else ''}", style="bold yellow")
@@ -91,7 +99,10 @@ def format_span(s: Any) -> str:
         bits.append(repr(s["text"]))
     if s.get("start") is not None:
         bits.append(f"@{s.get('start')}–{s.get('end')}")
-    if "verified" in s:
+    tokens = s.get("tokens") if isinstance(s.get("tokens"), list) else []
+    if any(isinstance(t, dict) and t.get("source") == "person" for t in tokens):
+        bits.append("✎ typed by a person")  # no oracle checked it; the fact check did
+    elif "verified" in s:
         bits.append("✓ verified" if s["verified"] else "✗ NOT verified")
     skip = {"kind", "label", "type", "start", "end", "text", "verified", "tokens", "value"}
     extra = {k: v for k, v in s.items() if k not in skip and not isinstance(v, (list, dict))}
@@ -104,6 +115,19 @@ def format_number(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:g}" if abs(v) >= 0.01 or v == 0 else f"{v:.3g}"
     return str(v)
+
+
+def pests_cell(s: dict) -> str:
+    """The pests of a sighting for a table cell: a finalized walk without observations found nothing."""
+    names = pests_of(s)
+    obs = s.get("observations")
+    if names and isinstance(obs, list) and nothing_found({"observations": [{k: v for k, v in o.items() if v is not None}
+                                                                          for o in obs]}):
+        # scouted for these and found none: listing them bare would read as a find
+        return "nothing found (" + ", ".join(names) + ")"
+    if names:
+        return ", ".join(names)
+    return "nothing found" if (s.get("status") or "draft") != "draft" and not s.get("observations") else "—"
 
 
 def sighting_summary(s: dict) -> Text:
@@ -132,6 +156,11 @@ def sighting_summary(s: dict) -> Text:
         if s.get("accuracy_m") is not None:
             gps += f" ±{format_number(s['accuracy_m'])} m"
         t.append(gps)
+    if not s.get("observations") and (s.get("status") or "draft") != "draft":
+        t.append("\n • nothing found", style="green")
+    elif s.get("observations") and nothing_found({"observations": [{k: v for k, v in o.items() if v is not None}
+                                                                  for o in s["observations"]]}):
+        t.append("\n • nothing found; scouted for:", style="green")
     for o in s.get("observations") or []:
         parts = [f"{o.get('pest') or '?'} ({o.get('life_stage') or '?'})",
                  f"{format_number(o.get('sampled'))} {o.get('unit') or ''} sampled".replace("None", "?")]
@@ -144,6 +173,8 @@ def sighting_summary(s: dict) -> Text:
         if o.get("defoliation_pct") is not None:
             parts.append(f"defoliation {format_number(o['defoliation_pct'])}%")
         t.append("\n • " + ", ".join(parts))
+        if o.get("pest") and canonical_name(o["pest"]) is None:
+            t.append("  (not in the pest catalog)", style="yellow")
     if s.get("notes"):
         t.append("\n" + str(s["notes"]), style="italic")
     if s.get("replaces"):

@@ -24,8 +24,12 @@ class ConfirmScreen(ModalScreen[bool]):
         with Vertical(id="confirm-box"):
             yield Static(Text(self.question), id="confirm-question")
             with Horizontal(id="confirm-buttons"):
-                yield Button(self.yes, id="confirm-yes", variant="error", compact=True)
-                yield Button(self.no, id="confirm-no", variant="primary", compact=True)
+                # the keys are on the buttons: y is the only key that does the destructive thing, and
+                # Enter (the focused, safe button), n and Esc all keep what is there
+                yield Button(f"y  {self.yes}", id="confirm-yes", variant="error", compact=True)
+                yield Button(f"n  {self.no}", id="confirm-no", variant="primary", compact=True)
+            yield Static(Text(f"y {self.yes.lower()} · Enter, n or Esc {self.no.lower()}", style="dim"),
+                         id="confirm-keys")
 
     def on_mount(self) -> None:
         self.query_one("#confirm-no", Button).focus()

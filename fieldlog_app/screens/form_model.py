@@ -14,9 +14,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from vineyard.fieldnote import RISK_CLASSES
+from vineyard.fieldnote import RISK_CLASSES, rows_error
 from vineyard.pests import all_names
 
+# Placeholders are hints, never values a scout could take for filled in: examples say "e.g." (and the
+# stylesheet greys and slants them), formats say the format.
 # kind: text | date | time | int | float | choice. lo/hi are inclusive bounds for numbers;
 # choices are the allowed values of a choice field (shown as a Select, blank allowed).
 
@@ -35,13 +37,13 @@ class FieldSpec:
 
 
 TOP_FIELDS: tuple[FieldSpec, ...] = (
-    FieldSpec("block", "Block", required=True, placeholder="B4"),
-    FieldSpec("variety", "Variety", placeholder="Riesling"),
-    FieldSpec("rows", "Rows", required=True, placeholder="12-18"),
+    FieldSpec("block", "Block", required=True, placeholder="e.g. B4"),
+    FieldSpec("variety", "Variety", placeholder="e.g. Riesling"),
+    FieldSpec("rows", "Rows", required=True, placeholder="e.g. 12-18"),
     FieldSpec("date", "Date", kind="date", required=True, placeholder="YYYY-MM-DD"),
     FieldSpec("time", "Time", kind="time", placeholder="HH:MM"),
     FieldSpec("scout", "Scout", placeholder="name"),
-    FieldSpec("weather", "Weather", placeholder="22C, dry", max_len=500),
+    FieldSpec("weather", "Weather", placeholder="e.g. 22C, dry", max_len=500),
     FieldSpec("notes", "Notes", placeholder="what you saw", max_len=10_000),
     FieldSpec("lat", "Lat", kind="float", lo=-90, hi=90, placeholder="optional"),
     FieldSpec("lon", "Lon", kind="float", lo=-180, hi=180, placeholder="optional"),
@@ -54,9 +56,9 @@ WIDE_FIELDS = frozenset({"weather", "notes"})
 
 OBS_FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("pest", "Pest", required=True, placeholder="pest or disease"),
-    FieldSpec("life_stage", "Stage", required=True, placeholder="larva"),
-    FieldSpec("unit", "Unit", required=True, placeholder="clusters"),
-    FieldSpec("sampled", "Sampled", kind="int", required=True, lo=1, placeholder="50"),
+    FieldSpec("life_stage", "Stage", required=True, placeholder="e.g. larva"),
+    FieldSpec("unit", "Unit", required=True, placeholder="e.g. vines"),
+    FieldSpec("sampled", "Sampled", kind="int", required=True, lo=1, placeholder="≥ 1"),
     FieldSpec("infested", "Infested", kind="int", lo=0, placeholder="-"),
     FieldSpec("count", "Count", kind="int", lo=0, placeholder="-"),
     FieldSpec("severity_pct", "Sev %", kind="float", lo=0, hi=100, placeholder="-"),
@@ -93,6 +95,10 @@ def check_value(spec: FieldSpec, text: str | None) -> tuple[Any, str | None]:
     if not s:
         return None, None
     if spec.kind == "text":
+        if spec.key == "rows":
+            problem = rows_error(s)
+            if problem:
+                return None, problem
         return s, None
     if spec.kind == "choice":
         if s.lower() in spec.choices:
@@ -132,6 +138,36 @@ def check_value(spec: FieldSpec, text: str | None) -> tuple[Any, str | None]:
     return value, None
 
 
+_FILTER_DATE_RE = re.compile(r"^(\d{4})(?:-(\d{1,2})(?:-(\d{1,2}))?)?$")
+
+
+def parse_filter_date(text: str | None, *, end: bool = False) -> tuple[str | None, str | None]:
+    """A log filter's date as typed: (ISO date or None, error or None).
+
+    A filter may name a year ("2026") or a month ("2026-07") as well as a day ("2026-7-1" is
+    2026-07-01): "from" takes its first day, "to" (``end=True``) its last. Anything else is an
+    error the log screen shows, so a typo is never silently taken as "no filter".
+    """
+    s = (text or "").strip()
+    if not s:
+        return None, None
+    m = _FILTER_DATE_RE.match(s)
+    try:
+        if m is None:
+            raise ValueError
+        year, month, day = int(m.group(1)), m.group(2), m.group(3)
+        if month is None:
+            d = _dt.date(year, 12, 31) if end else _dt.date(year, 1, 1)
+        elif day is None:
+            first = _dt.date(year, int(month), 1)
+            d = (first.replace(day=28) + _dt.timedelta(days=4)).replace(day=1) - _dt.timedelta(days=1) if end else first
+        else:
+            d = _dt.date(year, int(month), int(day))
+    except ValueError:
+        return None, f"{s!r} is not a date (YYYY-MM-DD, or YYYY-MM for a month)"
+    return d.isoformat(), None
+
+
 def _range_msg(spec: FieldSpec) -> str:
     if spec.lo is not None and spec.hi is not None:
         return f"must be {_fmt_bound(spec.lo)}–{_fmt_bound(spec.hi)}"
@@ -154,7 +190,8 @@ def _row_is_empty(row: dict[str, str]) -> bool:
     return not any((row.get(f.key) or "").strip() for f in OBS_FIELDS)
 
 
-def parse_form(top: dict[str, str], observations: list[dict[str, str]], *, strict: bool) -> FormResult:
+def parse_form(top: dict[str, str], observations: list[dict[str, str]], *, strict: bool,
+               nothing_found: bool = False) -> FormResult:
     """Turn the form's raw strings into a sighting dict plus per-field errors.
 
     ``strict=False`` (save draft): typed fields must parse and be in range, but
@@ -162,6 +199,10 @@ def parse_form(top: dict[str, str], observations: list[dict[str, str]], *, stric
     ``vineyard.fieldnote.validate`` requires must be there too. Observation rows
     left completely empty are ignored in both modes, so an extra blank row
     never blocks a save.
+
+    ``nothing_found`` is the form's "Nothing found" choice: the walk may then have no
+    observation at all (``"observations": []``), and a row that is filled in records
+    what was scouted for, so it must say 0 infested or 0 counted, never more.
     """
     errors: dict[str, str] = {}
     note: dict[str, Any] = {}
@@ -193,9 +234,15 @@ def parse_form(top: dict[str, str], observations: list[dict[str, str]], *, stric
         if sampled is not None and infested is not None and infested > sampled:
             # short: it sits under a narrow number field on a handheld
             errors[f"observations[{i}].infested"] = f"must be ≤ sampled ({sampled})"
+        if nothing_found:
+            for key in ("infested", "count"):
+                if o.get(key):
+                    errors[f"observations[{i}].{key}"] = "must be 0: Nothing found is ticked"
+            if strict and o.get("infested") is None and o.get("count") is None and f"observations[{i}].infested" not in errors:
+                errors[f"observations[{i}].infested"] = "enter 0 (scouted for, none found)"
         obs_out.append(o)
-    if strict and not obs_out:
-        errors["observations"] = "add at least one observation"
+    if strict and not obs_out and not nothing_found:
+        errors["observations"] = 'enter what you found, or tick "Nothing found"'
     note["observations"] = obs_out
     return FormResult(note=note, errors=errors)
 

@@ -23,12 +23,12 @@ from textual.screen import Screen
 from textual.suggester import SuggestFromList
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
-from vineyard.pests import threshold_status
+from vineyard.pests import filter_matches, threshold_status
 from vineyard.season import BlockSeason
 
 from ..database import season as season_db
-from .common import pests_of, report_badge
-from .form_model import TOP_BY_KEY, check_value
+from .common import pests_cell, pests_of, report_badge
+from .form_model import TOP_BY_KEY, parse_filter_date
 from .messages import EditSighting, OpenReport, OpenSeason, OpenSighting
 
 STATUS_STYLE = {"draft": "yellow", "finalized": "green", "superseded": "dim"}
@@ -143,10 +143,10 @@ class LogScreen(Screen):
         problems: list[str] = []
         for key, wid in (("date_from", "#filter-from"), ("date_to", "#filter-to")):
             inp = self.query_one(wid, Input)
-            value, err = check_value(TOP_BY_KEY["date"], inp.value)
+            value, err = parse_filter_date(inp.value, end=key == "date_to")
             inp.set_class(bool(err), "-invalid")
             if err:
-                problems.append(f"{'from' if key == 'date_from' else 'to'}: {err}")
+                problems.append(f"{'from' if key == 'date_from' else 'to'}: {err}, not applied")
             elif value:
                 filters[key] = value
         block = self.query_one("#filter-block", Input).value.strip()
@@ -190,11 +190,13 @@ class LogScreen(Screen):
             except Exception:
                 pass
         info = Text(what)
-        if filters:
-            info.append("  (filtered)", style="dim")
         if problems:
-            info.append("  " + "; ".join(problems), style="bold red")
-        elif n == 0 and not query and not filters:
+            # first, where it is read: these rows are NOT narrowed by the date the user typed
+            info = Text("; ".join(problems), style="bold red")
+            info.append(f"  ·  {what}" + (" (other filters applied)" if filters else ""))
+        elif filters:
+            info.append("  (filtered)", style="dim")
+        elif n == 0 and not query:
             info = Text("No sightings yet — press n to log one.")
         pending = self._pending_sync()
         if pending:
@@ -242,7 +244,7 @@ class LogScreen(Screen):
         for s in rows:
             status = s.get("status") or "draft"
             self._blocks[f"s:{s['id']}"] = str(s.get("block") or "")
-            pests = Text(_clip(", ".join(pests_of(s)) or "—", pests_w))
+            pests = Text(_clip(pests_cell(s), pests_w))
             if self.above_threshold(s):
                 pests = Text("▲ ", style="bold red") + Text(_clip(", ".join(pests_of(s)), pests_w - 2), style="red")
             table.add_row(
@@ -308,8 +310,8 @@ class LogScreen(Screen):
             return False
         if "block" in filters and str(s.get("block") or "").lower() != filters["block"].lower():
             return False
-        # same rule as store.list_sightings: part of a pest name, any case
-        if "pest" in filters and not any(filters["pest"].lower() in p.lower() for p in pests_of(s)):
+        # same rule as store.list_sightings: part of a pest name or its catalog name, or the same catalog entry
+        if "pest" in filters and not any(filter_matches(filters["pest"], p) for p in pests_of(s)):
             return False
         return True
 

@@ -13,6 +13,28 @@ from ..widgets.gen_status import describe_pair
 from ..widgets.provenance import ProvenanceLegend, runs_from_stored, source_counts, styled_text
 from .common import findings_of, format_finding, format_number, format_span, loads_maybe, short_id
 from .messages import OpenSighting
+from .review import ReportEditScreen, ReviewAnswer, ReviewScreen
+
+REVIEW_STYLE = {"generated": "dim", "edited": "cyan", "approved": "bold green", "flagged": "bold red"}
+
+
+def review_line(report: dict, versions: list[dict]) -> Text:
+    """"v3 approved by B. Owner 2026-07-22 10:04 · v1 generated → v2 edited → v3 approved"; empty for an
+    unreviewed report with no other version."""
+    status = report.get("review_status") or "generated"
+    t = Text()
+    if status == "generated" and len(versions) <= 1:
+        return t
+    t.append(f"v{report.get('version') or 1} {status}", style=REVIEW_STYLE.get(status, ""))
+    if report.get("reviewed_by"):
+        when = str(report.get("reviewed_at") or "")[:16].replace("T", " ")
+        t.append(f" by {report['reviewed_by']}" + (f" {when}" if when else ""))
+    if report.get("review_note"):
+        t.append(f": {report['review_note']}", style="italic")
+    if len(versions) > 1:
+        t.append("  ·  " + " → ".join(f"v{v.get('version') or 1} {v.get('review_status') or 'generated'}"
+                                       for v in versions), style="dim")
+    return t
 
 STAT_KEYS = ("tokens", "tokens_per_s", "acceptance_rate", "mean_accepted_length", "drafted_tokens",
              "accepted_tokens", "oracle_passes", "cycles", "wall_s", "prefill_s", "stop_reason", "drafter",
@@ -61,6 +83,9 @@ class ReportScreen(Screen):
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
         Binding("s", "open_sighting", "Sighting"),
+        Binding("e", "edit", "Edit"),
+        Binding("a", "review('approve')", "Approve"),
+        Binding("f", "review('flag')", "Flag"),
     ]
 
     def __init__(self, report_id: str) -> None:
@@ -84,6 +109,9 @@ class ReportScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
+        self.load()
+
+    def load(self) -> None:
         ok, r = self.app.store_call("Reading the report", self.app.store.get_report, self.report_id)
         if not ok:
             self.query_one("#report-meta", Static).update(Text(f"Report {short_id(self.report_id)} not found."))
@@ -103,12 +131,17 @@ class ReportScreen(Screen):
         created = str(r.get("created_at") or "")[:16].replace("T", " ")
         if created:
             meta.append(f" · {created}")
+        review = review_line(r, self._versions())
+        if review:
+            meta.append("\n")
+            meta.append_text(review)
         pair = describe_pair(loads_maybe(r.get("model_pair"), None))
         if pair:
             meta.append(f"\n{pair}", style="dim")
         self.query_one("#report-meta", Static).update(meta)
 
         box = self.query_one("#report-findings", Static)
+        box.remove_class("-warning", "-ok")
         if findings:
             t = Text(f"⚠ {len(findings)} integrity finding{'s' if len(findings) != 1 else ''} — not a clean report",
                      style="bold yellow")
@@ -127,6 +160,7 @@ class ReportScreen(Screen):
         runs = runs_from_stored(loads_maybe(r.get("provenance"), []), text)
         self.styled = styled_text(text, runs)
         self.query_one("#report-text", Static).update(self.styled if text else Text("(empty)", style="dim"))
+        self.query_one("#report-legend", ProvenanceLegend).show_person(any(run.source == "person" for run in runs))
         counts = source_counts(runs)
         total = sum(counts.values())
         if total:
@@ -141,6 +175,52 @@ class ReportScreen(Screen):
         spans = loads_maybe(r.get("spans"), []) or []
         self.query_one("#report-spans", Static).update(
             Text("\n".join(format_span(x) for x in spans)) if spans else Text("none recorded", style="dim"))
+
+    def _versions(self) -> list[dict]:
+        try:
+            return self.app.store.report_versions(self.report_id)
+        except Exception:
+            return []
+
+    # ---------------------------------------------------------------- review (a new version each time)
+
+    def _reviewable(self) -> bool:
+        r = self.report
+        if not r:
+            return False
+        if (r.get("status") or "complete") != "complete":
+            self.notify("Only a complete report can be reviewed; generate it again.", severity="warning", timeout=4)
+            return False
+        versions = self._versions()
+        if versions and versions[-1]["id"] != r["id"]:
+            self.notify("This is an older version; open the latest to review it.", severity="warning", timeout=4)
+            return False
+        return True
+
+    def action_edit(self) -> None:
+        if not self._reviewable():
+            return
+        self.app.push_screen(ReportEditScreen(str(self.report.get("text") or ""), self.app.reviewer), self._reviewed)
+
+    def action_review(self, action: str) -> None:
+        if not self._reviewable():
+            return
+        self.app.push_screen(ReviewScreen(action, self.app.reviewer, len(findings_of(self.report))), self._reviewed)
+
+    def _reviewed(self, answer: ReviewAnswer | None) -> None:
+        if answer is None:
+            return
+        ok, new_id = self.app.store_call("Saving the review", self.app.store.review_report, self.report_id,
+                                         answer.action, by=answer.by, text=answer.text, note=answer.note)
+        if not ok:
+            return
+        self.app.reviewer = answer.by  # the next review is most likely by the same person
+        self.report_id = new_id
+        self.load()
+        r = self.report or {}
+        n = len(findings_of(r))
+        self.notify(f"Saved as version {r.get('version')} ({r.get('review_status')})"
+                    + (f"; the fact check found {n} issue{'s' if n != 1 else ''}" if n else ""), timeout=4)
 
     def action_open_sighting(self) -> None:
         if self.report and self.report.get("sighting_id"):

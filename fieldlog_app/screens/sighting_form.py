@@ -16,13 +16,16 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Header, Input, Label, Static
+from textual.widgets import Button, Checkbox, Footer, Header, Input, Label, Select, Static
+
+from vineyard.fieldnote import nothing_found
 
 from ..widgets.fields import FormField, ObservationRow
 from .common import short_id
 from .confirm import ConfirmScreen
 from .form_model import TOP_FIELDS, WIDE_FIELDS, FormResult, error_key, note_to_form, parse_form
 from .messages import SightingSaved
+from .pest_check import PestCheckScreen, apply_catalog_names, names_to_check
 
 
 # the longest top label ("Risk class") plus the label's right padding and one column of air,
@@ -38,6 +41,7 @@ class SightingFormScreen(Screen):
         Binding("ctrl+f", "finalize", "Finalize"),
         Binding("ctrl+o", "add_observation", "Add obs"),
         Binding("escape", "leave", "Back"),
+        Binding("ctrl+y", "use_catalog_name", "Catalog name", show=False),
     ]
 
     def __init__(self, sighting: dict | None = None) -> None:
@@ -47,6 +51,10 @@ class SightingFormScreen(Screen):
         status = (sighting or {}).get("status") or "draft"
         self.mode = "revise" if sighting and status == "finalized" else ("draft" if sighting else "new")
         self._saved_snapshot: tuple | None = None
+        # strictness of the last save attempt that failed: while set, every edit re-checks the form
+        # the same way, so the "Fix N fields" banner counts what is still wrong (and goes when nothing is)
+        self._recheck: bool | None = None
+        self._extra: str | None = None
 
     # ---------------------------------------------------------------- layout
 
@@ -67,6 +75,8 @@ class SightingFormScreen(Screen):
                                     classes=f"top-{spec.key}{wide}", label_width=TOP_LABEL_WIDTH)
             with Horizontal(id="form-obs-head"):
                 yield Label("Observations", classes="section-title")
+                # a walk with no pest found is a record of its own, not a fake "none" pest
+                yield Checkbox("Nothing found", self._nothing_found_at_start(), id="form-nothing-found", compact=True)
                 yield Button("+ add observation", id="form-add-obs", compact=True, variant="primary")
             with Vertical(id="form-obs"):
                 for i, values in enumerate(obs, 1):
@@ -89,6 +99,18 @@ class SightingFormScreen(Screen):
         self._saved_snapshot = self._snapshot() if self.mode != "new" else None
         self.query_one("#f-block", Input).focus()
 
+    def _nothing_found_at_start(self) -> bool:
+        """Ticked for a stored walk that found nothing; a draft without observations may just be unfinished."""
+        s = self.sighting or {}
+        obs = s.get("observations") or []
+        if (s.get("status") or "draft") == "draft" and not obs:
+            return False
+        return bool(self.sighting) and nothing_found(s)
+
+    @property
+    def nothing_found(self) -> bool:
+        return self.query_one("#form-nothing-found", Checkbox).value
+
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         if action == "finalize" and self.mode == "revise":
             return False
@@ -108,7 +130,8 @@ class SightingFormScreen(Screen):
 
     def _snapshot(self) -> tuple:
         top, obs = self.raw_values()
-        return tuple(sorted(top.items())), tuple(tuple(sorted(o.items())) for o in obs if any(v.strip() for v in o.values()))
+        rows = tuple(tuple(sorted(o.items())) for o in obs if any(v.strip() for v in o.values()))
+        return tuple(sorted(top.items())), rows, self.nothing_found
 
     @property
     def dirty(self) -> bool:
@@ -116,18 +139,39 @@ class SightingFormScreen(Screen):
         if self._saved_snapshot is None:
             # a new, never-saved form is dirty once anything beyond the default date is typed
             top, obs = dict(snap[0]), snap[1]
-            return bool(obs) or any(v.strip() for k, v in top.items() if k != "date")
+            return bool(obs) or snap[2] or any(v.strip() for k, v in top.items() if k != "date")
         return snap != self._saved_snapshot
 
     def validate_form(self, *, strict: bool) -> FormResult:
         top, obs = self.raw_values()
-        result = parse_form(top, obs, strict=strict)
+        result = parse_form(top, obs, strict=strict, nothing_found=self.nothing_found)
+        self._extra = None
+        self._recheck = None if result.ok else strict
         self.show_errors(result.errors)
         return result
+
+    def _live_recheck(self) -> None:
+        if self._recheck is None:
+            return
+        top, obs = self.raw_values()
+        result = parse_form(top, obs, strict=self._recheck, nothing_found=self.nothing_found)
+        # stays on until the next save attempt: clearing a fixed field again brings its error back
+        self.show_errors(result.errors, extra=self._extra, focus=False)
+
+    @on(Input.Changed)
+    @on(Select.Changed)
+    @on(Checkbox.Changed)
+    def _changed(self) -> None:
+        # the field's own handler has run already: the message bubbles up from the input to the screen
+        self._live_recheck()
 
     # ---------------------------------------------------------------- errors
 
     def _field_for(self, key: str) -> FormField | None:
+        if key == "observations":
+            # "enter what you found": on the empty Observation 1 the user is looking at, if there is one
+            rows = self.obs_rows()
+            return rows[0].field("pest") if rows else None
         if key.startswith("observations[") and "]." in key:
             idx = int(key[len("observations["):key.index("]")])
             rows = [r for r in self.obs_rows() if any(v.strip() for v in r.values().values())]
@@ -139,7 +183,7 @@ class SightingFormScreen(Screen):
         except Exception:
             return None
 
-    def show_errors(self, errors: dict[str, str], extra: str | None = None) -> None:
+    def show_errors(self, errors: dict[str, str], extra: str | None = None, *, focus: bool = True) -> None:
         for ff in self.query(FormField):
             ff.set_error(None)
         unplaced: list[str] = []
@@ -166,6 +210,8 @@ class SightingFormScreen(Screen):
         else:
             msg_widget.update("")
             msg_widget.remove_class("-error", "-shown")
+        if not focus:
+            return
         if first is not None:
             first.input.focus()
             first.scroll_visible()
@@ -176,8 +222,11 @@ class SightingFormScreen(Screen):
         key, msg = error_key(str(exc))
         key = getattr(exc, "field", None) or key
         if key is not None and self._field_for(key) is not None:
+            self._recheck, self._extra = None, None
             self.show_errors({key: msg})
         else:
+            # a store message with no field (a disk error): it stays up until the next save attempt
+            self._recheck, self._extra = False, str(exc)
             self.show_errors({}, extra=str(exc))
 
     def _info(self, message: str) -> None:
@@ -213,12 +262,36 @@ class SightingFormScreen(Screen):
             self._info(f"Draft saved ({short_id(self.sighting_id)}). Finalize when the stop is complete.")
             self.notify("Draft saved", timeout=2)
 
+    def _after_pest_check(self, note: dict, go) -> None:
+        """Run ``go(note)`` once the scout has answered for pest names the catalog does not use."""
+        checks = names_to_check(note["observations"])
+        if not checks:
+            go(note)
+            return
+
+        def answer(choice: str | None) -> None:
+            if choice is None:
+                return  # back to the form, nothing saved
+            final = note
+            if choice == "catalog":
+                final = {**note, "observations": apply_catalog_names(note["observations"], checks)}
+                filled = [r for r in self.obs_rows() if any(v.strip() for v in r.values().values())]
+                for row, o in zip(filled, final["observations"]):
+                    if row.field("pest").value != o["pest"]:
+                        row.field("pest").input.value = o["pest"]
+            go(final)
+
+        self.app.push_screen(PestCheckScreen(checks), answer)
+
     def action_finalize(self) -> None:
         if self.mode == "revise":
             return
         result = self.validate_form(strict=True)
         if not result.ok:
             return
+        self._after_pest_check(result.note, lambda note: self._finalize())
+
+    def _finalize(self) -> None:
         if not self._save_draft():
             return
         try:
@@ -229,12 +302,23 @@ class SightingFormScreen(Screen):
         self.notify("Sighting finalized", timeout=3)
         self.post_message(SightingSaved(self.sighting_id))
 
+    def action_use_catalog_name(self) -> None:
+        focused = self.focused
+        for row in self.obs_rows():
+            if focused is not None and row in focused.ancestors_with_self:
+                if not row.use_catalog_name():
+                    self.notify("This pest name is the catalog's own, or the catalog does not know it", timeout=3)
+                return
+
     def action_revise(self) -> None:
         result = self.validate_form(strict=True)
         if not result.ok:
             return
+        self._after_pest_check(result.note, self._revise)
+
+    def _revise(self, note: dict) -> None:
         try:
-            new_id = self.app.store.revise(self.sighting_id, result.note)
+            new_id = self.app.store.revise(self.sighting_id, note)
         except Exception as e:
             self._store_rejected(e)
             return

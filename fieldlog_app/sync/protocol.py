@@ -36,7 +36,7 @@ from typing import Any
 
 from vineyard import FieldNoteError, fieldnote
 from fieldlog_app.database.canonical import canonical_json, payload_sha256
-from fieldlog_app.database.payloads import REPORT_FIELDS, SIGHTING_META
+from fieldlog_app.database.payloads import REPORT_FIELDS, REVIEW_FIELDS, SIGHTING_META
 from fieldlog_app.database.validation import DEFAULT_MAX_LEN, GEO_FIELDS, MAX_COUNT, MAX_LEN, OBS_FIELDS, TEXT_FIELDS
 
 __all__ = [
@@ -60,7 +60,8 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _ITEM_KEYS = frozenset({"item_id", "kind", "replaces", "sha256", "payload"})
 _SIGHTING_KEYS = frozenset(TEXT_FIELDS + GEO_FIELDS + ("observations",) + SIGHTING_META)
 _SIGHTING_REQUIRED = ("id", "version", "replaces", "created_at", "observations")
-_REPORT_KEYS = frozenset(REPORT_FIELDS + ("clean",))
+_REPORT_KEYS = frozenset(REPORT_FIELDS + ("clean",) + REVIEW_FIELDS)
+REVIEW_STATUSES = ("generated", "edited", "approved", "flagged")
 _REPORT_REQUIRED = ("id", "sighting_id", "created_at", "status", "text", "clean")
 _OBS_TEXT = ("pest", "life_stage", "unit")
 
@@ -278,7 +279,8 @@ def _validate_sighting(p: dict, item_id: str, replaces: Any, where: str, err_) -
     # infested <= sampled, ISO date ...): the same function, so they cannot drift.
     note = {k: p[k] for k in TEXT_FIELDS + GEO_FIELDS + ("observations",) if k in p}
     try:
-        norm = fieldnote.validate(note)
+        # check_rows=False: a sighting an older app finalized with rows "20-5" must still sync, not stick
+        norm = fieldnote.validate(note, check_rows=False)
     except FieldNoteError as e:
         msg = str(e)
         field, _, rest = msg.partition(": ")
@@ -338,6 +340,44 @@ def _validate_report(p: dict, item_id: str, replaces: Any, where: str, err) -> N
     s = p.get("sighting_sha256")
     if s is not None and not (isinstance(s, str) and _HEX64.match(s)):
         err(f"{where}.sighting_sha256", "expected 64 lowercase hex digits or null")
+    if any(k in p for k in REVIEW_FIELDS):
+        _validate_review(p, item_id, where, err)
+
+
+def _validate_review(p: dict, item_id: str, where: str, err) -> None:
+    """A reviewed version of a report (vineyard.review): the version it replaces inside the payload (the
+    item's own ``replaces`` stays null: the office keeps every version as its own report), who and when."""
+    for key in ("version", "replaces", "review_status", "reviewed_by", "reviewed_at"):
+        if key not in p:
+            err(f"{where}.{key}", "required in a reviewed report")
+    v = p.get("version")
+    if "version" in p and (not _is_int(v) or not 1 <= v <= MAX_VERSION):
+        err(f"{where}.version", f"expected an integer 1..{MAX_VERSION}, got {_short(v)}")
+    rep = p.get("replaces")
+    if rep is not None:
+        msg = _uuid_error(rep)
+        if msg:
+            err(f"{where}.replaces", msg)
+        elif rep == item_id:
+            err(f"{where}.replaces", "a report version cannot replace itself")
+    if _is_int(v) and "replaces" in p and (v == 1) != (rep is None):
+        err(f"{where}.version", "version 1 replaces nothing; a later version must name the one it replaces")
+    status = p.get("review_status")
+    if "review_status" in p and status not in REVIEW_STATUSES:
+        err(f"{where}.review_status", f"{_short(status)} is not one of {', '.join(REVIEW_STATUSES)}")
+    if status not in (None, "generated"):
+        if not (isinstance(p.get("reviewed_by"), str) and p["reviewed_by"].strip()):
+            err(f"{where}.reviewed_by", "required: who reviewed the report")
+        if p.get("reviewed_at") is None:
+            err(f"{where}.reviewed_at", "required: when the report was reviewed")
+    _check_text(p, "reviewed_by", where, err)
+    if p.get("reviewed_at") is not None:
+        msg = _timestamp_error(p["reviewed_at"])
+        if msg:
+            err(f"{where}.reviewed_at", msg)
+    note = p.get("review_note")
+    if note is not None and not (isinstance(note, str) and len(note) <= 2000):
+        err(f"{where}.review_note", "expected a string of at most 2000 characters or null")
 
 
 def validate_item(obj: Any, index: int | None = None, *, field: str | None = None) -> tuple[Item | None, list[dict]]:

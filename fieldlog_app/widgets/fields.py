@@ -21,6 +21,8 @@ from textual.validation import ValidationResult, Validator
 from textual.widget import Widget
 from textual.widgets import Button, Input, Label, Select, Static
 
+from vineyard.pests import check_name
+
 from ..screens.form_model import LIFE_STAGES, OBS_FIELDS, UNITS, FieldSpec, check_value
 
 
@@ -55,6 +57,7 @@ class FormField(Vertical):
     FormField Input, FormField Select { width: 1fr; }
     FormField .field-error { color: $error; height: auto; display: none; padding-left: 1; }
     FormField.-has-error .field-error { display: block; }
+    FormField.-has-note .field-error { display: block; color: $warning; }
     """
 
     def __init__(self, spec: FieldSpec, value: str = "", *, input_id: str,
@@ -115,11 +118,27 @@ class FormField(Vertical):
     def error(self) -> str | None:
         return self._error
 
+    _note: str | None = None
+
+    @property
+    def note(self) -> str | None:
+        return self._note
+
     def set_error(self, message: str | None) -> None:
         self._error = message
-        self.query_one(".field-error", Static).update(Text(message or ""))
-        self.set_class(bool(message), "-has-error")
         self.input.set_class(bool(message), "-invalid")
+        self._show()
+
+    def set_note(self, message: str | None) -> None:
+        """A remark that is not an error (what the pest catalog makes of a name); an error shows first."""
+        self._note = message
+        self._show()
+
+    def _show(self) -> None:
+        text = self._error or self._note or ""
+        self.query_one(".field-error", Static).update(Text(text))
+        self.set_class(bool(self._error), "-has-error")
+        self.set_class(bool(self._note) and not self._error, "-has-note")
 
     def on_input_changed(self, event: Input.Changed) -> None:
         # live feedback for typed fields; "required" is only reported on save
@@ -184,6 +203,33 @@ class ObservationRow(Vertical):
 
     def values(self) -> dict[str, str]:
         return {spec.key: self.field(spec.key).value for spec in OBS_FIELDS}
+
+    def on_mount(self) -> None:
+        self.check_pest()
+
+    def check_pest(self) -> None:
+        """Say under the pest what the catalog makes of it, as it is typed: a synonym or misspelling
+        names the catalog's name (ctrl+y takes it), an unknown name says so."""
+        typed = self.field("pest").value.strip()
+        c = check_name(typed) if typed else None
+        if c is None or c.status == "catalog":
+            self.field("pest").set_note(None)
+        elif c.suggestion and c.status != "unknown":
+            self.field("pest").set_note(f"{c.status} of {c.suggestion} · ctrl+y uses it")
+        else:
+            self.field("pest").set_note(c.describe())
+
+    def use_catalog_name(self) -> bool:
+        """Replace the pest with its catalog name (a synonym or misspelling); False when there is none."""
+        c = check_name(self.field("pest").value)
+        if c.status in ("synonym", "misspelling") and c.suggestion:
+            self.field("pest").input.value = c.suggestion
+            return True
+        return False
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == f"obs-{self.uid}-pest":
+            self.check_pest()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.has_class("obs-remove"):

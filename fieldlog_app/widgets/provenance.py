@@ -25,6 +25,8 @@ STYLES: dict[str, str] = {
     "bonus": "",
     "oracle": "",
     "unverified": "dim red italic",
+    # typed by a person reviewing the report (vineyard.review): not the model's, not checked by the oracle
+    "person": "bold cyan",
 }
 LEGEND = (
     ("drafted", "drafted ✓"),
@@ -147,9 +149,10 @@ def source_counts(runs: Iterable[Run]) -> dict[str, int]:
     return counts
 
 
-def legend_text() -> Text:
+def legend_text(*, person: bool = False) -> Text:
+    """The colour key; ``person`` adds the colour of text a reviewer typed (shown only when there is some)."""
     t = Text()
-    for i, (source, label) in enumerate(LEGEND):
+    for i, (source, label) in enumerate(LEGEND + ((("person", "person"),) if person else ())):
         if i:
             t.append("  ")
         t.append("■ ", style=STYLES[source] or "default")
@@ -164,6 +167,9 @@ class ProvenanceLegend(Static):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(legend_text(), **kwargs)
+
+    def show_person(self, person: bool) -> None:
+        self.update(legend_text(person=person))
 
 
 class StreamingReport(Static):
