@@ -26,7 +26,8 @@ from fieldlog_app.office.demo import _upload
 from fieldlog_app.sync.protocol import PROTOCOL
 from fieldlog_app.sync.server import ServerDB, create_app
 from fieldlog_app.sync.server_cli import main as server_main
-from fieldlog_app.sync.testing import free_port, wait_for
+from fieldlog_app.sync.client import SyncError, fetch_office_checks
+from fieldlog_app.sync.testing import ThreadServer, free_port, wait_for
 from vineyard import schema
 from vineyard.writer import ReportWriter
 
@@ -173,6 +174,12 @@ def test_a_changed_field_is_a_disagreement_at_that_span_on_the_page_and_back_on_
     [mine] = back.json()["checks"]
     assert mine["report_id"] == rid and mine["status"] == "checked"
     assert any(f["start"] == hits[0]["start"] for f in mine["findings"])
+    with ThreadServer(create_app(sdb)) as srv:  # the device's client over real HTTP
+        [fetched] = fetch_office_checks(srv.url, token)
+        assert fetched["report_id"] == rid and fetched["findings"] == mine["findings"]
+        assert fetch_office_checks(srv.url, token, since=fetched["updated_at"]) == []
+        with pytest.raises(SyncError, match="401"):
+            fetch_office_checks(srv.url, "fl_not-a-token")
     other = sdb.add_device("handheld-2")
     assert c.get("/v1/office-checks", headers={"Authorization": f"Bearer {other}"}).json()["checks"] == []
     assert c.get("/v1/office-checks").status_code == 401
