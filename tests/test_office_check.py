@@ -309,3 +309,42 @@ def test_oracle_configuration_is_checked():
     with pytest.raises(ValueError, match="top_logprobs"):
         check.OracleConfig("http://x", top_logprobs=0)
     assert check.OracleConfig("http://x:8000/v1").endpoint == "http://x:8000/v1/completions"
+
+
+# ---------------------------------------------------------------------------------- the OpenAI layout (vLLM)
+def _openai_layout(prompt_visible: str, report: str, gap_at: int | None = None) -> dict:
+    """An echo+logprobs answer in the OpenAI layout vLLM returns (each token scored by the distribution before
+    it, the generated token listed last), one token per character; at ``gap_at`` the best alternative is "Z",
+    5 nats above the report's character."""
+    text = prompt_visible + report
+    tokens = list(text) + ["\n"]
+    offsets = list(range(len(text) + 1))
+    lps, tops = [None], [None]
+    for i, t in enumerate(tokens[1:], 1):
+        if gap_at is not None and i == len(prompt_visible) + gap_at:
+            lps.append(-6.0)
+            tops.append({t: -6.0, "Z": -1.0})
+        else:
+            lps.append(-0.5)
+            tops.append({t: -0.5, "Z": -4.0})
+    return {"model": "served-name", "choices": [{"text": text + "\n", "logprobs": {
+        "tokens": tokens, "text_offset": offsets, "token_logprobs": lps, "top_logprobs": tops}}],
+        "usage": {"prompt_tokens": len(text), "completion_tokens": 1}}
+
+
+def test_the_openai_layout_is_read_without_the_shift_and_judged(field_report):
+    _, record = field_report
+    report = record["text"]
+    a, _ = schema.written_fields(report)["summary"]
+    prompt_visible = "system\nYou write reports.\nuser\nnote\nassistant\n"
+    positions, layout = check.parse_scores(_openai_layout(prompt_visible, report), report, 5,
+                                           "<|im_start|>" + prompt_visible + report)
+    assert layout["shifted"] is False
+    assert [p.start for p in positions] == list(range(len(report)))
+    assert all(report[p.start:p.end] == p.text and p.logprob == -0.5 for p in positions)
+    findings, summary = check.judge(positions, report, record["spans"])
+    assert findings == [] and summary["positions"] > 0
+
+    positions, _ = check.parse_scores(_openai_layout(prompt_visible, report, gap_at=a + 3), report, 5)
+    findings, _ = check.judge(positions, report, record["spans"])
+    assert [(f["start"], f["field"], f["gap_nats"]) for f in findings] == [(a + 3, "summary", 5.0)]
