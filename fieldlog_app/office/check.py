@@ -474,6 +474,9 @@ def run_check(sdb, config: OracleConfig, report_id: str, *, client: httpx.Client
         _record(sdb, report_id, status="awaiting", error=str(e), retry_in=backoff(attempts))
     except (OracleAnswerError, FieldNoteError, ValueError) as e:
         _record(sdb, report_id, status="error", error=f"{type(e).__name__}: {e}")
+    except Exception as e:  # noqa: BLE001 - one report the checker cannot handle must not wedge the queue
+        log.exception("office check of %s failed", report_id)
+        _record(sdb, report_id, status="error", error=f"internal error: {type(e).__name__}: {e}")
     else:
         _record(sdb, report_id, status="checked", model=result.model, findings=result.findings,
                 summary={**result.summary, "seconds": round(result.seconds, 3), "margin": config.margin,
