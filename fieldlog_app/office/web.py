@@ -139,6 +139,15 @@ def findings_of(payload: dict) -> list[dict]:
     return out
 
 
+def office_check_of(sdb: ServerDB, report_id: str) -> dict:
+    """The office model's check of a report (fieldlog_app/office/check.py), its findings shaped as findings_of's."""
+    from .check import check_of
+
+    c = check_of(sdb, report_id)
+    c["findings"] = findings_of({"findings": c["findings"]})
+    return c
+
+
 def _pests_of(s: dict) -> list[str]:
     return sorted({str(o.get("pest")) for o in s.get("observations") or [] if o.get("pest")})
 
@@ -386,7 +395,7 @@ def office_routes(sdb: ServerDB, *, secure_cookies: bool = False,
         of = sdb.list_items(kind="sighting", item_id=item["sighting_id"], limit=1, with_payload=True)
         return {"item": item, "payload": p, "pieces": report_html_runs(p), "findings": findings_of(p),
                 "reviews": office.reviews(report_id), "device_review": payload_review(p),
-                "sighting": of[0] if of else None}
+                "sighting": of[0] if of else None, "office_check": office_check_of(sdb, report_id)}
 
     @page()
     async def report(request: Request, session: Session) -> Response:

@@ -57,7 +57,7 @@ from .protocol import PROTOCOL, item_to_wire, validate_receipt
 
 __all__ = [
     "RetryPolicy", "SyncResult", "SyncStatus", "SyncError", "SyncBusyError", "SyncConfigError",
-    "sync_once", "resolve_config", "sync_lock", "parse_retry_after", "ENV_SERVER", "ENV_TOKEN",
+    "sync_once", "fetch_office_checks", "resolve_config", "sync_lock", "parse_retry_after", "ENV_SERVER", "ENV_TOKEN",
     "DemoDatabaseError", "refuse_demo", "check_server_url",
 ]
 
@@ -657,3 +657,26 @@ def sync_once(db: Store | str | os.PathLike, server: str | None = None, token: s
                 except StoreError:
                     pass  # the outbox states are what matter; a missing log line is not worth failing for
     return result
+
+
+def fetch_office_checks(server: str | None = None, token: str | None = None, *, since: str = "",
+                        timeout: float = 30.0, transport: httpx.BaseTransport | None = None) -> list[dict]:
+    """The office model's checks of this device's reports changed after ``since`` (the ``updated_at`` of the
+    last one seen): ``[{"report_id", "status", "model", "checked_at", "findings", "updated_at"}]``.
+    SyncError when the server cannot be reached or answers anything else."""
+    server, token = resolve_config(server, token)
+    try:
+        with httpx.Client(base_url=server, timeout=timeout, transport=transport) as c:
+            resp = c.get("/v1/office-checks", params={"since": since}, headers={"Authorization": f"Bearer {token}"})
+    except httpx.HTTPError as e:
+        raise SyncError(f"{server}: {type(e).__name__}: {e}") from None
+    if resp.status_code != 200:
+        raise SyncError(f"{server} answered {resp.status_code} for the office checks: {_server_message(resp)}")
+    try:
+        checks = resp.json()["checks"]
+        if not isinstance(checks, list) or not all(isinstance(c, dict) and isinstance(c.get("report_id"), str)
+                                                   and isinstance(c.get("findings"), list) for c in checks):
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        raise SyncError(f"{server}: the office checks answer is not a list of checks") from None
+    return checks

@@ -9,6 +9,7 @@ with guard.py's connection deadlines and cap):
 * ``GET  /v1/items``           what the server holds (``?kind=&since=&limit=&payload=1&current=1``)
 * ``GET  /v1/export.csv``      one row per observation of each current sighting (``?versions=all``)
 * ``GET  /v1/export.geojson``  a Feature per current sighting (``?versions=all``)
+* ``GET  /v1/office-checks``   the office model's checks of the calling device's own reports (``?since=``)
 
 The three reads answer 403 to a device whose role is "sync" (the default): a handheld uploads, and
 only a device registered with the "reader" role reads the farm's data back. The office's web page
@@ -714,6 +715,22 @@ def create_app(db: ServerDB | str | os.PathLike, *, max_body_bytes: int = DEFAUL
                 "Content-Disposition": f'attachment; filename="fieldlog-sightings.{fmt}"'})
         return endpoint
 
+    async def get_office_checks(request: Request) -> Response:
+        """The office model's checks of this device's own reports (the way back to the handheld): a sync
+        token suffices, since a device sees only what was said of what it uploaded."""
+        try:
+            device = await authenticate(request)
+        except AuthError as e:
+            return _auth_error(e)
+        since = request.query_params.get("since", "")
+        if len(since) > 40:
+            return _error(400, "bad-request", "since: expected the updated_at of the last check seen")
+        from fieldlog_app.office.check import checks_for_device
+
+        rows = await run_in_threadpool(checks_for_device, sdb, device, since)
+        return JSONResponse({"checks": [{k: r[k] for k in ("report_id", "status", "model", "checked_at", "findings",
+                                                            "updated_at")} for r in rows]})
+
     async def http_error(request: Request, exc: HTTPException) -> Response:
         return _error(exc.status_code, "http-error", str(exc.detail), headers=getattr(exc, "headers", None))
 
@@ -728,6 +745,7 @@ def create_app(db: ServerDB | str | os.PathLike, *, max_body_bytes: int = DEFAUL
             Route("/v1/items", get_items, methods=["GET"]),
             Route("/v1/export.csv", _export("csv"), methods=["GET"]),
             Route("/v1/export.geojson", _export("geojson"), methods=["GET"]),
+            Route("/v1/office-checks", get_office_checks, methods=["GET"]),
             *office_routes(sdb, secure_cookies=secure_cookies, login_limiter=login_limiter),
         ],
         middleware=[Middleware(SecurityHeaders)],

@@ -9,6 +9,7 @@
     fieldlog-server status                                           counts and recent conflicts
     fieldlog-server user add NAME --role viewer|manager              an office user (password from a prompt or stdin)
     fieldlog-server user list | user disable NAME
+    fieldlog-server check --oracle-url URL [--model NAME]            office model checks of pending reports
 
 The office's web page is served with the API: open http://HOST:PORT/ and log in as an office user.
 
@@ -68,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--secure-cookies", action="store_true",
                     help="mark the office's session cookie Secure (on by itself with --ssl-certfile; use it behind an "
                     "HTTPS proxy)")
+    _oracle_options(ap, top=True)
     ap.set_defaults(func=cmd_serve)
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -116,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     _db_option(p)
     p.set_defaults(func=cmd_status)
 
+    p = sub.add_parser("check", help="check pending reports with the office model (one summary line per report)")
+    _oracle_options(p, top=True)
+    p.add_argument("--retry-errors", action="store_true", help="also retry reports whose last check was an error")
+    p.add_argument("--limit", type=int, default=1000, metavar="N", help="check at most N reports (default 1000)")
+    _db_option(p)
+    p.set_defaults(func=cmd_check)
+
     p = sub.add_parser("user", help="office users of the web page")
     _db_option(p)
     usub = p.add_subparsers(dest="user_command", metavar="ACTION", required=True)
@@ -133,6 +142,69 @@ def build_parser() -> argparse.ArgumentParser:
     _db_option(u)
     u.set_defaults(func=cmd_user_disable)
     return ap
+
+
+def _oracle_options(p: argparse.ArgumentParser, top: bool = False) -> None:
+    from fieldlog_app.office.check import DEFAULT_MARGIN, DEFAULT_TOP_LOGPROBS
+
+    p.add_argument("--oracle-url", metavar="URL", default=None,
+                   help="the office model's OpenAI-compatible server, e.g. http://127.0.0.1:8000 (default: "
+                   "$FIELDLOG_ORACLE_URL; serving without one checks nothing). The API key comes from "
+                   "$FIELDLOG_ORACLE_API_KEY")
+    p.add_argument("--model", "--oracle-model", dest="oracle_model", metavar="NAME", default=None,
+                   help="model name to send (vLLM needs the served name; default: $FIELDLOG_ORACLE_MODEL)")
+    p.add_argument("--oracle-margin", type=float, default=DEFAULT_MARGIN, metavar="NATS",
+                   help=f"a disagreement is the office model's best alternative beating the written token by more "
+                   f"than this many nats (default {DEFAULT_MARGIN})")
+    p.add_argument("--oracle-top", type=int, default=DEFAULT_TOP_LOGPROBS, metavar="K",
+                   help=f"alternatives asked for per position (default {DEFAULT_TOP_LOGPROBS})")
+    p.add_argument("--oracle-concurrency", type=int, default=1, metavar="N",
+                   help="requests to the office model at once (default 1)")
+    p.add_argument("--chat-template-file", metavar="FILE", default=None,
+                   help="the office model's chat template (Jinja); default ChatML")
+
+
+def _oracle_config(args):
+    from fieldlog_app.office.check import CHATML, OracleConfig
+
+    url = args.oracle_url or os.environ.get("FIELDLOG_ORACLE_URL")
+    if not url:
+        return None
+    template = CHATML
+    if args.chat_template_file:
+        try:
+            template = Path(args.chat_template_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ServerError(f"--chat-template-file: {e}") from None
+    if args.oracle_concurrency < 1:
+        raise ServerError("--oracle-concurrency must be at least 1")
+    try:
+        return OracleConfig(url, model=args.oracle_model or os.environ.get("FIELDLOG_ORACLE_MODEL") or None,
+                            api_key=os.environ.get("FIELDLOG_ORACLE_API_KEY") or None, margin=args.oracle_margin,
+                            top_logprobs=args.oracle_top, chat_template=template)
+    except ValueError as e:
+        raise ServerError(str(e)) from None
+
+
+def cmd_check(args) -> int:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fieldlog_app.office.check import pending_reports, run_check, summary_line
+
+    config = _oracle_config(args)
+    if config is None:
+        raise ServerError("give --oracle-url URL (or set FIELDLOG_ORACLE_URL)")
+    sdb = _open(args)
+    ids = pending_reports(sdb, limit=args.limit, retry_errors=args.retry_errors, due_only=False)
+    if not ids:
+        print("no reports awaiting an office check")
+        return 0
+    failed = 0
+    with ThreadPoolExecutor(max_workers=args.oracle_concurrency) as pool:
+        for check in pool.map(lambda rid: run_check(sdb, config, rid), ids):
+            failed += check["status"] != "checked"
+            print(summary_line(check), flush=True)
+    return 1 if failed else 0
 
 
 def _open(args) -> ServerDB:
@@ -167,10 +239,25 @@ def cmd_serve(args) -> int:
     print(f"{PROG}: serving {sdb.path} on {scheme}://{args.host}:{args.port}  (Ctrl-C to stop)", file=sys.stderr,
           flush=True)
     limits = ConnectionLimits(args.header_timeout, args.body_timeout, args.max_connections)
+    oracle = _oracle_config(args)
+    checker = None
+    if oracle is not None:  # its own threads: an unreachable oracle never holds up a sync or a page
+        from fieldlog_app.office.check import OfficeChecker
+
+        checker = OfficeChecker(sdb, oracle, concurrency=args.oracle_concurrency).start()
+        print(f"{PROG}: checking reports with the office model at {oracle.endpoint}", file=sys.stderr, flush=True)
+    try:
+        _run_uvicorn(uvicorn, app, args, limits)
+    finally:
+        if checker is not None:
+            checker.stop(timeout=10)
+    return 0
+
+
+def _run_uvicorn(uvicorn, app, args, limits) -> None:
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.log_level == "debug",
                 timeout_graceful_shutdown=5, ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
                 http=guarded_protocol(limits))
-    return 0
 
 
 def cmd_add_device(args) -> int:

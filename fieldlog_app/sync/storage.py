@@ -122,6 +122,23 @@ marks = Table(
     Column("marked_by", Text, nullable=False),
     Column("at", Text, nullable=False),
 )
+# migration 2 (office oracle, fieldlog_app/office/check.py): one row per report the office model checked or
+# tried to; a report without a row is "awaiting office check". New table only: create_all adds it to an
+# older database.
+office_checks = Table(
+    "office_checks", metadata,
+    Column("report_id", Text, primary_key=True),
+    Column("status", Text, CheckConstraint("status IN ('awaiting', 'checked', 'error')"), nullable=False),
+    Column("model", Text),
+    Column("checked_at", Text),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", Text),
+    Column("error", Text),
+    Column("findings", Text, nullable=False, server_default="[]"),
+    Column("summary", Text, nullable=False, server_default="{}"),
+    Column("updated_at", Text, nullable=False),
+    Index("idx_office_checks_updated", "updated_at"),
+)
 
 _SQLITE_TRIGGERS = [
     """CREATE TRIGGER IF NOT EXISTS items_frozen BEFORE UPDATE ON items

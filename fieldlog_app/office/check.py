@@ -1,0 +1,543 @@
+"""The office oracle check: a larger model at the office scores each synced report's written fields.
+
+One request per report to an OpenAI-compatible completions endpoint (``POST {url}/v1/completions`` with
+``echo: true``, ``logprobs: K``, ``max_tokens: 1``, ``temperature: 0``): the prompt is the report's own
+prompt, rebuilt from the sighting (``vineyard.schema.report_messages`` in the office model's chat template,
+ChatML by default), followed by the report text. The server answers, for every prompt token, its
+log-probability and the K best tokens at that position. Tokens are aligned to the report by character
+offsets, so the office model may use another tokenizer than the handheld.
+
+Agreement, per token of a written field (summary, risk, action): the office model's best *different*
+continuation at that position against the report's token. A continuation is "different" when its text is
+not the report's own text from there (a token that renders as no text -- a piece of a multi-byte character
+or a control token, which the grammar may refuse -- is not judged: the server's top-K list is keyed by text,
+so such tokens merge into one entry and cannot be told apart) (another segmentation of the same characters agrees) and the report
+grammar would allow it there (no newline or "?" inside a field, a risk level from the list, no text after
+a field's last sentence). A **disagreement** is a position where that best alternative beats the written
+token by more than ``margin`` nats (default 2.0: the office model finds it e^2 ≈ 7x likelier). Each one
+becomes an integrity finding ("office model would write 'above', field report says 'below'"). Rendered
+data lines are not judged: the grammar wrote them from the record.
+
+Server quirk handled here: llama-cpp-python 0.3.x pairs each echoed token with the distribution *after*
+it when the model adds no BOS token (Qwen2.5 adds none): ``parse_scores`` detects that layout and reads
+each token's score from the previous position's top-K list (a token outside the top K is scored at the
+K-th value, an upper bound, so the gap is a lower bound and a finding is never invented by it).
+
+Failures: an oracle that cannot be reached (connection refused, timeout, 5xx) is ``OracleUnavailable``
+and the report stays "awaiting office check", retried later; an answer that is too large, not JSON or not
+in the shape above is ``OracleAnswerError``, recorded as the check's error. Neither ever reaches the sync
+path: ``OfficeChecker`` runs in its own threads, and the office page only reads what they stored.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import math
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import httpx
+import jinja2.sandbox
+
+from vineyard import FieldNoteError, fieldnote, schema
+
+log = logging.getLogger("fieldlog.office.check")
+
+CHATML = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+DEFAULT_MARGIN = 2.0
+DEFAULT_TOP_LOGPROBS = 10  # vLLM's default cap (max_logprobs) is 20
+DEFAULT_MAX_ANSWER_BYTES = 32 * 1024 * 1024   # ~2,000 tokens x 10 alternatives is ~1 MB; far more is an error
+MAX_FINDINGS = 20                               # per report: the page and the device need the first few
+MAX_TOKEN_CHARS = 512                           # a token string longer than this is not a token
+
+
+class OracleError(Exception):
+    """The office oracle could not check a report."""
+
+
+class OracleUnavailable(OracleError):
+    """Not reachable now (refused, timed out, 5xx): the report waits and is tried again."""
+
+
+class OracleAnswerError(OracleError):
+    """The server answered, but not with a usable completion (too large, not JSON, wrong shape)."""
+
+
+@dataclass(frozen=True)
+class OracleConfig:
+    """Where the office oracle is and how to judge with it; from the server's flags or environment only."""
+
+    url: str
+    model: str | None = None
+    api_key: str | None = None
+    timeout: float = 120.0
+    top_logprobs: int = DEFAULT_TOP_LOGPROBS
+    margin: float = DEFAULT_MARGIN
+    max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES
+    chat_template: str = CHATML
+
+    def __post_init__(self):
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"oracle URL {self.url!r}: expected http://HOST:PORT or https://…")
+        if not 1 <= self.top_logprobs <= 20:
+            raise ValueError("top_logprobs must be 1..20")
+        if not (self.margin >= 0 and math.isfinite(self.margin)):
+            raise ValueError("margin must be a non-negative number of nats")
+
+    @property
+    def endpoint(self) -> str:
+        base = self.url.rstrip("/")
+        return base if base.endswith("/v1/completions") else (base[:-3] if base.endswith("/v1") else base) + "/v1/completions"
+
+
+# ------------------------------------------------------------------ prompt
+def build_prompt(note: dict, chat_template: str = CHATML) -> str:
+    """The report prompt as the handheld built it, in the office model's chat template, as text."""
+    env = jinja2.sandbox.ImmutableSandboxedEnvironment(keep_trailing_newline=True)
+    return env.from_string(chat_template).render(messages=schema.report_messages(fieldnote.validate(note)),
+                                                 add_generation_prompt=True, bos_token="", eos_token="")
+
+
+# ------------------------------------------------------------------ one request
+def request_scores(config: OracleConfig, prompt: str, *, client: httpx.Client | None = None) -> dict:
+    """POST the prompt for echoed log-probabilities; the parsed JSON answer (bounded in size)."""
+    body: dict[str, Any] = {"prompt": prompt, "echo": True, "logprobs": config.top_logprobs, "max_tokens": 1,
+                            "temperature": 0.0}
+    if config.model:
+        body["model"] = config.model
+    headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
+    own = client is None
+    client = client or httpx.Client(timeout=config.timeout)
+    try:
+        with client.stream("POST", config.endpoint, json=body, headers=headers) as resp:
+            if resp.status_code >= 500 or resp.status_code in (408, 429):
+                raise OracleUnavailable(f"{config.endpoint} answered {resp.status_code}")
+            chunks, size = [], 0
+            for chunk in resp.iter_bytes():
+                size += len(chunk)
+                if size > config.max_answer_bytes:
+                    raise OracleAnswerError(f"answer larger than {config.max_answer_bytes} bytes; not read further")
+                chunks.append(chunk)
+            raw = b"".join(chunks)
+            if resp.status_code != 200:
+                raise OracleAnswerError(f"{config.endpoint} answered {resp.status_code}: "
+                                        f"{raw[:300].decode('utf-8', 'replace')}")
+    except httpx.TransportError as e:  # refused, reset, timed out, DNS
+        raise OracleUnavailable(f"{config.endpoint}: {type(e).__name__}: {e}") from None
+    finally:
+        if own:
+            client.close()
+    try:
+        answer = json.loads(raw, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as e:
+        raise OracleAnswerError(f"answer is not JSON ({str(e)[:120]})") from None
+    if not isinstance(answer, dict):
+        raise OracleAnswerError("answer is not a JSON object")
+    return answer
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a number")
+
+
+# ------------------------------------------------------------------ alignment
+@dataclass
+class Position:
+    """One office token inside the report: its span (report characters), score and the alternatives there."""
+
+    start: int
+    end: int
+    text: str
+    logprob: float
+    bounded: bool              # the token was outside the top K: ``logprob`` is an upper bound
+    alternatives: dict[str, float]
+
+
+def _floats(xs: Any, what: str, n: int, nullable: bool = False) -> list:
+    if not isinstance(xs, list) or len(xs) != n:
+        raise OracleAnswerError(f"logprobs.{what} is not a list of {n}")
+    for x in xs:
+        if x is None and nullable:
+            continue
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+            raise OracleAnswerError(f"logprobs.{what} holds {str(x)[:40]!r}, not a finite number")
+    return xs
+
+
+def parse_scores(answer: dict, report: str, top_k: int, sent_prompt: str | None = None) -> tuple[list[Position], dict]:
+    """The office model's scores of the report's characters, from an echo+logprobs completion answer.
+
+    Returns the positions inside the report and what was learnt of the layout (``shifted``, ``tokens``).
+    OracleAnswerError if the answer does not have that shape or its echoed text does not end with the report."""
+    try:
+        choice = answer["choices"][0]
+        lp = choice["logprobs"]
+        tokens, offsets = lp["tokens"], lp["text_offset"]
+    except (KeyError, IndexError, TypeError):
+        raise OracleAnswerError("answer has no choices[0].logprobs with tokens and text_offset "
+                                "(is the server started with logits_all / prompt log-probabilities?)") from None
+    if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) and len(t) <= MAX_TOKEN_CHARS
+                                                             for t in tokens):
+        raise OracleAnswerError("logprobs.tokens is not a list of token strings")
+    n = len(tokens)
+    if not isinstance(offsets, list) or len(offsets) != n or not all(
+            isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in offsets):
+        raise OracleAnswerError(f"logprobs.text_offset is not a list of {n} offsets")
+    token_lps = _floats(lp.get("token_logprobs"), "token_logprobs", n, nullable=True)
+    tops = lp.get("top_logprobs")
+    if not isinstance(tops, list) or len(tops) != n:
+        raise OracleAnswerError(f"logprobs.top_logprobs is not a list of {n}")
+    for t in tops:
+        if t is None:
+            continue
+        if not isinstance(t, dict) or len(t) > top_k + 1 or not all(
+                isinstance(k, str) and len(k) <= MAX_TOKEN_CHARS for k in t):
+            raise OracleAnswerError(f"logprobs.top_logprobs has an entry that is not a map of at most {top_k + 1} tokens")
+        _floats(list(t.values()), "top_logprobs values", len(t))
+    usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else {}
+
+    c_prompt = usage.get("prompt_tokens")
+    c_done = usage.get("completion_tokens")
+    completion = ""
+    if isinstance(choice.get("text"), str) and isinstance(sent_prompt, str) and choice["text"].startswith(sent_prompt):
+        completion = choice["text"][len(sent_prompt):]
+
+    def fit(m: int, end: int) -> int:
+        """How many listed tokens of the report read as the report's own characters at their offsets."""
+        b = end - len(report)
+        return sum(1 for i in range(m) if offsets[i] >= b and tokens[i]
+                   and report.startswith(tokens[i], offsets[i] - b))
+
+    # Two layouts (see the module docstring): the last entry is the generated token and every entry is
+    # scored against the distribution before it, or (no BOS in llama-cpp-python 0.3.x) only prompt tokens
+    # are listed, each with the distribution after it. Usage counts and the echoed text decide when they can;
+    # otherwise the layout whose token strings line up with the report wins.
+    end_all = offsets[n - 1] + len(tokens[n - 1])
+    if c_done == 0 or (isinstance(c_prompt, int) and n < c_prompt):
+        layouts = [(n, end_all, isinstance(c_prompt, int) and n == c_prompt)]
+    else:
+        layouts = [(n - 1, offsets[n - 1], False), (n, end_all, True)]
+        if not (completion and tokens[-1] == completion):
+            layouts.reverse()
+    m, end, shifted = max(layouts, key=lambda lay: fit(lay[0], lay[1]))
+    if fit(m, end) < max(1, m and min(len(report) // 8, 8)):
+        raise OracleAnswerError("the echoed tokens do not line up with the report text (a prompt the server "
+                                "changed, or an answer for another request)")
+    base = end - len(report)
+    if base < 0 or any(offsets[i] > offsets[i + 1] for i in range(m - 1)):
+        raise OracleAnswerError("logprobs.text_offset does not fit the echoed text")
+
+    out: list[Position] = []
+    for i in range(m):
+        s = offsets[i] - base
+        e = (offsets[i + 1] if i + 1 < n else offsets[i] + len(tokens[i])) - base
+        if s < 0 or not tokens[i]:
+            continue
+        if shifted:
+            if i == 0 or tops[i - 1] is None:
+                continue
+            # the server adds the listed token's own entry to its top K: under this layout that is the previous
+            # token's score *here*, a true alternative at this position, so it stays
+            dist = dict(tops[i - 1])
+            if tokens[i] in dist:
+                score, bounded = dist[tokens[i]], False
+            else:
+                score, bounded = (min(dist.values()) if dist else 0.0), True
+        else:
+            if tops[i] is None or token_lps[i] is None:
+                continue
+            dist, score, bounded = dict(tops[i]), float(token_lps[i]), False
+        out.append(Position(s, min(e, len(report)), tokens[i], float(score), bounded, dist))
+    return out, {"shifted": shifted, "tokens": m}
+
+
+# ------------------------------------------------------------------ judging
+def _admissible(alt: str, report: str, pos: int, name: str, span: tuple[int, int]) -> bool:
+    """Would the report grammar allow ``alt`` at ``pos`` inside written field ``name``? (The office scores
+    without the grammar; an alternative the grammar refuses is no disagreement.)"""
+    if not alt or "\n" in alt or "?" in alt:
+        return False
+    start = span[0]
+    so_far = report[start:pos]
+    if name == "risk":
+        level_end = report.find(", ", start, span[1])
+        if level_end < 0 or pos < level_end + 2:  # inside "moderate, "
+            cand = so_far + alt
+            return any((lvl + ", ").startswith(cand) or cand.startswith(lvl + ", ") for lvl in schema.RISK_LEVELS)
+        so_far = report[level_end + 2:pos]
+    # the sentence rule of the grammar (schema._SENTENCE): a body of lo..hi characters, then "." or "!"
+    lo, hi = schema.FIELD_LIMITS["summary" if name == "summary" else "risk_why" if name == "risk" else "action"]
+    ends = [j for j, c in enumerate(so_far) if c in ".!" and not (c == "." and so_far[j + 1:j + 2].isdigit())]
+    if ends and ends[-1] == len(so_far) - 1 and alt[:1].isdigit() and so_far[-1] == ".":
+        ends.pop()  # "3." + "5": a decimal point, not a sentence end
+    if ends:
+        if name != "action" or len(ends) >= 2:
+            return False  # the field's last sentence is over: the data line comes next
+        if ends[-1] == len(so_far) - 1:
+            return alt.startswith(" ") and _body_ok(alt[1:], 0, lo, hi)
+        body = len(so_far) - ends[-1] - 2  # after ". "
+    else:
+        body = len(so_far)
+    return _body_ok(alt, body, lo, hi)
+
+
+def _body_ok(alt: str, body: int, lo: int, hi: int) -> bool:
+    """``alt`` continues a sentence body of ``body`` characters within the grammar's bounds."""
+    for j, c in enumerate(alt):
+        if c in "!" or (c == "." and not alt[j + 1:j + 2].isdigit()):
+            return body >= lo and (j == len(alt) - 1 or alt[j + 1] == " ")
+        body += 1
+        if body > hi:
+            return False
+    return True
+
+
+def _word(report: str, s: int, e: int) -> tuple[int, int]:
+    ws = s
+    while ws > 0 and not report[ws - 1].isspace() and (ws == s or not report[ws].isspace()):
+        ws -= 1
+    we = max(e, s + 1)
+    while we < len(report) and not report[we].isspace() and report[we] not in ".,;":
+        we += 1
+    return ws, we
+
+
+def judge(positions: list[Position], report: str, spans: list[dict] | None = None,
+          margin: float = DEFAULT_MARGIN) -> tuple[list[dict], dict]:
+    """Findings (disagreements past ``margin`` nats) and agreement counts by field and span kind."""
+    fields = schema.written_fields(report)
+    if fields is None:
+        raise OracleAnswerError("the report has no Summary/Risk/Action fields to check")
+    kinds = [(int(sp["start"]), int(sp["end"]), str(sp.get("kind") or "")) for sp in spans or []
+             if isinstance(sp, dict) and isinstance(sp.get("start"), int) and isinstance(sp.get("end"), int)]
+    findings: list[dict] = []
+    summary: dict[str, Any] = {"positions": 0, "disagreements": 0, "by_field": {}, "by_kind": {}, "worst_gap": None}
+    for p in positions:
+        name = next((f for f, (a, b) in fields.items() if a <= p.start < b), None)
+        if name is None:
+            continue
+        rest = report[p.start:]
+        alts = [(a, v) for a, v in p.alternatives.items()
+                if a and a != p.text and not rest.startswith(a) and not (a.startswith(rest) and rest)
+                and _admissible(a, report, p.start, name, fields[name])]
+        best = max(alts, key=lambda av: av[1], default=None)
+        gap = (best[1] - p.logprob) if best else -math.inf
+        disagree = gap > margin
+        kind = next((k for a, b, k in kinds if a < p.end and p.start < b), "") or "text"
+        for key, bucket in (("by_field", name), ("by_kind", kind)):
+            agree_total = summary[key].setdefault(bucket, [0, 0])
+            agree_total[0] += not disagree
+            agree_total[1] += 1
+        summary["positions"] += 1
+        if best and (summary["worst_gap"] is None or gap > summary["worst_gap"]):
+            summary["worst_gap"] = round(gap, 3)
+        if disagree:
+            summary["disagreements"] += 1
+            if len(findings) < MAX_FINDINGS:
+                ws, we = _word(report, p.start, p.end)
+                ws = max(ws, p.start - 40)  # a word, not a line, when a model writes no spaces
+                written = report[ws:min(we, p.end + 40)].strip() or p.text.strip()
+                office = (report[ws:p.start] + best[0]).strip() or best[0]
+                findings.append({
+                    "kind": "office-disagreement", "severity": "warning", "field": name, "span_kind": kind,
+                    "start": p.start, "end": p.end, "written": written, "office": office,
+                    "gap_nats": round(gap, 3), "bounded": p.bounded,
+                    "message": f"office model would write {office!r}, field report says {written!r}",
+                })
+    return findings, summary
+
+
+@dataclass
+class CheckResult:
+    findings: list[dict]
+    summary: dict
+    model: str
+    seconds: float
+    layout: dict = field(default_factory=dict)
+
+
+def check_report(config: OracleConfig, note: dict, report: dict, *, client: httpx.Client | None = None) -> CheckResult:
+    """Score one report (its stored payload) given its sighting's note: one request, then the judgment."""
+    text = report.get("text")
+    if not isinstance(text, str) or not text:
+        raise OracleAnswerError("the report has no text")
+    t0 = time.perf_counter()
+    prompt = build_prompt(note, config.chat_template) + text
+    answer = request_scores(config, prompt, client=client)
+    positions, layout = parse_scores(answer, text, config.top_logprobs, prompt)
+    findings, summary = judge(positions, text, report.get("spans"), config.margin)
+    model = answer.get("model") if isinstance(answer.get("model"), str) else (config.model or "")
+    return CheckResult(findings, summary, (config.model or model)[:200], time.perf_counter() - t0, layout)
+
+
+# ------------------------------------------------------------------ the office's records
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _later(seconds: float) -> str:
+    return (_dt.datetime.now(_dt.timezone.utc) + _dt.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def pending_reports(sdb, *, limit: int = 100, retry_errors: bool = False, due_only: bool = True) -> list[str]:
+    """Report ids with no check yet, or awaiting one whose retry time has come (errors too, if asked)."""
+    states = "('awaiting', 'error')" if retry_errors else "('awaiting')"
+    sql = ("SELECT i.item_id FROM items i LEFT JOIN office_checks c ON c.report_id = i.item_id "
+           f"WHERE i.kind = 'report' AND (c.report_id IS NULL OR (c.status IN {states}"
+           + (" AND (c.next_attempt_at IS NULL OR c.next_attempt_at <= ?)" if due_only else "") +
+           ")) ORDER BY i.server_seq LIMIT ?")
+    with sdb.connect() as conn:
+        return [r["item_id"] for r in conn.execute(sql, ((_now(),) if due_only else ()) + (limit,))]
+
+
+def check_of(sdb, report_id: str) -> dict:
+    """The report's office check: status "awaiting" (also when none was tried), "checked" or "error"."""
+    with sdb.connect() as conn:
+        row = conn.execute("SELECT * FROM office_checks WHERE report_id = ?", (report_id,)).fetchone()
+    if row is None:
+        return {"report_id": report_id, "status": "awaiting", "model": None, "checked_at": None, "attempts": 0,
+                "error": None, "findings": [], "summary": {}}
+    out = dict(row)
+    out["findings"] = json.loads(out["findings"] or "[]")
+    out["summary"] = json.loads(out["summary"] or "{}")
+    return out
+
+
+def checks_for_device(sdb, device: str, since: str = "") -> list[dict]:
+    """The checks of a device's own reports changed after ``since`` (an ISO timestamp): what it gets back."""
+    with sdb.connect() as conn:
+        rows = conn.execute(
+            "SELECT c.* FROM office_checks c JOIN items i ON i.item_id = c.report_id WHERE i.device = ? "
+            "AND c.updated_at > ? ORDER BY c.updated_at LIMIT 1000", (device, since)).fetchall()
+    out = []
+    for r in rows:
+        d = dict(r)
+        d["findings"] = json.loads(d["findings"] or "[]")
+        d["summary"] = json.loads(d["summary"] or "{}")
+        out.append(d)
+    return out
+
+
+def _record(sdb, report_id: str, *, status: str, model: str | None = None, error: str | None = None,
+            findings: list | None = None, summary: dict | None = None, retry_in: float | None = None) -> None:
+    now = _now()
+    with sdb.transaction() as conn:
+        row = conn.execute("SELECT attempts FROM office_checks WHERE report_id = ?", (report_id,)).fetchone()
+        attempts = (row["attempts"] if row else 0) + 1
+        values = (status, model, now if status == "checked" else None, attempts,
+                  _later(retry_in) if retry_in is not None else None, (error or "")[:1000] or None,
+                  json.dumps(findings or [], ensure_ascii=False), json.dumps(summary or {}), now)
+        if row is None:
+            conn.execute("INSERT INTO office_checks (status, model, checked_at, attempts, next_attempt_at, error, "
+                         "findings, summary, updated_at, report_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         values + (report_id,))
+        else:
+            conn.execute("UPDATE office_checks SET status = ?, model = ?, checked_at = ?, attempts = ?, "
+                         "next_attempt_at = ?, error = ?, findings = ?, summary = ?, updated_at = ? "
+                         "WHERE report_id = ?", values + (report_id,))
+
+
+def _inputs(sdb, report_id: str) -> tuple[dict, dict]:
+    from fieldlog_app.database.payloads import note_of
+
+    got = sdb.list_items(kind="report", item_id=report_id, limit=1, with_payload=True, include_deleted=True)
+    if not got:
+        raise OracleAnswerError(f"no report {report_id!r} on this server")
+    report = got[0]["payload"]
+    of = sdb.list_items(kind="sighting", item_id=got[0]["sighting_id"], limit=1, with_payload=True,
+                        include_deleted=True)
+    if not of:
+        raise OracleAnswerError("the report's sighting is not on this server")
+    return note_of(of[0]["payload"]), report
+
+
+def backoff(attempts: int, base: float = 10.0, cap: float = 900.0) -> float:
+    """Seconds before the next try of an unreachable oracle: doubling, capped."""
+    return min(cap, base * 2 ** max(0, attempts - 1))
+
+
+def run_check(sdb, config: OracleConfig, report_id: str, *, client: httpx.Client | None = None) -> dict:
+    """Check one stored report and record the outcome; returns the stored check (never raises OracleError)."""
+    try:
+        note, report = _inputs(sdb, report_id)
+        result = check_report(config, note, report, client=client)
+    except OracleUnavailable as e:
+        attempts = check_of(sdb, report_id)["attempts"] + 1
+        _record(sdb, report_id, status="awaiting", error=str(e), retry_in=backoff(attempts))
+    except (OracleAnswerError, FieldNoteError, ValueError) as e:
+        _record(sdb, report_id, status="error", error=f"{type(e).__name__}: {e}")
+    except Exception as e:  # noqa: BLE001 - one report the checker cannot handle must not wedge the queue
+        log.exception("office check of %s failed", report_id)
+        _record(sdb, report_id, status="error", error=f"internal error: {type(e).__name__}: {e}")
+    else:
+        _record(sdb, report_id, status="checked", model=result.model, findings=result.findings,
+                summary={**result.summary, "seconds": round(result.seconds, 3), "margin": config.margin,
+                         "layout": result.layout})
+    return check_of(sdb, report_id)
+
+
+def summary_line(check: dict) -> str:
+    """One line per report for the CLI."""
+    rid = check["report_id"]
+    if check["status"] == "checked":
+        s = check["summary"]
+        by_field = ", ".join(f"{k} {a}/{t}" for k, (a, t) in sorted(s.get("by_field", {}).items()))
+        return (f"{rid}: checked by {check['model'] or '?'}: {len(check['findings'])} disagreement(s); "
+                f"agreement {by_field or 'n/a'}; {s.get('seconds', 0):.2f} s")
+    if check["status"] == "error":
+        return f"{rid}: error: {check['error']}"
+    return f"{rid}: awaiting office check ({check['error'] or 'not tried yet'})"
+
+
+class OfficeChecker:
+    """The background queue: checks pending reports, at most ``concurrency`` requests at once, retrying an
+    unreachable oracle with capped backoff. It never touches the sync path: ingest only stores, and this
+    thread finds the new reports by polling the database."""
+
+    def __init__(self, sdb, config: OracleConfig, *, concurrency: int = 1, poll_interval: float = 5.0,
+                 on_checked: Callable[[dict], None] | None = None):
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.sdb, self.config, self.concurrency, self.poll_interval = sdb, config, concurrency, poll_interval
+        self.on_checked = on_checked
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self) -> list[dict]:
+        """Check what is due now (up to ``concurrency`` at a time); the stored checks."""
+        ids = pending_reports(self.sdb, limit=self.concurrency * 4)
+        if not ids:
+            return []
+        with httpx.Client(timeout=self.config.timeout, limits=httpx.Limits(max_connections=self.concurrency)) as c, \
+                ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="office-check") as pool:
+            done = list(pool.map(lambda rid: run_check(self.sdb, self.config, rid, client=c), ids))
+        for d in done:
+            if self.on_checked:
+                self.on_checked(d)
+        return done
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+            except Exception:  # a database hiccup must not end the queue; the next round tries again
+                log.exception("office check round failed")
+            self._stop.wait(self.poll_interval)
+
+    def start(self) -> "OfficeChecker":
+        self._thread = threading.Thread(target=self._loop, name="office-checker", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float | None = None) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
