@@ -188,7 +188,7 @@ def cli_rows(notes: list[tuple[str, Path]], drafters: list[str], threads: int) -
             if out.returncode != 0:
                 raise SystemExit(f"{' '.join(cmd)} failed: {out.stderr[-2000:]}")
             rec = json.loads(out.stdout)
-            gen_s = rec["stats"]["wall_s"] + rec["stats"]["prefill_s"]
+            gen_s = rec["stats"]["wall_s"]  # prefill included
             res[kind].append({"s": gen_s, "process_s": wall, "text": rec["text"], "tokens": rec["tokens"]})
         base = res["none"][-1]
         for kind in res:
