@@ -25,6 +25,7 @@ from edgespec.llama import LlamaModel, check_same_vocab
 from edgespec.onnx import ProviderError, UnsupportedModelError
 from edgespec.onnx import convert as conv
 from edgespec.onnx.convert import convert_gguf_to_onnx, exact_qmat, export_onnx, quantize_rtn, read_config
+from vineyard.seeds import template_reports
 from edgespec.onnx.runtime import OnnxCausalLM
 
 WORDS = "the vine leaf moth mite row block larva cluster spray rain dry scout count damage edge wood".split()
@@ -515,8 +516,8 @@ def test_real_smollm2_logits_parity(tmp_path, weight_format):
 
     src = resolve_model("smollm2-135m-instruct", fetch=True, progress=False)
     d = convert_gguf_to_onnx(src, tmp_path / weight_format, weight_format=weight_format)
-    text = "".join(p.read_text() for p in sorted(
-        (Path(__file__).parents[1] / "edgespec" / "samples" / "templates").glob("*.txt"))[:3])
+    text = "".join(t for _name, t in template_reports()[:3])
+    assert text
     ref = LlamaModel(src, n_ctx=1024, n_threads=1)
     lm = OnnxCausalLM(d, n_ctx=1024)
     try:
