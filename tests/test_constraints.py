@@ -336,5 +336,23 @@ def test_replay_under_a_grammar_reproduces_the_constrained_decoding_and_batches_
     n_forced = len(m.tokenize(LITERAL, add_bos=False))
     assert fake.decode_calls < len(ref) - n_forced // 2
     assert res.seconds < res.plain_seconds
+    # the hindsight bound under the grammar: perfect drafts beat oracle-only, a drafter that is always wrong is
+    # never drafted from, so it costs exactly what oracle-only does
+    from edgespec.testing.replay import HindsightDrafter
+
+    perfect = replay(Engine(fake, HindsightDrafter(fake), curve=curve, clock=clock, adaptive=False), fake, prompt, ref,
+                     constraint=report)
+    assert perfect.tokens == ref and perfect.seconds < res.seconds
+
+    class Wrong:
+        name, cheap, multi_candidate = "wrong", True, False
+        begin = accepted = close = lambda self, *a: None
+
+        def propose(self, context, max_tokens, **kw):
+            return Draft(tokens=[(t + 1) % m.n_vocab for t in fake.recording[len(context):len(context) + max_tokens]])
+
+    never = replay(Engine(fake, HindsightDrafter(fake, Wrong()), curve=curve, clock=clock, adaptive=False), fake, prompt,
+                   ref, constraint=report)
+    assert never.drafted == 0 and never.seconds == pytest.approx(res.seconds)
     with pytest.raises(AssertionError):  # a recording the grammar refuses cannot be replayed as its decoding
         replay(Engine(fake, None, curve=curve, clock=clock), fake, prompt, [t + 1 for t in ref], constraint=report)

@@ -10,7 +10,8 @@ import pytest
 from edgespec.drafters.base import Draft
 from edgespec.engine import Engine
 from edgespec.cost import CostCurve
-from edgespec.testing.replay import ReplayOracle, VirtualClock, hindsight_speedup, replay
+from edgespec.drafters.cascade import CascadeDrafter
+from edgespec.testing.replay import HindsightDrafter, ReplayOracle, VirtualClock, hindsight_speedup, replay
 
 # the curve measured here for Qwen2.5-Coder-0.5B (tools/bench.py, 2 threads), seconds
 CURVE = CostCurve([1, 2, 3, 4, 5, 6, 8, 10, 12, 14, 16, 17],
@@ -24,8 +25,9 @@ class ScriptedDrafter:
     cheap = True
     multi_candidate = False
 
-    def __init__(self, ref, prompt_len, right: bool):
-        self.ref, self.n0, self.right, self.name = ref, prompt_len, right, "lookup"
+    def __init__(self, ref, prompt_len, right: bool, n_right: int = 10**9, name: str = "lookup"):
+        self.ref, self.n0, self.right, self.name = ref, prompt_len, right, name
+        self.n_right = n_right  # a right draft goes wrong after this many tokens
 
     def begin(self, prompt_tokens):
         pass
@@ -35,7 +37,8 @@ class ScriptedDrafter:
         toks = self.ref[i:i + max_tokens]
         if not self.right:
             toks = [(t + 1) % EOG for t in toks]
-        return Draft(tokens=list(toks), source="lookup", match_len=16)
+        toks = [t if j < self.n_right else (t + 1) % EOG for j, t in enumerate(toks)]
+        return Draft(tokens=list(toks), source=self.name, match_len=16)
 
     def accepted(self, context, n_accepted, n_drafted):
         pass
@@ -81,3 +84,34 @@ def test_hindsight_bound_and_candidates():
     assert hindsight_speedup(wrong_then_right, prompt, ref, CURVE, n_candidates=1) == pytest.approx(1.0)
     two = hindsight_speedup(wrong_then_right, prompt, ref, CURVE, n_candidates=2)
     assert 1.0 < two < perfect  # the second branch pays, but verifying both costs more than one
+
+
+def test_hindsight_drafter_never_pays_for_a_rejected_token_and_matches_the_bound():
+    """The bound through the engine: a drafter right for 3 tokens then wrong is cut to its accepted prefix,
+    beats the adaptive policy on the same drafts, and perfect drafts come near the analytic bound."""
+    prompt, ref = _recording(160)
+    clock = VirtualClock()
+    oracle = ReplayOracle(CURVE, clock, n_vocab=VOCAB, eog=EOG, overhead_s=0.0)
+    run = lambda d, **kw: replay(Engine(oracle, d, curve=CURVE, clock=clock, **kw), oracle, prompt, ref)  # noqa: E731
+    partly = ScriptedDrafter(ref, len(prompt), True, n_right=3)
+    policy = run(partly)
+    bound = run(HindsightDrafter(oracle, partly), adaptive=False)
+    assert bound.tokens == ref and bound.drafted > 0 and bound.accepted == bound.drafted
+    assert bound.seconds <= policy.seconds
+    perfect = run(HindsightDrafter(oracle), adaptive=False)
+    right = lambda ctx, d, n: [ref[len(ctx) - len(prompt):len(ctx) - len(prompt) + d]]  # noqa: E731
+    # the analytic bound also picks each pass's length on the curve's bumps; the engine drafts d_max
+    assert 0.8 * hindsight_speedup(right, prompt, ref, CURVE) <= perfect.speedup <= hindsight_speedup(right, prompt, ref, CURVE)
+    assert perfect.speedup > bound.speedup > 1.0
+
+
+def test_hindsight_drafter_takes_the_cascade_source_that_is_accepted_furthest():
+    prompt, ref = _recording(120)
+    clock = VirtualClock()
+    oracle = ReplayOracle(CURVE, clock, n_vocab=VOCAB, eog=EOG, overhead_s=0.0)
+    wrong, right = ScriptedDrafter(ref, len(prompt), False, name="a"), ScriptedDrafter(ref, len(prompt), True, name="b")
+    cascade = CascadeDrafter([wrong, right])
+    res = replay(Engine(oracle, HindsightDrafter(oracle, cascade), curve=CURVE, clock=clock, adaptive=False),
+                 oracle, prompt, ref)
+    assert res.accepted == res.drafted > 0
+    assert cascade.chosen.get("b", 0) > 0 and "a" not in cascade.chosen

@@ -7,6 +7,8 @@ position (as the real oracle would under greedy decoding) and advances a
 ``VirtualClock`` by the measured cost of the batch, so a policy change can be
 judged on many reports in seconds, deterministically. ``hindsight_speedup`` is the
 bound no policy can beat: it knows each draft's accepted length before verifying.
+``HindsightDrafter`` is the same bound run through the real engine, so it holds under
+a grammar too (jump-forward, forced runs in the batch, drafts cut by the grammar).
 """
 
 from __future__ import annotations
@@ -58,6 +60,11 @@ class ReplayOracle:
     def eog_tokens(self) -> list[int]:
         return list(self._vocabulary.eog_tokens()) if self._vocabulary is not None else [self.eog]
 
+    @property
+    def recording(self) -> list[int]:
+        """The prompt and the continuation of the generation being replayed."""
+        return self._full
+
     def load(self, prompt: list[int], continuation: list[int]) -> None:
         """The next generation starts from ``prompt``; greedy decoding of it gives ``continuation``."""
         self._full = list(prompt) + list(continuation)
@@ -104,6 +111,55 @@ class ReplayOracle:
 
     def reset(self) -> None:
         self.tokens = []
+
+
+class HindsightDrafter:
+    """A drafter that has read the recording: it proposes ``inner``'s draft cut to the prefix the oracle
+    will accept (for a cascade, the candidate of its cheap sources that is accepted furthest), so it never
+    pays for a rejected token and drafts whenever a draft would be accepted. Run by an engine with
+    ``adaptive=False`` (draft all that is on offer) it is the hindsight policy for those drafts.
+    ``inner=None`` proposes the recording itself: free perfect drafts, the ceiling of any drafter."""
+
+    cheap = True
+    multi_candidate = False
+
+    def __init__(self, oracle: ReplayOracle, inner=None) -> None:
+        self.oracle, self.inner = oracle, inner
+        self.name = f"hindsight {inner.name}" if inner is not None else "perfect"
+        self._cascade = inner is not None and hasattr(inner, "candidates")
+
+    def _accepted(self, context: list[int], tokens: list[int]) -> int:
+        ahead = self.oracle.recording[len(context):]
+        a = 0
+        while a < len(tokens) and a < len(ahead) and tokens[a] == ahead[a]:
+            a += 1
+        return a
+
+    def begin(self, prompt_tokens: list[int]) -> None:
+        if self.inner is not None:
+            self.inner.begin(prompt_tokens)
+
+    def propose(self, context: list[int], max_tokens: int, **kw):
+        from ..drafters.base import Draft
+
+        if self.inner is None:
+            return Draft(tokens=self.oracle.recording[len(context):len(context) + max_tokens], source=self.name)
+        if not self._cascade:
+            d = self.inner.propose(context, max_tokens, **kw)
+            return d.truncated(self._accepted(context, d.tokens))
+        cands = [c for c in self.inner.candidates(context, max_tokens, **kw) if c.draft is not None]
+        if not cands:
+            return Draft(source=self.name)
+        best = max(cands, key=lambda c: self._accepted(context, c.draft.tokens))  # ties: the cheaper (earlier) one
+        n = self._accepted(context, best.draft.tokens)
+        return self.inner.take(best, n, context, **kw) if n else Draft(source=self.name)
+
+    def accepted(self, context: list[int], n_accepted: int, n_drafted: int) -> None:
+        if self.inner is not None:
+            self.inner.accepted(context, n_accepted, n_drafted)
+
+    def close(self) -> None:
+        pass  # the inner drafter belongs to the caller
 
 
 @dataclass
