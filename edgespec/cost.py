@@ -82,17 +82,21 @@ def best_length_for_survival(
     d_min: int = 1,
     draft_cost_per_token: float = 0.0,
     draft_fixed: float = 0.0,
+    base: int = 1,
 ) -> tuple[int, float]:
     """(d, predicted speedup) for a measured acceptance-length distribution.
 
-    ``survival[k-1]`` is P(accepted length >= k). A cycle drafting d tokens emits
-    1 + sum(survival[:d]) tokens on average and costs t(d + 1) plus the drafting.
+    ``survival[k-1]`` is P(accepted length >= k). A cycle drafting d tokens emits 1 + sum(survival[:d])
+    tokens on average and costs t(d + 1) plus the drafting. ``base``: the tokens the verify batch carries
+    anyway (the pending token; under a grammar also the forced run before the draft): the draft then costs
+    only what it adds to that batch, t(base + d) - t(base), and is priced as that on top of a plain step.
     """
     best_d, best_s = 0, 1.0
     cum = np.cumsum(np.asarray(survival, dtype=np.float64))
-    t1 = curve.t(1)
+    t1, b = curve.t(1), max(int(base), 1)
     for d in range(max(1, d_min), min(max(d_max, 0), len(cum)) + 1):
-        s = (1.0 + cum[d - 1]) * t1 / (curve.t(d + 1) + draft_fixed + draft_cost_per_token * d)
+        added = curve.t(b + d) - curve.t(b)
+        s = (1.0 + cum[d - 1]) * t1 / (t1 + added + draft_fixed + draft_cost_per_token * d)
         if s > best_s:
             best_d, best_s = d, s
     return best_d, best_s

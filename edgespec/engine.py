@@ -282,10 +282,11 @@ class Engine:
         if want <= 0:
             return _Proposal(Draft())
         context = run.context() + list(lead)
+        base = max(len(run.pending) + len(lead), 1)  # the batch without a draft: the draft pays for what it adds
         if self._cascade:
-            draft, choice = self._draft_from_candidates(run, context, want)
+            draft, choice = self._draft_from_candidates(run, context, want, base)
         else:
-            draft, choice = self._draft_from_drafter(run, context, want), None
+            draft, choice = self._draft_from_drafter(run, context, want, base), None
         if draft.probs is not None and run.spec is None:
             draft.probs = None  # greedy verification needs no q rows
         run.stats.drafter_passes += draft.passes
@@ -293,18 +294,19 @@ class Engine:
             return _Proposal(Draft())
         return _Proposal(draft, bucket_of(draft.source or self.drafter.name, draft.match_len), choice)
 
-    def _draft_from_drafter(self, run: _Run, context: list[int], want: int) -> Draft:
+    def _draft_from_drafter(self, run: _Run, context: list[int], want: int, base: int) -> Draft:
         t0 = self.clock()
         draft = self.drafter.propose(context, want, sample=run.spec)
         self.policy.record_draft_time(draft.source or self.drafter.name, self.clock() - t0, max(len(draft.tokens), 1))
         keep = min(len(draft.tokens), want)
         if self.drafter.cheap and keep:
             bucket = bucket_of(draft.source or self.drafter.name, draft.match_len)
-            keep = self.policy.keep(bucket, draft.match_len, keep, len(run.out.tokens))
+            keep = self.policy.keep(bucket, draft.match_len, keep, len(run.out.tokens), base=base)
         return draft.truncated(keep)
 
-    def _draft_from_candidates(self, run: _Run, context: list[int], want: int) -> tuple[Draft, Choice | None]:
-        choice = self.policy.choose(self.drafter.candidates(context, want, sample=run.spec, clock=self.clock))
+    def _draft_from_candidates(self, run: _Run, context: list[int], want: int,
+                               base: int) -> tuple[Draft, Choice | None]:
+        choice = self.policy.choose(self.drafter.candidates(context, want, sample=run.spec, clock=self.clock), base=base)
         if choice is None:
             return Draft(), None
         t0 = self.clock()
@@ -359,6 +361,7 @@ class Engine:
         """Emit the accepted tokens and the oracle's next one, rewind the oracle to them, feed the verdict back."""
         planned = proposal.draft.tokens
         forced = proposal.forced or [False] * (len(planned) + 1)
+        n_pending = len(run.pending)  # what the batch began with (replaced below)
         self.oracle.trim(len(self.oracle.tokens) - len(planned) + n_acc)  # keep up to the last accepted token
         run.unverified_run = 0
         drafted = [i for i in range(len(planned)) if not forced[i]]  # the drafter's tokens (all, without a grammar)
@@ -386,8 +389,9 @@ class Engine:
             st.accepted_lengths.append(n_ok)
         seconds, emitted = self.clock() - t_cycle, len(new)
         n_forced = len(planned) - n
-        if n_forced:  # judge the draft on its own: take out what the forced tokens cost and emitted
-            seconds = max(seconds - (self.curve.t(len(planned) + 1) - self.curve.t(n + 1)), 1e-9)
+        if n_forced:  # judge the draft as priced: what it added to the forced batch, on top of a plain step
+            batch = len(planned) + n_pending
+            seconds = max(seconds - self.curve.t(batch - n) + self.curve.t(1), 1e-9)
             emitted = max(emitted - sum(1 for i in range(min(n_acc, len(planned))) if forced[i]), 1)
         self.policy.record_cycle(proposal.bucket, n_ok, n, seconds, emitted, len(run.out.tokens),
                                  candidate=proposal.choice.candidate if proposal.choice else None)

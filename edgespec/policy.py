@@ -154,12 +154,14 @@ def best_choice(
     draft_cost: Mapping[str, float] | None = None,
     min_speedup: float = 1.02,
     alpha: float | None = None,
+    base: int = 1,
 ) -> Choice | None:
     """The candidate and draft length with the best predicted speedup, or None if none reaches ``min_speedup``.
 
     Ties go to the earlier candidate (sources are listed cheapest first). A bucket
     without an estimate starts from ``prior_estimate``; ``alpha`` replaces every
-    estimate by i.i.d. acceptance at that rate (to ask whether a draft could pay at all).
+    estimate by i.i.d. acceptance at that rate (to ask whether a draft could pay at all). ``base``: what the
+    verify batch carries without a draft (``cost.best_length_for_survival``).
     """
     costs = draft_cost or {}
     best: Choice | None = None
@@ -171,7 +173,8 @@ def best_choice(
         else:
             est = estimates.get(cand.bucket)
             survival = (est if est is not None else prior_estimate(cand.bucket)).survival(cand.available)
-        d, s = best_length_for_survival(survival, curve, cand.available, draft_cost_per_token=costs.get(cand.name, 0.0))
+        d, s = best_length_for_survival(survival, curve, cand.available, draft_cost_per_token=costs.get(cand.name, 0.0),
+                                        base=base)
         if d > 0 and s >= min_speedup and (best is None or s > best.speedup):
             best = Choice(cand, d, s)
     return best
@@ -283,7 +286,7 @@ class DraftPolicy:
     def alpha(self, bucket: str) -> float:
         return self.estimate(bucket).alpha
 
-    def _budget(self, bucket: str, d_cap: int, alpha: float | None = None) -> tuple[int, float]:
+    def _budget(self, bucket: str, d_cap: int, alpha: float | None = None, base: int = 1) -> tuple[int, float]:
         d_max = min(self.params.d_max, d_cap)
         if d_max <= 0:
             return 0, 1.0
@@ -294,11 +297,12 @@ class DraftPolicy:
             d_max,
             d_min=self.params.d_min,
             draft_cost_per_token=self.draft_cost.get(bucket.split(":")[0], 0.0),
+            base=base,
         )
 
-    def draft_budget(self, bucket: str, d_cap: int) -> int:
+    def draft_budget(self, bucket: str, d_cap: int, base: int = 1) -> int:
         """Draft length to ask for (or to keep of a proposal) for a source/bucket; 0 = do not draft."""
-        d, s = self._budget(bucket, d_cap)
+        d, s = self._budget(bucket, d_cap, base=base)
         return d if s >= self.params.min_speedup else 0
 
     def ask(self, source: str, cheap: bool, d_cap: int, position: int) -> int:
@@ -315,14 +319,17 @@ class DraftPolicy:
             return d_cap if position >= self.off_until_token else 0
         return self.plan(source, d_cap, position)
 
-    def keep(self, bucket: str, match_len: int | None, n_tokens: int, position: int) -> int:
-        """Tokens to keep of a cheap drafter's proposal of ``n_tokens``: as many as its bucket's odds pay for."""
+    def keep(self, bucket: str, match_len: int | None, n_tokens: int, position: int, *,
+             base: int = 1) -> int:
+        """Tokens to keep of a cheap drafter's proposal of ``n_tokens``: as many as its bucket's odds pay for
+        on top of what the verify batch carries anyway (``base``)."""
         if not self.params.adaptive or n_tokens <= 0:
             return n_tokens
         long_match = match_len is None or match_len >= self.params.probe_min_match
-        return min(n_tokens, self.plan(bucket, n_tokens, position, allow_probe=long_match))
+        return min(n_tokens, self.plan(bucket, n_tokens, position, allow_probe=long_match, base=base))
 
-    def plan(self, bucket: str, d_cap: int, position: int, *, allow_probe: bool = True) -> int:
+    def plan(self, bucket: str, d_cap: int, position: int, *, allow_probe: bool = True,
+             base: int = 1) -> int:
         """Tokens to draft for this bucket this cycle (0 = none), probes included.
 
         A bucket whose estimate says "does not pay" is re-tried only by a probe: at
@@ -333,14 +340,14 @@ class DraftPolicy:
         """
         if position < self.off_until_token or d_cap <= 0:
             return 0
-        d = self.draft_budget(bucket, d_cap)
+        d = self.draft_budget(bucket, d_cap, base)
         if d > 0:
             return d
         if not allow_probe or position < max(self.next_probe_at.get(bucket, 0), self.next_probe_at.get("*", 0)):
             return 0
         if self.estimate(bucket).evidence >= self.params.probe_evidence:
             return 0  # enough evidence that it loses; it decays between reports (see new_generation)
-        d_opt, s_opt = self._budget(bucket, d_cap, alpha=self.params.optimistic_alpha)
+        d_opt, s_opt = self._budget(bucket, d_cap, alpha=self.params.optimistic_alpha, base=base)
         if s_opt < self.params.min_speedup or d_opt == 0:
             return 0
         gap = self.probe_gap.get(bucket, self.params.probe_interval)
@@ -350,7 +357,7 @@ class DraftPolicy:
         return d_opt
 
     # ------------------------------------------------------------------ a cascade's candidates
-    def choose(self, candidates: Sequence[Candidate]) -> Choice | None:
+    def choose(self, candidates: Sequence[Candidate], *, base: int = 1) -> Choice | None:
         """The candidate to draft from this step and how long, a probe, or None to decode without a draft.
 
         Records what each proposal on the table cost to make; every bucket on offer
@@ -362,14 +369,14 @@ class DraftPolicy:
                 self.record_draft_time(c.name, c.seconds, max(len(c.draft.tokens), 1))
         offers = [c for c in candidates if c.available > 0]
         choice = best_choice(self.source_estimates, offers, self.curve, draft_cost=self.draft_cost,
-                             min_speedup=self.params.min_speedup)
+                             min_speedup=self.params.min_speedup, base=base)
         interval = self.params.source_probe_interval
         for c in offers:
             if choice is None or c.bucket != choice.candidate.bucket:
                 self.source_probes.setdefault(c.bucket, _Probe(interval, self.picks + interval))
-        return choice if choice is not None else self._probe_source(offers)
+        return choice if choice is not None else self._probe_source(offers, base)
 
-    def _probe_source(self, offers: list[Candidate]) -> Choice | None:
+    def _probe_source(self, offers: list[Candidate], base: int = 1) -> Choice | None:
         """A try of a bucket the estimates currently rule out, when its backoff has expired."""
         for c in offers:
             pr = self.source_probes.get(c.bucket)
@@ -382,7 +389,7 @@ class DraftPolicy:
             # only probe what could pay if it were accepted as often as a good source is, at the
             # length that would pay most (short probes cannot pay on a batch-cost curve like this one)
             opt = best_choice(self.source_estimates, [c], self.curve, draft_cost=self.draft_cost,
-                              min_speedup=self.params.min_speedup, alpha=self.params.optimistic_alpha)
+                              min_speedup=self.params.min_speedup, alpha=self.params.optimistic_alpha, base=base)
             if opt is None:
                 continue
             pr.gap = min(pr.gap * 2, self.params.probe_interval_max)

@@ -25,8 +25,10 @@ from edgespec.testing.tiny_gguf import write_tiny_gguf
 
 
 def pytest_configure(config):
-    """The suite starts cold: a developer's saved draft-policy estimates never change a test's outcome."""
+    """The suite starts cold: a developer's saved draft-policy estimates never change a test's outcome, and
+    the curves measured on the tests' models (under the suite's load) never reach the developer's cache."""
     os.environ["EDGESPEC_POLICY_DIR"] = tempfile.mkdtemp(prefix="edgespec-policy-")
+    os.environ["EDGESPEC_CALIBRATION_DIR"] = tempfile.mkdtemp(prefix="edgespec-calibration-")
 
 
 # --------------------------------------------------------------------------- tiny GGUF models

@@ -354,5 +354,11 @@ def test_replay_under_a_grammar_reproduces_the_constrained_decoding_and_batches_
     never = replay(Engine(fake, HindsightDrafter(fake, Wrong()), curve=curve, clock=clock, adaptive=False), fake, prompt,
                    ref, constraint=report)
     assert never.drafted == 0 and never.seconds == pytest.approx(res.seconds)
+    # the policy prices a draft on top of the batch it rides on: the forced run ahead of it is counted
+    eng = Engine(fake, Wrong(), curve=curve, clock=clock)
+    bases, keep = [], eng.policy.keep
+    eng.policy.keep = lambda *a, base=1: bases.append(base) or keep(*a, base=base)
+    replay(eng, fake, prompt, ref, constraint=report)
+    assert max(bases) > n_forced // 2 and min(bases) >= 1
     with pytest.raises(AssertionError):  # a recording the grammar refuses cannot be replayed as its decoding
         replay(Engine(fake, None, curve=curve, clock=clock), fake, prompt, [t + 1 for t in ref], constraint=report)

@@ -70,3 +70,20 @@ def test_prompt_special_tokens_are_parsed_unless_literal(tiny_oracle_path, capsy
         assert rc == 0
         outs.append(json.loads(capsys.readouterr().out)["stats"]["prompt_tokens"])
     assert outs == [len(parsed), len(literal)]
+
+
+def test_a_curve_measured_over_fewer_sizes_is_measured_again(tiny_oracle_path, tmp_path, monkeypatch):
+    """A cached curve that stops short of a forced batch would be extrapolated there: it is re-measured once."""
+    from edgespec.llama import LlamaModel
+
+    monkeypatch.setenv("EDGESPEC_CALIBRATION_DIR", str(tmp_path))
+    m = LlamaModel(str(tiny_oracle_path), n_ctx=512, n_threads=1)
+    try:
+        path = calibrate._cache_path(m.path, m.n_threads)
+        path.write_text(json.dumps({"sizes": [1, 2, 17], "seconds": [0.5, 0.6, 0.9]}))
+        curve = calibrate.load_or_measure(m)
+        assert max(curve.sizes) == max(calibrate.SIZES) and curve.t(1) < 0.5  # measured, not the stale file
+        assert json.loads(path.read_text())["sizes"] == list(calibrate.SIZES)
+        assert calibrate.load_or_measure(m).seconds == curve.seconds  # and then read from the cache
+    finally:
+        m.close()

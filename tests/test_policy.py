@@ -149,3 +149,21 @@ def test_damaged_policy_state_is_ignored(state):
     before = pol.to_state()
     assert pol.restore(state if state is not None else {}) is False
     assert pol.to_state() == before
+
+
+def test_a_draft_riding_on_a_forced_batch_pays_for_what_it_adds():
+    """Under a grammar the forced run is verified anyway: a short draft that cannot pay as a batch of its own
+    (t(2) ~ 2 t(1) here) pays on top of a 40-token forced batch, where each extra token costs ~t(1)/4."""
+    from edgespec.cost import best_length_for_survival, survival_curve
+
+    curve = CostCurve([1, 2, 4, 8, 16, 40, 48, 64], [0.040, 0.080, 0.090, 0.140, 0.220, 0.450, 0.530, 0.690])
+    surv = survival_curve(0.5, 4)
+    assert best_length_for_survival(surv, curve, 4) == (0, 1.0)
+    d, s = best_length_for_survival(surv, curve, 4, base=40)
+    assert d > 0 and s > 1.0
+    # priced as its added cost on top of a plain step: t(1) / (t(1) + t(40 + d) - t(40))
+    assert s == pytest.approx((1 + surv[:d].sum()) * 0.040 / (0.040 + curve.t(40 + d) - curve.t(40)))
+    # the policy passes it through: the same bucket is kept on a forced batch and dropped alone
+    pol = DraftPolicy(curve)
+    assert pol.keep("lookup:<4", 3, 4, 0) == 0
+    assert pol.keep("lookup:<4", 3, 4, 0, base=40) > 0

@@ -41,6 +41,7 @@ from edgespec.drafters.lookup import PromptLookupDrafter  # noqa: E402
 from edgespec.engine import Engine  # noqa: E402
 from edgespec.llama import LlamaModel, render_chat  # noqa: E402
 from edgespec.constraints import Constraint  # noqa: E402
+from edgespec.cost import CostCurve  # noqa: E402
 from edgespec.testing.reference import oracle_greedy, oracle_greedy_constrained  # noqa: E402
 from edgespec.testing.replay import HindsightDrafter, ReplayOracle, VirtualClock, hindsight_speedup, replay  # noqa: E402
 from vineyard import schema  # noqa: E402
@@ -99,6 +100,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", metavar="OUT")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--oracle", default="qwen2.5-coder-0.5b-instruct", help="catalog name or GGUF path")
+    ap.add_argument("--curve", type=Path, metavar="JSON",
+                    help="a verify-cost curve ({\"sizes\": [...], \"seconds\": [...]}) instead of this machine's measured one")
     ap.add_argument("--history-kw", type=json.loads, default={}, metavar="JSON",
                     help='HistoryDrafter keyword arguments to try, e.g. \'{"min_path_prob": 0.3, "spec_factor": 1.0}\'')
     ap.add_argument("--schema", action="store_true",
@@ -111,7 +114,7 @@ def main(argv=None) -> int:
     n_cands = [int(x) for x in args.candidates.split(",") if x]
 
     oracle = LlamaModel(str(resolve(args.oracle, fetch=True)), n_ctx=4096, n_threads=args.threads)
-    curve = load_or_measure(oracle)
+    curve = CostCurve(**json.loads(args.curve.read_text())) if args.curve else load_or_measure(oracle)
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgespec" / "sim"
     clock = VirtualClock()
     fake = ReplayOracle(curve, clock, n_vocab=oracle.n_vocab, eog=oracle.eos_token(), vocabulary=oracle)
