@@ -24,6 +24,7 @@ from .catalog import resolve_model
 from .constraints import Constraint
 from .drafters.bridge import BridgeDrafter
 from .drafters.model import ModelDrafter
+from .drafters.ondemand import OnDemandDrafter
 from .engine import Engine, GenerationParams
 from .events import Chunk, Done
 from .llama import LlamaModel, check_same_vocab, render_chat
@@ -97,6 +98,18 @@ class Generator:
         self.draft_model_path = resolve(self.config.draft_model, fetch=self.config.fetch)
         return LlamaModel(self.draft_model_path, n_ctx=self.config.n_ctx, n_threads=threads)
 
+    def _draft_kind(self) -> str:
+        """"model" when the draft model shares the oracle's token table, else "bridge" (its vocabulary only is read)."""
+        self.draft_model_path = resolve(self.config.draft_model, fetch=self.config.fetch)
+        vocab = LlamaModel(self.draft_model_path, vocab_only=True)
+        try:
+            check_same_vocab(self.oracle, vocab)
+        except IncompatibleModelsError:
+            return BridgeDrafter.name
+        finally:
+            vocab.close()
+        return ModelDrafter.name
+
     def _model_or_bridge(self, lm):
         """Same vocabulary → model drafter; otherwise the cross-tokenizer bridge."""
         try:
@@ -139,10 +152,11 @@ class Generator:
             from .drafters.cascade import CascadeDrafter
             from .drafters.lookup import PromptLookupDrafter
 
-            # cheap sources first; the cross-tokenizer model drafter only where they have nothing and it pays
+            # cheap sources first; the model drafter only where they have nothing and it pays, loaded when first
+            # picked (its vocabulary, read now, says whether it drafts the oracle's tokens or text)
             sources = [hist, PromptLookupDrafter()]
             if self.config.draft_model:
-                sources.append(self._model_or_bridge(self._load_draft_lm(threads)))
+                sources.append(OnDemandDrafter(self._draft_kind(), lambda: self._model_or_bridge(self._load_draft_lm(threads))))
             return CascadeDrafter(sources)
         raise EdgespecError(f"unknown drafter {kind!r}")
 

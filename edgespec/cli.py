@@ -144,9 +144,10 @@ def _generate(opts: dict, note, prompt, writer_factory, *, stream: bool, cancel=
         history_seed=getattr(writer_factory, "history_seed", None),
         fetch=bool(opts.get("fetch")),
     )
-    if cancel is None:
+    previous_handler = None
+    if cancel is None:  # Ctrl-C ends the report cleanly; the caller's handler comes back afterwards
         cancel = threading.Event()
-        signal.signal(signal.SIGINT, lambda *_: cancel.set())
+        previous_handler = signal.signal(signal.SIGINT, lambda *_: cancel.set())
     sampling = dict(max_tokens=opts.get("max_tokens", 400), temperature=opts.get("temperature", 0.0),
                     seed=opts.get("seed"), top_k=opts.get("top_k", 0), top_p=opts.get("top_p", 1.0))
     try:
@@ -176,6 +177,8 @@ def _generate(opts: dict, note, prompt, writer_factory, *, stream: bool, cancel=
         return {"text": done.text, "tokens": done.tokens, "stats": rec["stats"], "model_pair": rec["model_pair"],
                 "policy": rec["policy"], "spans": rec.get("spans", []), "findings": rec.get("findings", [])}
     finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGINT, previous_handler)
         gen.close()
 
 

@@ -4,6 +4,7 @@ llama-cpp-python tokenizes them."""
 from __future__ import annotations
 
 import json
+import signal
 
 from edgespec import calibrate, cli
 from edgespec.api import open_generator
@@ -64,12 +65,14 @@ def test_prompt_special_tokens_are_parsed_unless_literal(tiny_oracle_path, capsy
     finally:
         gen.close()
     outs = []
+    handler = signal.getsignal(signal.SIGINT)
     for extra in ([], ["--literal-prompt"]):
         rc = cli.main(["generate", "--prompt", text, "--oracle", str(tiny_oracle_path), "--drafter", "none",
                        "--max-tokens", "2", "--threads", "1", "--n-ctx", "512", "--json", *extra])
         assert rc == 0
         outs.append(json.loads(capsys.readouterr().out)["stats"]["prompt_tokens"])
     assert outs == [len(parsed), len(literal)]
+    assert signal.getsignal(signal.SIGINT) is handler  # the CLI's Ctrl-C handler does not outlive the report
 
 
 def test_a_curve_measured_over_fewer_sizes_is_measured_again(tiny_oracle_path, tmp_path, monkeypatch):
@@ -87,3 +90,23 @@ def test_a_curve_measured_over_fewer_sizes_is_measured_again(tiny_oracle_path, t
         assert calibrate.load_or_measure(m).seconds == curve.seconds  # and then read from the cache
     finally:
         m.close()
+
+
+def test_the_cascade_loads_its_model_drafter_only_when_the_policy_first_drafts_from_it(
+        tiny_oracle_path, tiny_other_vocab_path, tiny_drafter_close_path):
+    from edgespec.drafters.ondemand import OnDemandDrafter
+
+    kw = dict(oracle=str(tiny_oracle_path), drafter="cascade", n_ctx=512, n_threads=1, power_mode="performance",
+              history_db=":memory:")
+    for draft_model, kind in ((tiny_other_vocab_path, "bridge"), (tiny_drafter_close_path, "model")):
+        gen = open_generator(draft_model=str(draft_model), **kw)
+        try:
+            lazy = gen.drafter.sources[-1]
+            assert isinstance(lazy, OnDemandDrafter) and lazy.name == kind and not lazy.loaded
+            assert gen._policy_key() == f"cascade-{draft_model.name}"  # the saved estimates price the model it would run
+            prompt = gen.raw_prompt("a b a b a b")
+            lazy.begin(prompt)
+            draft = lazy.propose(prompt, 4)  # what the cascade's take() does when the policy picks it
+            assert lazy.loaded and draft.source == kind and draft.passes >= 1 and len(draft.tokens) <= 4  # the model ran
+        finally:
+            gen.close()
