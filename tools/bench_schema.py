@@ -2,7 +2,7 @@
 """Schema-driven reports, side by side: plain llama-cpp-python with the same prompt and grammar against edgespec.
 
     python tools/bench_schema.py [--notes PATH ...] [--season PATH ...] [--drafters none,lookup,history,cascade]
-                                 [--cli N] [--json OUT]
+                                 [--cli N] [--cli-only] [--json OUT]
 
 Every note is written by each method in turn, in one process (ratios under the same machine
 conditions). The baseline is llama-cpp-python's ``Llama.create_completion`` with the report's
@@ -218,6 +218,7 @@ def main(argv=None) -> int:
     ap.add_argument("--drafters", default="none,lookup,history,cascade")
     ap.add_argument("--cli", type=int, default=CLI_NOTES, metavar="N",
                     help=f"also run N single notes through the CLI, one fresh process each (default {CLI_NOTES}; 0: skip)")
+    ap.add_argument("--cli-only", action="store_true", help="only the CLI rows (the in-process workloads are not run)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, default=None, metavar="N", help="at most N notes per workload (a smoke run)")
     ap.add_argument("--json", metavar="OUT")
@@ -241,6 +242,8 @@ def main(argv=None) -> int:
             print(f"[{workload}] skipped {name}: {why}", file=sys.stderr)
         if shape == "single" and path.is_dir():
             cli_candidates += [(name, path / name) for name, _ in notes]
+        if args.cli_only:
+            continue
         engines = Engines(oracle, curve, drafters, args.threads, previous=engines)
         scored_from = max(0, len(notes) - SEASON_SCORED) if shape == "season" else 0
         methods = (["llama-cpp-python free-form"] if shape == "single" else []) + ["llama-cpp-python + grammar", *drafters]
