@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import random
-
 import pytest
 
 from edgespec.drafters.history import HistoryDrafter
 from edgespec.drafters.history_index import HistoryError, HistoryIndex
-from vineyard.seeds import template_reports
 from edgespec.testing.words import WordTokenizer
+from vineyard.testing import synthetic_season
 
 
 def test_history_drafts_most_frequent_continuation(index):
@@ -39,20 +37,6 @@ def test_history_add_report_makes_it_draftable_immediately(index):
     assert index.count() == 1
     d.begin(ctx)
     assert tok.words(d.propose(ctx, 8).tokens) == ["dry", "after", "rain"]
-
-
-def synthetic_season(n_reports: int, seed: int = 0) -> list[str]:
-    """Reports in the style of the templates with varied blocks, numbers and sentence choices."""
-    rng = random.Random(seed)
-    base = [t for _n, t in template_reports()]
-    out = []
-    for i in range(n_reports):
-        words = rng.choice(base).split()
-        for _ in range(12):
-            j = rng.randrange(len(words))
-            words[j] = rng.choice([str(rng.randrange(100)), f"B{rng.randrange(20)}", words[j].upper(), "rows"])
-        out.append(f"report {i} " + " ".join(words))
-    return out
 
 
 def test_history_drafts_along_a_long_season():

@@ -20,25 +20,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from edgespec.drafters.history import HistoryDrafter  # noqa: E402
-from edgespec.drafters.history_index import HistoryIndex, template_reports  # noqa: E402
+from edgespec.drafters.history_index import HistoryIndex  # noqa: E402
 from edgespec.drafters.lookup import PromptLookupDrafter  # noqa: E402
 from edgespec.drafters.suffix_automaton import SuffixAutomaton  # noqa: E402
 from edgespec.testing.tiny_gguf import write_tiny_gguf  # noqa: E402
 from edgespec.testing.words import WordTokenizer  # noqa: E402
-
-
-def synthetic_season(n_reports: int, seed: int = 0) -> list[str]:
-    """The same synthetic season as tests/test_history_drafter.py."""
-    rng = random.Random(seed)
-    base = [t for _n, t in template_reports()]
-    out = []
-    for i in range(n_reports):
-        words = rng.choice(base).split()
-        for _ in range(12):
-            j = rng.randrange(len(words))
-            words[j] = rng.choice([str(rng.randrange(100)), f"B{rng.randrange(20)}", words[j].upper(), "rows"])
-        out.append(f"report {i} " + " ".join(words))
-    return out
+from vineyard.testing import synthetic_season  # noqa: E402
 
 
 def history_propose() -> dict:
