@@ -513,7 +513,7 @@ def test_export_onnx_writes_into_cache_and_reuses(tiny_oracle_path, tmp_path, mo
 def test_real_smollm2_logits_parity(tmp_path, weight_format):
     """SmolLM2-135M Q4_1: the export against llama.cpp's quantized kernels (which quantize the
     activations to Q8_1) over 300 positions of a field-report template."""
-    from edgespec.catalog import resolve_model
+    from edgespec.model_cache import resolve_model
 
     src = resolve_model("smollm2-135m-instruct", fetch=True, progress=False)
     d = convert_gguf_to_onnx(src, tmp_path / weight_format, weight_format=weight_format)

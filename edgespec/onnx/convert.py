@@ -41,7 +41,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .. import ModelFileError
-from ..catalog import cache_dir, resolve_model, sha256_file
+from ..model_cache import cache_dir, resolve_model, sha256_file
 from . import OnnxExportError
 from .gguf_source import open_reader, read_shape
 from .graph import OPSET, Graph
