@@ -19,7 +19,8 @@ from edgespec.spans import Span, SpanGuard, audit
 from vineyard import FieldNoteError
 from vineyard import pest_catalog as PC
 from vineyard import pests as P
-from vineyard.facts import Finding, check_report, check_spans
+from vineyard.facts import check_report, check_spans
+from vineyard.findings import Finding
 from vineyard.record import matches
 from vineyard.spans import CRITICAL_KINDS, CatalogSpanPolicy, SpanPolicy, StrictSpanPolicy, default_policy, find_spans
 

@@ -229,6 +229,15 @@ GENERIC_TERMS: dict[str, tuple[str, ...]] = {
 }
 
 
+def resolve_mention(name: str) -> str | None:
+    """Canonical pest for an unambiguous mention; None for generic words ("mildew")."""
+    key = singular(normalize(name))
+    if key in GENERIC_TERMS and len(GENERIC_TERMS[key]) > 1:
+        return None
+    p = lookup(name)
+    return p.name if p else None
+
+
 def stage_forms(stage: str) -> list[str]:
     """A life stage in singular and plural form ("larva" -> larva, larvae)."""
     return number_variants(normalize(stage))
