@@ -7,7 +7,7 @@ import pytest
 from edgespec.drafters.history import HistoryDrafter
 from edgespec.drafters.history_index import HistoryError, HistoryIndex
 from edgespec.testing.words import WordTokenizer
-from vineyard.testing import synthetic_season
+from vineyard.testing import season_drafting
 
 
 def test_history_drafts_most_frequent_continuation(index):
@@ -44,15 +44,9 @@ def test_history_drafts_along_a_long_season():
 
     What a propose costs is measured by ``tools/bench_micro.py``, not here: a wall-clock bound
     in a unit test fails on a loaded 2-core box for reasons that are not the code's."""
-    tok = WordTokenizer()
-    idx = HistoryIndex(":memory:", seed_templates=False)
-    for text in synthetic_season(300):
-        idx.add_report(text)
-    d = HistoryDrafter(idx, tok, "words", k_max=16)
-    target = tok(synthetic_season(1, seed=99)[0])
-    prompt = tok("Field note: block B4 rows 12-18 Write the scouting report.")
-    d.begin(prompt)
-    ctx = list(prompt)
+    w = season_drafting(300)
+    d, target = w.drafter, w.target
+    ctx = list(w.prompt)
     hits = 0
     for i in range(1000):
         ctx.append(target[i % len(target)])
@@ -61,7 +55,7 @@ def test_history_drafts_along_a_long_season():
     assert hits > 500  # the drafts are real, not empty shortcuts
     cands = d.propose_candidates(ctx, 16, n=4)
     assert 1 <= len(cands) <= 4 and all(c.tokens for c in cands)
-    idx.close()
+    w.close()
 
 
 def test_history_branching_candidates(index):

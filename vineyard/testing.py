@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
+
+from edgespec.drafters.history import HistoryDrafter
+from edgespec.drafters.history_index import HistoryIndex
+from edgespec.testing.words import WordTokenizer
 
 from .seeds import template_reports
 
@@ -22,3 +27,31 @@ def synthetic_season(n_reports: int, seed: int = 0) -> list[str]:
             words[j] = rng.choice([str(rng.randrange(100)), f"B{rng.randrange(20)}", words[j].upper(), "rows"])
         out.append(f"report {i} " + " ".join(words))
     return out
+
+
+@dataclass
+class SeasonDrafting:
+    """A history drafter over a synthetic season in memory, the prompt it begins on and a held-out
+    report (another seed) to draft along; ``close()`` closes the index."""
+
+    index: HistoryIndex
+    drafter: HistoryDrafter
+    tokenize: WordTokenizer
+    prompt: list[int]
+    target: list[int]
+
+    def close(self) -> None:
+        self.index.close()
+
+
+def season_drafting(n_reports: int = 300, k_max: int = 16) -> SeasonDrafting:
+    """The history drafter's long-season workload, begun on its prompt (see ``SeasonDrafting``)."""
+    tok = WordTokenizer()
+    index = HistoryIndex(":memory:", seed_templates=False)
+    for text in synthetic_season(n_reports):
+        index.add_report(text)
+    drafter = HistoryDrafter(index, tok, "words", k_max=k_max)
+    target = tok(synthetic_season(1, seed=99)[0])
+    prompt = tok("Field note: block B4 rows 12-18 Write the scouting report.")
+    drafter.begin(prompt)
+    return SeasonDrafting(index, drafter, tok, prompt, target)
