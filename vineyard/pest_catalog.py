@@ -107,13 +107,10 @@ class Pest:
             out += [m.name, *m.names]
         if misspellings:
             out += list(self.misspellings)
-        seen: set[str] = set()
-        uniq = []
+        first: dict[str, str] = {}  # case-insensitive, the first spelling kept (as pests.all_names does)
         for n in out:
-            if n.lower() not in seen:
-                seen.add(n.lower())
-                uniq.append(n)
-        return uniq
+            first.setdefault(n.lower(), n)
+        return list(first.values())
 
     def to_dict(self) -> dict:
         return {
