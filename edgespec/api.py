@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Iterator
 from . import EdgespecError, IncompatibleModelsError, PromptError, power
 from .acceptance import SamplingParams, validate_sampling
 from .calibrate import load_or_measure, load_policy_state, save_policy_state
-from .catalog import resolve_model
+from .model_cache import resolve_model
 from .constraints import Constraint
 from .drafters.bridge import BridgeDrafter
 from .drafters.model import ModelDrafter

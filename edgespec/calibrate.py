@@ -39,7 +39,7 @@ def cpu_fingerprint() -> str:
 
 
 def _base_dir() -> Path:
-    from .catalog import cache_dir
+    from .model_cache import cache_dir
 
     return Path(cache_dir())
 

@@ -1,4 +1,4 @@
-"""``edgespec`` command line: argument parsing and printing only; the work lives in api/catalog."""
+"""``edgespec`` command line: argument parsing and printing only; the work lives in api, catalog and model_cache."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import signal
 import sys
 import threading
+import time
 
 from . import EdgespecError, __version__
 
@@ -228,12 +229,65 @@ def cmd_queue(args) -> int:
     return 1 if failed else 0
 
 
-def cmd_models(args) -> int:
-    from . import catalog
+def _human(n: int | None) -> str:
+    if not n:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
 
+
+def models_command(action: str, name: str | None = None, *, full: bool = True,
+                   out=None, catalog=None, cache=None) -> int:
+    """Body of ``edgespec models list|fetch [NAME]|verify [NAME]|path NAME``; prints, returns an exit code.
+
+    Errors (unknown name, failed download, bad sha) propagate as EdgespecError
+    subclasses for the CLI to print.
+    """
+    from .catalog import default_pair, load_catalog
+    from .fetch import fetch
+    from .model_cache import list_models, model_path, models_dir, verify
+
+    out = out or sys.stdout
+    cat = catalog if catalog is not None else load_catalog()
+    if action == "list":
+        rows = list_models(catalog=cat, cache=cache)
+        w = max(len(r["name"]) for r in rows)
+        for r in rows:
+            role = ",".join(r["roles"]) + ("*" if r["default_for"] else "")
+            extra = f"  (from {r['derived_from']})" if r["derived_from"] else ""
+            print(f"{r['name']:<{w}}  {r['status']:<10}  {_human(r['size']):>9}  {r['architecture']:<7} "
+                  f"vocab {r['vocab_size']:<6}  {role:<8} {r['license']}{extra}", file=out)
+        print(f"cache: {models_dir(cache)}   (* = default pair)", file=out)
+        return 0
+    if action == "fetch":
+        names = [name] if name else default_pair(cat)
+        for n in names:
+            t0 = time.monotonic()
+            p = fetch(n, catalog=cat, cache=cache)
+            print(f"{n}: {p}  ({time.monotonic() - t0:.1f} s)", file=out)
+        return 0
+    if action == "verify":
+        results = verify(name, full=full, progress=True, catalog=cat, cache=cache)
+        if not results:
+            print("no models fetched yet (run: edgespec models fetch)", file=out)
+        for n, ok, msg in results:
+            print(f"{n}: {'OK' if ok else 'FAILED'}  {msg}", file=out)
+        return 0 if all(ok for _, ok, _ in results) else 1
+    if action == "path":
+        if not name:
+            raise EdgespecError("models path needs a model NAME")
+        print(model_path(name, catalog=cat, cache=cache), file=out)
+        return 0
+    raise EdgespecError(f"unknown models action {action!r} (list, fetch, verify, path)")
+
+
+def cmd_models(args) -> int:
     c = args.models_cmd
     if c in ("list", "fetch", "verify", "path"):
-        return catalog.models_command(c, getattr(args, "name", None))
+        return models_command(c, getattr(args, "name", None))
     if c == "export-onnx":
         from .onnx.convert import export_onnx
 

@@ -32,12 +32,9 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from . import EdgespecError, ModelFileError
-from .catalog import (
-    Catalog,
-    ModelEntry,
-    Source,
+from .catalog import Catalog, ModelEntry, Source, load_catalog
+from .model_cache import (
     check_cached,
-    load_catalog,
     model_file,
     models_dir,
     sha256_file,

@@ -6,8 +6,8 @@ cheap that batching barely amortises anything. The question users ask is what a
 depend on the weights' values, so the verify-cost curve of an 8B-shaped GGUF with
 random weights is the real one; *acceptance* does depend on the weights, so it comes
 from measurements on real pairs (or is given by hand). This module is the arithmetic
-between the two: pure functions over measured numbers, no I/O. The measurement and
-the GGUF writing live in ``tools/project_speedup.py``.
+between the two: pure functions over measured numbers, no I/O. The GGUF writing is
+``edgespec.testing.shape_gguf``; the measurement lives in ``tools/project_speedup.py``.
 
 Acceptance from the benchmark is ``accepted / drafted`` tokens. Under the i.i.d.
 model of ``cost.expected_emitted`` that ratio is (a + a² + … + a^d) / d ≤ a, so

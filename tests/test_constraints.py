@@ -302,7 +302,7 @@ def test_engine_gives_the_oracles_constrained_greedy_output(q8_oracle, report):
     "- Blattzikade (Empoasca vitis) – 3 of 20 leaves (15%), no published threshold\n",
 ])
 def test_forced_tokens_of_a_rendered_line_on_the_shipped_oracle(line):
-    from edgespec.catalog import resolve_model
+    from edgespec.model_cache import resolve_model
 
     m = LlamaModel(resolve_model("qwen2.5-coder-0.5b-instruct", fetch=True), vocab_only=True)
     try:

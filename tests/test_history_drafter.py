@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import random
-
 import pytest
 
 from edgespec.drafters.history import HistoryDrafter
 from edgespec.drafters.history_index import HistoryError, HistoryIndex
-from vineyard.seeds import template_reports
 from edgespec.testing.words import WordTokenizer
+from vineyard.testing import season_drafting
 
 
 def test_history_drafts_most_frequent_continuation(index):
@@ -41,34 +39,14 @@ def test_history_add_report_makes_it_draftable_immediately(index):
     assert tok.words(d.propose(ctx, 8).tokens) == ["dry", "after", "rain"]
 
 
-def synthetic_season(n_reports: int, seed: int = 0) -> list[str]:
-    """Reports in the style of the templates with varied blocks, numbers and sentence choices."""
-    rng = random.Random(seed)
-    base = [t for _n, t in template_reports()]
-    out = []
-    for i in range(n_reports):
-        words = rng.choice(base).split()
-        for _ in range(12):
-            j = rng.randrange(len(words))
-            words[j] = rng.choice([str(rng.randrange(100)), f"B{rng.randrange(20)}", words[j].upper(), "rows"])
-        out.append(f"report {i} " + " ".join(words))
-    return out
-
-
 def test_history_drafts_along_a_long_season():
     """300 reports in the history: most steps get a real draft, and branching gives several.
 
     What a propose costs is measured by ``tools/bench_micro.py``, not here: a wall-clock bound
     in a unit test fails on a loaded 2-core box for reasons that are not the code's."""
-    tok = WordTokenizer()
-    idx = HistoryIndex(":memory:", seed_templates=False)
-    for text in synthetic_season(300):
-        idx.add_report(text)
-    d = HistoryDrafter(idx, tok, "words", k_max=16)
-    target = tok(synthetic_season(1, seed=99)[0])
-    prompt = tok("Field note: block B4 rows 12-18 Write the scouting report.")
-    d.begin(prompt)
-    ctx = list(prompt)
+    w = season_drafting(300)
+    d, target = w.drafter, w.target
+    ctx = list(w.prompt)
     hits = 0
     for i in range(1000):
         ctx.append(target[i % len(target)])
@@ -77,7 +55,7 @@ def test_history_drafts_along_a_long_season():
     assert hits > 500  # the drafts are real, not empty shortcuts
     cands = d.propose_candidates(ctx, 16, n=4)
     assert 1 <= len(cands) <= 4 and all(c.tokens for c in cands)
-    idx.close()
+    w.close()
 
 
 def test_history_branching_candidates(index):

@@ -24,7 +24,8 @@ from edgespec import EdgespecError, ModelFileError, PromptError
 from edgespec.llama import LlamaModel, check_same_vocab
 from edgespec.onnx import ProviderError, UnsupportedModelError
 from edgespec.onnx import convert as conv
-from edgespec.onnx.convert import convert_gguf_to_onnx, exact_qmat, export_onnx, quantize_rtn, read_config
+from edgespec.onnx.convert import convert_gguf_to_onnx, export_onnx, read_config
+from edgespec.onnx.weights import exact_qmat, quantize_rtn
 from vineyard.seeds import template_reports
 from edgespec.onnx.runtime import OnnxCausalLM
 
@@ -483,7 +484,7 @@ def test_failed_conversion_leaves_previous_export_intact(tiny_oracle_path, tmp_p
     def boom(*a, **k):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(conv, "_tokenizer_info", boom)
+    monkeypatch.setattr(conv, "tokenizer_info", boom)
     with pytest.raises(RuntimeError, match="disk on fire"):
         convert_gguf_to_onnx(tiny_oracle_path, tmp_path / "exp", weight_format="int4")
     assert (out / "config.json").read_text() == before
@@ -512,7 +513,7 @@ def test_export_onnx_writes_into_cache_and_reuses(tiny_oracle_path, tmp_path, mo
 def test_real_smollm2_logits_parity(tmp_path, weight_format):
     """SmolLM2-135M Q4_1: the export against llama.cpp's quantized kernels (which quantize the
     activations to Q8_1) over 300 positions of a field-report template."""
-    from edgespec.catalog import resolve_model
+    from edgespec.model_cache import resolve_model
 
     src = resolve_model("smollm2-135m-instruct", fetch=True, progress=False)
     d = convert_gguf_to_onnx(src, tmp_path / weight_format, weight_format=weight_format)

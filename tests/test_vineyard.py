@@ -17,8 +17,10 @@ import pytest
 from edgespec.events import TokenRecord
 from edgespec.spans import Span, SpanGuard, audit
 from vineyard import FieldNoteError
+from vineyard import pest_catalog as PC
 from vineyard import pests as P
-from vineyard.facts import Finding, check_report, check_spans
+from vineyard.facts import check_report, check_spans
+from vineyard.findings import Finding
 from vineyard.record import matches
 from vineyard.spans import CRITICAL_KINDS, CatalogSpanPolicy, SpanPolicy, StrictSpanPolicy, default_policy, find_spans
 
@@ -149,16 +151,16 @@ REQUIRED = [
 
 @pytest.mark.parametrize("name,kind", REQUIRED)
 def test_catalog_entries_are_complete(name, kind):
-    pest = P.PEST_CATALOG[name]
+    pest = PC.PEST_CATALOG[name]
     assert pest.kind == kind
     assert pest.scientific_name and pest.sampling_unit and pest.life_stages
     for t in pest.thresholds:
-        assert t.metric in P.METRICS and t.value >= 0
+        assert t.metric in PC.METRICS and t.value >= 0
         assert t.published == (t.source is not None)
 
 
 def test_grape_berry_moth_thresholds_are_the_cornell_ones():
-    th = P.PEST_CATALOG["grape berry moth"].thresholds
+    th = PC.PEST_CATALOG["grape berry moth"].thresholds
     assert [(t.metric, t.value, t.window) for t in th] == [
         ("incidence_pct", 6.0, ("07-14", "07-31")),
         ("incidence_pct", 15.0, ("08-14", "08-31")),
@@ -170,9 +172,9 @@ def test_grape_berry_moth_thresholds_are_the_cornell_ones():
 def test_unsourced_thresholds_are_marked_unpublished():
     # Diseases and most pests have no count threshold; the informal guides carry no source.
     for name in ("powdery mildew", "downy mildew", "botrytis bunch rot", "grape phylloxera", "spotted lanternfly"):
-        assert P.PEST_CATALOG[name].thresholds == ()
+        assert PC.PEST_CATALOG[name].thresholds == ()
     for name in ("grape leafhopper", "Japanese beetle"):
-        assert P.PEST_CATALOG[name].thresholds and not P.PEST_CATALOG[name].has_published_threshold
+        assert PC.PEST_CATALOG[name].thresholds and not PC.PEST_CATALOG[name].has_published_threshold
 
 
 @pytest.mark.parametrize(
@@ -199,9 +201,9 @@ def test_lookup_refuses_unknown_or_ambiguous(typed):
 
 
 def test_lookup_member_tells_species_apart():
-    assert P.lookup_member("vine mealybug") == (P.PEST_CATALOG["mealybugs"], "vine mealybug")
-    assert P.lookup_member("ERM") == (P.PEST_CATALOG["spider mites"], "European red mite")
-    assert P.lookup_member("mealybugs") == (P.PEST_CATALOG["mealybugs"], None)
+    assert P.lookup_member("vine mealybug") == (PC.PEST_CATALOG["mealybugs"], "vine mealybug")
+    assert P.lookup_member("ERM") == (PC.PEST_CATALOG["spider mites"], "European red mite")
+    assert P.lookup_member("mealybugs") == (PC.PEST_CATALOG["mealybugs"], None)
 
 
 def test_all_names_for_autocomplete():
@@ -216,25 +218,25 @@ def test_all_names_for_autocomplete():
 
 
 def test_catalog_validation_names_the_bad_field(tmp_path):
-    good = json.loads(P.CATALOG_PATH.read_text())
+    good = json.loads(PC.CATALOG_PATH.read_text())
     bad = json.loads(json.dumps(good))
     bad["pests"][0]["thresholds"][0]["metric"] = "vibes"
-    with pytest.raises(P.PestCatalogError, match=r"thresholds\[0\]\.metric"):
-        P.parse_catalog(bad)
+    with pytest.raises(PC.PestCatalogError, match=r"thresholds\[0\]\.metric"):
+        PC.parse_catalog(bad)
     bad = json.loads(json.dumps(good))
     bad["pests"][0]["thresholds"][0]["window"] = ["07-31", "07-14"]
-    with pytest.raises(P.PestCatalogError, match="window"):
-        P.parse_catalog(bad)
+    with pytest.raises(PC.PestCatalogError, match="window"):
+        PC.parse_catalog(bad)
     bad = json.loads(json.dumps(good))
     bad["pests"][1]["kind"] = "fungus"
-    with pytest.raises(P.PestCatalogError, match=r"pests\[1\].*kind"):
-        P.parse_catalog(bad)
-    with pytest.raises(P.PestCatalogError, match="no such file"):
-        P.load_catalog(tmp_path / "missing.json")
+    with pytest.raises(PC.PestCatalogError, match=r"pests\[1\].*kind"):
+        PC.parse_catalog(bad)
+    with pytest.raises(PC.PestCatalogError, match="no such file"):
+        PC.load_catalog(tmp_path / "missing.json")
     (tmp_path / "broken.json").write_text("{")
-    with pytest.raises(P.PestCatalogError, match="not valid JSON"):
-        P.load_catalog(tmp_path / "broken.json")
-    assert set(P.parse_catalog(good)) == set(P.PEST_CATALOG)
+    with pytest.raises(PC.PestCatalogError, match="not valid JSON"):
+        PC.load_catalog(tmp_path / "broken.json")
+    assert set(PC.parse_catalog(good)) == set(PC.PEST_CATALOG)
 
 
 # --------------------------------------------------------------- thresholds

@@ -19,37 +19,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edgespec.drafters.history import HistoryDrafter  # noqa: E402
-from edgespec.drafters.history_index import HistoryIndex, template_reports  # noqa: E402
 from edgespec.drafters.lookup import PromptLookupDrafter  # noqa: E402
 from edgespec.drafters.suffix_automaton import SuffixAutomaton  # noqa: E402
 from edgespec.testing.tiny_gguf import write_tiny_gguf  # noqa: E402
-from edgespec.testing.words import WordTokenizer  # noqa: E402
-
-
-def synthetic_season(n_reports: int, seed: int = 0) -> list[str]:
-    """The same synthetic season as tests/test_history_drafter.py."""
-    rng = random.Random(seed)
-    base = [t for _n, t in template_reports()]
-    out = []
-    for i in range(n_reports):
-        words = rng.choice(base).split()
-        for _ in range(12):
-            j = rng.randrange(len(words))
-            words[j] = rng.choice([str(rng.randrange(100)), f"B{rng.randrange(20)}", words[j].upper(), "rows"])
-        out.append(f"report {i} " + " ".join(words))
-    return out
+from vineyard.testing import season_drafting  # noqa: E402
 
 
 def history_propose() -> dict:
-    tok = WordTokenizer()
-    idx = HistoryIndex(":memory:", seed_templates=False)
-    for text in synthetic_season(300):
-        idx.add_report(text)
-    d = HistoryDrafter(idx, tok, "words", k_max=16)
-    target = tok(synthetic_season(1, seed=99)[0])
-    ctx = tok("Field note: block B4 rows 12-18 Write the scouting report.")
-    d.begin(ctx)
+    w = season_drafting(300)
+    d, target, ctx = w.drafter, w.target, list(w.prompt)
     t0 = time.perf_counter()
     for i in range(1000):
         ctx.append(target[i % len(target)])
@@ -59,7 +37,7 @@ def history_propose() -> dict:
     for _ in range(200):
         d.propose_candidates(ctx, 16, n=4)
     per4 = (time.perf_counter() - t0) / 200
-    idx.close()
+    w.close()
     return {"history propose (300 reports), us": per * 1e6, "history 4 candidates, us": per4 * 1e6}
 
 

@@ -13,7 +13,8 @@ import math
 import re
 from dataclasses import dataclass
 
-from .pests import Pest, lookup_member, normalize
+from .pest_catalog import Pest
+from .pests import lookup_member, normalize
 
 NUM_RE = re.compile(r"(?<![\w.])(-?\d+(?:,\d{3})*(?:\.\d+)?)(?!\.\d)")
 

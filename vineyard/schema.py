@@ -19,8 +19,9 @@ import json
 import re
 from dataclasses import dataclass
 
+from .pest_catalog import PEST_CATALOG, Pest, Threshold, fmt_quantity
+from .pests import lookup, plural, singular, threshold_status
 from .prompt import note_text
-from .pests import PEST_CATALOG, Pest, Threshold, fmt_quantity, lookup, plural, singular, threshold_status
 
 RISK_LEVELS = ("low", "moderate", "high")
 

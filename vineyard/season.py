@@ -14,7 +14,8 @@ import datetime as _dt
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from .pests import Threshold, lookup, normalize, observed_figures, plural, singular, threshold_status
+from .pest_catalog import Threshold
+from .pests import lookup, normalize, observed_figures, plural, singular, threshold_status
 
 # Which figure a week shows when no threshold applies to it: the threshold's metric wins.
 _FALLBACK_METRICS = ("incidence_pct", "per_unit", "severity_pct", "defoliation_pct")

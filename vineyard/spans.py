@@ -24,7 +24,8 @@ from typing import Iterable, Protocol, runtime_checkable
 
 from edgespec.spans import Span, SpanGuard
 
-from .pests import GENERIC_TERMS, PEST_CATALOG, Pest, normalize, number_variants, stage_forms
+from .pest_catalog import PEST_CATALOG, Pest
+from .pests import GENERIC_TERMS, normalize, number_variants, stage_forms
 
 KINDS = ("pest", "life_stage", "count", "threshold", "location", "date", "action")
 CRITICAL_KINDS = frozenset(KINDS)

@@ -20,7 +20,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 from textual_plotext import PlotextPlot
 
-from vineyard.pests import PEST_CATALOG, fmt_quantity
+from vineyard.pest_catalog import PEST_CATALOG, fmt_quantity
 from vineyard.season import BlockSeason, PestSeason, Week
 
 from ..database import season as season_db
