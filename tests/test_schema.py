@@ -108,3 +108,36 @@ def test_written_fields_spans():
     spans = schema.written_fields(text)
     assert {k: text[a:b] for k, (a, b) in spans.items()} == {"summary": "S.", "risk": "low, R.", "action": "A."}
     assert schema.written_fields("free text") is None
+
+
+@pytest.mark.parametrize("obs, date, levels", [
+    ({"infested": 0}, "2026-07-21", ("low",)),  # nothing found: low, forced
+    ({"infested": 4}, "2026-07-21", ("moderate", "high")),  # 8% above the 6% late-July threshold
+    ({"infested": 3}, "2026-07-21", ("low", "moderate", "high")),  # at 6%: the threshold is "exceeds"
+    ({"infested": 2}, "2026-07-21", ("low", "moderate", "high")),  # found, below: the oracle judges
+    ({"infested": 4}, "2026-06-02", ("low", "moderate", "high")),  # no threshold applies in June
+])
+def test_the_data_narrows_the_risk_level(obs, date, levels):
+    llguidance = pytest.importorskip("llguidance")
+    n = _note(**obs)
+    n["date"] = date
+    assert schema.risk_levels(n) == levels
+    grammar = llguidance.LLMatcher.grammar_from_lark(schema.report_grammar(n))
+    tok = llguidance.LLTokenizer("byte")
+    for level in schema.RISK_LEVELS:
+        text = schema.rendered_text(n).replace(
+            "Summary: \nRisk: \nAction: ",
+            f"Summary: Berry moth on the wood edge.\nRisk: {level}, as the threshold line says.\nAction: Scout again.")
+        m = llguidance.LLMatcher(tok, grammar, log_level=0)
+        toks = tok.tokenize_str(text)
+        assert (m.try_consume_tokens(toks) == len(toks) and m.is_accepting()) is (level in levels), level
+    assert f"level ::= {' | '.join(chr(34) + lv + chr(34) for lv in levels)}" in schema.report_gbnf(n)
+
+
+def test_a_walk_that_found_nothing_and_a_regulated_pest_set_the_level():
+    walk = copy.deepcopy(BERRY_MOTH)
+    walk["observations"] = []
+    assert schema.risk_levels(walk) == ("low",)
+    lanternfly = _note(pest="spotted lanternfly", life_stage="adult", unit="vines", sampled=20, infested=1)
+    assert "regulated" in schema.rendered_text(lanternfly)
+    assert schema.risk_levels(lanternfly) == ("moderate", "high")

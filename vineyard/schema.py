@@ -6,7 +6,8 @@ or density, for each observed pest the threshold comparison that applies on that
 and block risk class with its source, who must be notified -- so every number,
 threshold and pest name in them is right by construction. *Written* segments are the
 three places that need judgment: a one-sentence summary, the risk level with one
-sentence why, and the action. ``report_grammar`` turns the segments into an llguidance
+sentence why (the level narrowed by the data where it decides: ``risk_levels``), and the action.
+``report_grammar`` turns the segments into an llguidance
 Lark grammar: the data segments are single-path literals (the engine appends them
 without sampling and the oracle takes them in one batch), the written ones are bounded
 free text, so a small oracle cannot loop, drop a threshold or leave out the action.
@@ -168,14 +169,32 @@ def notify_lines(note: dict) -> list[str]:
     return out
 
 
+def _found(o: dict) -> bool:
+    """The pest was seen (an observation without counts, e.g. a severity estimate, counts as seen)."""
+    return bool(o.get("infested") or o.get("count") or ("infested" not in o and "count" not in o))
+
+
 def _pests_of(note: dict) -> list[Pest]:
     seen: dict[str, Pest] = {}
     for o in note["observations"]:
         p = lookup(o["pest"])
-        found = o.get("infested") or o.get("count") or ("infested" not in o and "count" not in o)
-        if p is not None and found:
+        if p is not None and _found(o):
             seen.setdefault(p.name, p)
     return list(seen.values())
+
+
+def risk_levels(note: dict) -> tuple[str, ...]:
+    """The risk levels the data leaves to judgment: a walk that found nothing is low; a find past a published
+    threshold (as the threshold line says "above"), or of a regulated pest, is not low; otherwise the oracle
+    chooses among all three."""
+    obs = note["observations"]
+    if not any(_found(o) for o in obs):
+        return ("low",)
+    over = any(_found(o) and (st := threshold_status(o, note["date"], risk=note.get("risk_class"))).status == "above"
+               and st.published for o in obs)
+    if over or any(p.reportable for p in _pests_of(note)):
+        return ("moderate", "high")
+    return RISK_LEVELS
 
 
 def segments(note: dict) -> list[Segment]:
@@ -221,7 +240,7 @@ def report_grammar(note: dict) -> str:
     lo_s, hi_s = FIELD_LIMITS["summary"]
     lo_r, hi_r = FIELD_LIMITS["risk_why"]
     lo_a, hi_a = FIELD_LIMITS["action"]
-    levels = " | ".join(_literal(level) for level in RISK_LEVELS)
+    levels = " | ".join(_literal(level) for level in risk_levels(note))
     return "\n".join([
         "%llguidance {}",
         "start: " + " ".join(body),
@@ -244,7 +263,7 @@ def report_gbnf(note: dict) -> str:
     lo_s, hi_s = FIELD_LIMITS["summary"]
     lo_r, hi_r = FIELD_LIMITS["risk_why"]
     lo_a, hi_a = FIELD_LIMITS["action"]
-    levels = " | ".join(_literal(level) for level in RISK_LEVELS)
+    levels = " | ".join(_literal(level) for level in risk_levels(note))
     return "\n".join([
         "root ::= " + " ".join(body),
         f"summary ::= {_gbnf_sentence(lo_s, hi_s)}",
