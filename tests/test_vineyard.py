@@ -687,6 +687,19 @@ def test_a_pest_scouted_for_and_not_found_cannot_be_reported_present():
     assert [(f.kind, f.text) for f in findings] == [("wrong_presence", said)]
 
 
+def test_a_pest_the_sighting_found_cannot_be_reported_absent():
+    note = {"block": "B4", "variety": "Riesling", "rows": "12-18", "date": "2026-05-26", "scout": "M. Ortiz",
+            "observations": [
+                {"pest": "grape berry moth", "life_stage": "larva", "unit": "clusters", "sampled": 50, "infested": 0},
+                {"pest": "spider mites", "life_stage": "adult", "unit": "leaves", "sampled": 40, "infested": 1}]}
+    said = "No spider mites were found in this field note"
+    findings = check_report(schema_report(note, said + ".", "low, one leaf of 40.", "Scout again next week."), note)
+    assert [(f.kind, f.text) for f in findings] == [("wrong_absence", said)]
+    fine = schema_report(note, "No grape berry moth was found; spider mites were on 1 of 40 leaves.",
+                         "low, one leaf of 40.", "Scout again next week.")
+    assert check_report(fine, note) == []
+
+
 def test_free_layout_prompt_says_nothing_found():
     from vineyard import fieldnote, prompt
 

@@ -27,7 +27,7 @@ from edgespec.spans import Span
 
 from .fieldnote import validate
 from .findings import Finding
-from .name_check import check_life_stages, check_pests, check_presence, check_unknown_names
+from .name_check import check_absence, check_life_stages, check_pests, check_presence, check_unknown_names
 from .number_check import check_dates_locations, check_numbers, check_thresholds
 from .pests import resolve_mention
 from .record import Facts
@@ -89,6 +89,7 @@ def check_spans(text: str, note: dict, policy: CatalogSpanPolicy, spans: list[Sp
 
     findings += check_pests(text, pest_spans, facts, policy)
     findings += check_presence(text, pest_spans, facts)
+    findings += check_absence(text, pest_spans, facts)
     findings += check_unknown_names(text, spans, facts)
     findings += check_life_stages(text, spans, facts)
     claimed = check_thresholds(text, spans, facts, sentence_of, pests_in, findings)

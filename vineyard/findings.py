@@ -18,6 +18,7 @@ FINDING_KINDS = (
     "unknown_number",  # any other number not traceable to the record
     "wrong_life_stage",  # a life stage next to a recorded pest that the sighting does not record for it
     "wrong_presence",  # a pest reported present that the sighting scouted for and found none of
+    "wrong_absence",  # a pest reported absent that the sighting found
     "repeated_text",  # a sentence said twice (a looping model)
     "unknown_pest",  # a pest named that is in neither the sighting nor the pest catalog
     "unobserved_crop",  # a crop or grape variety that is not this sighting's

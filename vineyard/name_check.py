@@ -1,4 +1,4 @@
-"""The fact check of what a report names: pests, life stages, presence, crops.
+"""The fact check of what a report names: pests, life stages, presence and absence, crops.
 
 Every pest or disease a report names must be one the sighting records (or its notes mention), named
 correctly, at a life stage the sighting records for it, not reported present where it was scouted for
@@ -84,16 +84,39 @@ def check_presence(text: str, pest_spans: list[Span], facts: Facts) -> list[Find
         name = resolve_mention(text[s.start : s.end])
         if name not in zero:
             continue
-        a = max(text.rfind(ch, 0, s.start) for ch in ".;:\n") + 1
-        a += len(text[a:s.start]) - len(text[a:s.start].lstrip())
-        m = re.compile(r"[;\n]|(?<!\d)\.(?!\d)").search(text, s.end)
-        b = m.start() if m else len(text)
+        a, b = _clause(text, s.start, s.end)
         clause = text[a:b]
         if _NEGATION_RE.search(clause) or _ZERO_RE.search(clause) or not _PRESENCE_RE.search(clause):
             continue
         out.append(Finding("wrong_presence", f"the report says {name} is present; the sighting scouted for it and found none",
                            a, b, "error", clause.strip(), ["none found"]))
     return out
+
+
+def check_absence(text: str, pest_spans: list[Span], facts: Facts) -> list[Finding]:
+    """The mirror of ``check_presence``: a pest the sighting found must not be reported absent ("No spider
+    mites were found" after "1 of 40 leaves infested")."""
+    found = {o.name for o in facts.obs if _found(o.raw)}
+    out: list[Finding] = []
+    for s in pest_spans:
+        name = resolve_mention(text[s.start : s.end])
+        if name not in found:
+            continue
+        a, b = _clause(text, s.start, s.end)
+        clause = text[a:b]
+        if _NEGATION_RE.search(clause) and _PRESENCE_RE.search(clause):
+            out.append(Finding("wrong_absence", f"the report says no {name} was found; the sighting found some",
+                               a, b, "error", clause.strip(), ["found"]))
+    return out
+
+
+def _clause(text: str, start: int, end: int) -> tuple[int, int]:
+    """The clause around a mention: from the last sentence or clause mark before it to the next one after
+    (a decimal point is not one)."""
+    a = max(text.rfind(ch, 0, start) for ch in ".;:\n") + 1
+    a += len(text[a:start]) - len(text[a:start].lstrip())
+    m = re.compile(r"[;\n]|(?<!\d)\.(?!\d)").search(text, end)
+    return a, m.start() if m else len(text)
 
 
 def _found(o: dict) -> bool:
