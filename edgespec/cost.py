@@ -26,8 +26,8 @@ class CostCurve:
         self.seconds = [float(self.seconds[i]) for i in order]
         if not self.sizes or self.sizes[0] != 1:
             raise ValueError("a cost curve must include batch size 1")
-        # llama.cpp's kernels make some sizes cheaper than smaller ones: verifying n tokens
-        # can always be padded up to the cheapest size >= n, so use the suffix minimum.
+        # llama.cpp's kernels make some sizes cheaper than smaller ones: the engine pads a verify
+        # batch up to the cheapest size >= n (``padded``), so a batch of n costs the suffix minimum.
         self._eff = list(np.minimum.accumulate(np.array(self.seconds)[::-1])[::-1])
 
     def t(self, n: int) -> float:
@@ -40,6 +40,16 @@ class CostCurve:
             slope = (ys[-1] - ys[-2]) / (xs[-1] - xs[-2])
             return ys[-1] + max(slope, 0.0) * (n - xs[-1])
         return float(np.interp(n, xs, ys))
+
+    def padded(self, n: int) -> int:
+        """The batch size to run ``n`` tokens as: the cheapest measured size at or above ``n`` when it is
+        cheaper than ``n`` itself (what ``t`` charges), else ``n``."""
+        xs, raw = self.sizes, self.seconds
+        if n <= 0 or n >= xs[-1]:
+            return n
+        own = float(np.interp(n, xs, raw))
+        m, cost = min(((x, y) for x, y in zip(xs, raw) if x >= n), key=lambda xy: (xy[1], xy[0]))
+        return m if cost < own else n
 
     @classmethod
     def linear(cls, per_token: float, fixed: float = 0.0, max_n: int = 17) -> "CostCurve":

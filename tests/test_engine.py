@@ -295,3 +295,25 @@ def test_bytes_beyond_unicode_do_not_abort_the_process(oracle):
     """llama.cpp throws on 4-byte sequences above U+10FFFF; a drafter's raw bytes can contain them."""
     toks = oracle.tokenize(b"A\xf4\x90\x80\x80A\xf7\xbf\xbf\xbfB")
     assert oracle.detokenize(toks).startswith(b"A") and oracle.detokenize(toks).endswith(b"B")
+
+
+def test_verify_batches_are_padded_to_a_cheaper_size_and_the_padding_leaves_the_cache(oracle, close_lm, far_lm):
+    """A curve where 3 tokens cost more than 4: 3-token verify batches (pending + 2 drafted) run as 4, the
+    output stays the oracle's greedy decoding, and the KV cache holds exactly the committed tokens."""
+    curve = CostCurve([1, 2, 3, 4, 5], [0.04, 0.08, 0.12, 0.09, 0.12])
+    sizes = []
+    decode = oracle.decode
+    oracle.decode = lambda batch, logits_at=None: sizes.append(len(batch)) or decode(batch, logits_at=logits_at)
+    try:
+        for lm in (close_lm, far_lm):  # mostly accepted, mostly rejected
+            prompt = oracle.tokenize("the block row larva moth")
+            ref = oracle_greedy(oracle, prompt, 30)
+            oracle.reset()
+            sizes.clear()
+            eng = Engine(oracle, ModelDrafter(lm, oracle_vocab=oracle.n_vocab, p_min=0.0), curve=curve, adaptive=False)
+            done = list(eng.generate(prompt, GenerationParams(max_tokens=30, d_max=2)))[-1]
+            assert done.tokens == ref
+            assert 4 in sizes and 3 not in sizes  # every 3-token batch was run as 4
+            assert oracle.tokens == prompt + done.tokens[:-1]  # the last token is pending; no padding left
+    finally:
+        oracle.decode = decode

@@ -167,3 +167,10 @@ def test_a_draft_riding_on_a_forced_batch_pays_for_what_it_adds():
     pol = DraftPolicy(curve)
     assert pol.keep("lookup:<4", 3, 4, 0) == 0
     assert pol.keep("lookup:<4", 3, 4, 0, base=40) > 0
+
+
+def test_a_batch_is_padded_to_a_cheaper_size_only_when_it_is_cheaper():
+    c = CostCurve([1, 2, 3, 4, 5, 6, 8], [0.042, 0.082, 0.124, 0.091, 0.118, 0.108, 0.142])
+    assert [c.padded(n) for n in (1, 2, 3, 4, 5, 6, 7, 8, 9)] == [1, 2, 4, 4, 6, 6, 7, 8, 9]
+    assert c.t(3) == pytest.approx(0.091) and c.t(5) == pytest.approx(0.108)  # priced as run
+    assert CostCurve.linear(0.01).padded(3) == 3
