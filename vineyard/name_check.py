@@ -77,37 +77,29 @@ def check_presence(text: str, pest_spans: list[Span], facts: Facts) -> list[Find
     """A pest the sighting scouted for and found none of (0 infested, 0 counted) must not be reported as
     present: "spotted lanternfly adults were found on the trunks" after "0 of 40 vines" is a false alarm."""
     zero = {o.name for o in facts.obs if o.name not in {p.name for p in facts.obs if _found(p.raw)}}
-    if not zero:
-        return []
-    out: list[Finding] = []
-    for s in pest_spans:
-        name = resolve_mention(text[s.start : s.end])
-        if name not in zero:
-            continue
-        a, b = _clause(text, s.start, s.end)
-        clause = text[a:b]
-        if _NEGATION_RE.search(clause) or _ZERO_RE.search(clause) or not _PRESENCE_RE.search(clause):
-            continue
-        out.append(Finding("wrong_presence", f"the report says {name} is present; the sighting scouted for it and found none",
-                           a, b, "error", clause.strip(), ["none found"]))
-    return out
+    return [Finding("wrong_presence", f"the report says {name} is present; the sighting scouted for it and found none",
+                    a, b, "error", clause.strip(), ["none found"])
+            for name, a, b, clause in _clauses_naming(text, pest_spans, zero)
+            if not (_NEGATION_RE.search(clause) or _ZERO_RE.search(clause)) and _PRESENCE_RE.search(clause)]
 
 
 def check_absence(text: str, pest_spans: list[Span], facts: Facts) -> list[Finding]:
     """The mirror of ``check_presence``: a pest the sighting found must not be reported absent ("No spider
     mites were found" after "1 of 40 leaves infested")."""
     found = {o.name for o in facts.obs if _found(o.raw)}
-    out: list[Finding] = []
+    return [Finding("wrong_absence", f"the report says no {name} was found; the sighting found some",
+                    a, b, "error", clause.strip(), ["found"])
+            for name, a, b, clause in _clauses_naming(text, pest_spans, found)
+            if _NEGATION_RE.search(clause) and _PRESENCE_RE.search(clause)]
+
+
+def _clauses_naming(text: str, pest_spans: list[Span], names: set[str]):
+    """(catalog name, start, end, clause) for each mention of one of ``names``."""
     for s in pest_spans:
         name = resolve_mention(text[s.start : s.end])
-        if name not in found:
-            continue
-        a, b = _clause(text, s.start, s.end)
-        clause = text[a:b]
-        if _NEGATION_RE.search(clause) and _PRESENCE_RE.search(clause):
-            out.append(Finding("wrong_absence", f"the report says no {name} was found; the sighting found some",
-                               a, b, "error", clause.strip(), ["found"]))
-    return out
+        if name in names:
+            a, b = _clause(text, s.start, s.end)
+            yield name, a, b, text[a:b]
 
 
 def _clause(text: str, start: int, end: int) -> tuple[int, int]:
