@@ -27,23 +27,19 @@ open first checks that the file is fieldlog's (migrations.identify).
 
 from __future__ import annotations
 
-import datetime as _dt
 import itertools
 import json
 import os
-import re
 import sqlite3
 import threading
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import sqlite_utils
 
-from . import export as _export
-from .canonical import canonical_json, jsonable, payload_sha256, strict_loads, utc_now
+from .canonical import canonical_json, payload_sha256, utc_now
 from .errors import NotFoundError, StateError, StoreError, ValidationError
 from .guard import guarded
 from .migrations import (
@@ -57,9 +53,11 @@ from .migrations import (
     stamp,
 )
 from .outbox import Outbox
+from .queries import SIGHTING_STATUSES, QueryMethods, fts_query
+from .reports import ReportMethods
+from .transfer import ImportResult, TransferMethods, unknown_pests
 from .payloads import note_of, report_payload, sighting_payload
-from vineyard import FieldNoteError, fieldnote, review
-from vineyard.pests import canonical_name, check_name
+from vineyard.pests import canonical_name
 
 from .validation import (
     GEO_FIELDS,
@@ -68,56 +66,18 @@ from .validation import (
     TEXT_FIELDS,
     check_uuid,
     fold,
-    validate_text_field,
     pests_text,
     validate_draft,
     validate_final,
 )
 
-SIGHTING_STATUSES = ("draft", "finalized", "superseded")
-REPORT_STATUSES = ("complete", "cancelled", "failed")
-REVIEW_STATUSES = review.REVIEW_STATUSES
-MAX_REPORT_TEXT = 200_000  # the sync protocol's limit: a longer report could never reach the office
-REPORT_JSON = ("model_pair", "policy", "stats", "provenance", "spans", "findings")
 CONTENT_COLUMNS = TEXT_FIELDS + GEO_FIELDS
 
 
-@dataclass
-class ImportResult:
-    """Outcome of import_notes: counts plus (line number, message) for every bad line."""
-
-    imported: int = 0
-    errors: list[tuple[int, str]] = field(default_factory=list)
-    skipped: int = 0  # lines whose note is already in the log (re-importing a file is harmless)
-    ids: list[str] = field(default_factory=list)
-    # (line number, message) for pest names the catalog knows under another name or not at all: imported
-    # as written (a file is the scout's record), but said, so a misspelling can be revised
-    warnings: list[tuple[int, str]] = field(default_factory=list)
-
-
-def _like_escape(s: str) -> str:
-    return s.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def fts_query(text: str) -> str | None:
-    """A user's words as a safe FTS5 query: every word must match, as a prefix.
-
-    Quoting each token means punctuation and words like NOT/OR are plain text,
-    so no user input can raise an FTS syntax error. The query is NFKC-folded first, so
-    full-width letters typed on an East Asian keyboard ("ｍｏｔｈ") search as "moth".
-    """
-    import re
-
-    tokens = re.findall(r"\w+", fold(text or ""))
-    if not tokens:
-        return None
-    return " ".join('"' + t.replace('"', '""') + '"*' for t in tokens)
-
-
-class Store:
-    """The device's database. ``Store(":memory:")`` works for tests."""
-
-    SNIPPET_MARKS = ("«", "»")  # around matched words in search snippets (not Textual markup on purpose)
+class Store(QueryMethods, ReportMethods, TransferMethods):
+    """The device's database. ``Store(":memory:")`` works for tests. Sightings, the audit log and the
+    plumbing live here; the reports (reports.py), the log's queries (queries.py) and files in and out
+    (transfer.py) are mixins over the same connection, lock and transactions."""
 
     def __init__(self, path: str | os.PathLike, *, timeout: float = 10.0, readonly: bool = False):
         self._lock = threading.RLock()
@@ -177,6 +137,10 @@ class Store:
         self._closed = False
 
     # ------------------------------------------------------------------ plumbing
+    def _now(self) -> str:
+        """One clock for every timestamp the store writes (the tests pin it)."""
+        return utc_now()
+
     def close(self) -> None:
         with self._lock:
             if not self._closed:
@@ -372,7 +336,7 @@ class Store:
                 raise StateError(f"sighting {sid} was superseded by a newer version")
             now = utc_now()
             payload = self._finalize_in_tx(sid, now)
-            self._audit("sighting", sid, "finalize", {"sha256": payload_sha256(payload), **_unknown_pests(payload)}, now)
+            self._audit("sighting", sid, "finalize", {"sha256": payload_sha256(payload), **unknown_pests(payload)}, now)
         return sid
 
     @guarded
@@ -412,7 +376,7 @@ class Store:
             self._audit(
                 "sighting", new_id, "revise",
                 {"replaces": sid, "version": payload["version"], "changed": changed, "sha256": payload_sha256(payload),
-                 **_unknown_pests(payload)},
+                 **unknown_pests(payload)},
                 now,
             )
         return new_id
@@ -472,510 +436,6 @@ class Store:
         obs = self._observations([c["id"] for c in chain])
         return [self._present(c, obs[c["id"]]) for c in chain]
 
-    def _latest_report_id(self, sid: str) -> str | None:
-        r = self._one(
-            "SELECT id FROM reports WHERE sighting_id = ? AND status = 'complete' ORDER BY created_at DESC, rowid DESC LIMIT 1",
-            (sid,),
-        )
-        return r["id"] if r else None
-
-    @guarded
-    def find_sighting_id(self, prefix: str) -> str:
-        """Resolve a full id or a unique prefix (>= 4 characters) as typed on a command line."""
-        prefix = (prefix or "").strip().lower()
-        if len(prefix) < 4:
-            raise ValidationError("sighting id: give at least 4 characters")
-        rows = self._rows(
-            "SELECT id FROM sightings WHERE id LIKE ? ESCAPE '\\' LIMIT 2", (_like_escape(prefix) + "%",)
-        )
-        if not rows:
-            raise NotFoundError(f"no sighting with id {prefix}")
-        if len(rows) > 1:
-            raise ValidationError(f"sighting id: {prefix!r} matches more than one sighting; give more characters")
-        return rows[0]["id"]
-
-    @guarded
-    def find_report_id(self, prefix: str) -> str:
-        """A report id from a full id or a unique prefix (>= 4 characters), as for sightings."""
-        prefix = (prefix or "").strip().lower()
-        if len(prefix) < 4:
-            raise ValidationError("report id: give at least 4 characters")
-        rows = self._rows("SELECT id FROM reports WHERE id LIKE ? ESCAPE '\\' LIMIT 2", (_like_escape(prefix) + "%",))
-        if not rows:
-            raise NotFoundError(f"no report with id {prefix}")
-        if len(rows) > 1:
-            raise ValidationError(f"report id: {prefix!r} matches more than one report; give more characters")
-        return rows[0]["id"]
-
-    @guarded
-    def list_sightings(
-        self,
-        *,
-        block: str | None = None,
-        pest: str | None = None,
-        date_from: str | None = None,
-        date_to: str | None = None,
-        status: str | Iterable[str] | None = None,
-        query: str | None = None,
-        include_superseded: bool = False,
-        limit: int = 500,
-    ) -> list[dict]:
-        """Sightings newest first, with observations and latest_report_id.
-
-        ``pest`` matches part of a pest name, case-insensitive ("mildew" finds both
-        mildews); ``query`` is a full-text search over notes, pests, block, scout.
-        Superseded versions are hidden unless asked for (they are history).
-        """
-        where, params = self._sighting_filters(
-            block=block, pest=pest, date_from=date_from, date_to=date_to, status=status,
-            query=query, include_superseded=include_superseded,
-        )
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValidationError(f"limit: expected a positive whole number, got {limit!r}")
-        rows = self._rows(
-            f"SELECT s.* FROM sightings s WHERE {where} "
-            "ORDER BY s.date DESC, s.time DESC, s.created_at DESC LIMIT ?",
-            [*params, limit],
-        )
-        return self._with_details(rows)
-
-    def _with_details(self, rows: list[dict]) -> list[dict]:
-        obs = self._observations([r["id"] for r in rows])
-        latest = {
-            r["sighting_id"]: r["id"]
-            for r in self._rows(
-                "SELECT sighting_id, id FROM reports WHERE status = 'complete' "
-                "AND sighting_id IN (SELECT value FROM json_each(?)) ORDER BY created_at, rowid",
-                (json.dumps([r["id"] for r in rows]),),
-            )
-        }
-        out = []
-        for r in rows:
-            s = self._present(r, obs[r["id"]])
-            s["latest_report_id"] = latest.get(r["id"])
-            out.append(s)
-        return out
-
-    def _sighting_filters(self, *, block, pest, date_from, date_to, status, query, include_superseded):
-        where, params = ["1"], []
-        if block:
-            where.append("s.block = ? COLLATE NOCASE")
-            params.append(str(block).strip())
-        if pest:
-            # part of the name as typed or of its catalog name, any case ("mildew" finds both mildews,
-            # "moth" finds "berry moht"), or the same catalog entry ("GBM" finds "berry moht")
-            typed = fold(str(pest)).strip()
-            where.append(
-                "EXISTS (SELECT 1 FROM observations o WHERE o.sighting_id = s.id AND (fieldlog_fold(o.pest) LIKE ? ESCAPE '\\'"
-                " OR fieldlog_pest(o.pest) LIKE ? ESCAPE '\\' OR (? IS NOT NULL AND fieldlog_pest(o.pest) = ?)))"
-            )
-            canon = canonical_name(typed)
-            like = "%" + _like_escape(typed) + "%"
-            params += [like, like, canon, canon]
-        for name, value, op in (("date_from", date_from, ">="), ("date_to", date_to, "<=")):
-            if value:
-                try:
-                    _dt.date.fromisoformat(str(value))
-                except ValueError:
-                    raise ValidationError(f"{name}: {value!r} is not an ISO date (YYYY-MM-DD)") from None
-                where.append(f"s.date {op} ?")
-                params.append(str(value))
-        if status is not None:
-            statuses = [status] if isinstance(status, str) else list(status)
-            for st in statuses:
-                if st not in SIGHTING_STATUSES:
-                    raise ValidationError(f"status: {st!r} is not one of {', '.join(SIGHTING_STATUSES)}")
-            where.append(f"s.status IN ({', '.join('?' * len(statuses))})")
-            params.extend(statuses)
-        elif not include_superseded:
-            where.append("s.status <> 'superseded'")
-        if query is not None and str(query).strip():
-            q = fts_query(str(query))
-            if q is None:
-                where.append("0")
-            else:
-                where.append("s.rowid IN (SELECT rowid FROM sightings_fts WHERE sightings_fts MATCH ?)")
-                params.append(q)
-        return " AND ".join(where), params
-
-    # ------------------------------------------------------------------ reports
-    def _decode_report(self, r: dict, *, drop: tuple[str, ...] = ()) -> dict:
-        out = {k: v for k, v in r.items() if k not in drop}
-        for key in REPORT_JSON:
-            if key in out:
-                out[key] = json.loads(out[key]) if out[key] is not None else None
-        if "clean" in out:
-            out["clean"] = bool(out["clean"])
-        return out
-
-    @guarded
-    def save_report(
-        self,
-        sighting_id: str,
-        *,
-        text: str,
-        model_pair: dict,
-        policy: dict,
-        stats: dict,
-        provenance: list | dict,
-        spans: list,
-        findings: list,
-        status: str = "complete",
-    ) -> str:
-        """Store a generated report (immutable); returns its id.
-
-        A complete report of a finalized sighting is queued for sync in the same
-        transaction. One made from a draft waits and is queued when that draft is
-        finalized unchanged (a report of other content would be misleading).
-        Cancelled/failed reports stay on the device.
-        """
-        if status not in REPORT_STATUSES:
-            raise ValidationError(f"status: {status!r} is not one of {', '.join(REPORT_STATUSES)}")
-        if not isinstance(text, str):
-            raise ValidationError(f"text: expected text, got {type(text).__name__}")
-        values: dict[str, Any] = {}
-        for name, value, types in (
-            ("model_pair", model_pair, (dict,)),
-            ("policy", policy, (dict,)),
-            ("stats", stats, (dict,)),
-            ("provenance", provenance, (list, dict)),
-            ("spans", spans, (list,)),
-            ("findings", findings, (list,)),
-        ):
-            try:
-                v = jsonable(value if value is not None else types[0](), name)
-            except ValueError as e:
-                raise ValidationError(str(e)) from None
-            if not isinstance(v, types):
-                want = " or ".join(t.__name__ for t in types)
-                raise ValidationError(f"{name}: expected {want}, got {type(value).__name__}")
-            values[name] = v
-        with self.transaction():
-            row = self._require(sighting_id)
-            sid = row["id"]
-            now = utc_now()
-            rid = str(uuid.uuid4())
-            content_sha = row["content_sha256"] or payload_sha256(
-                note_of(self._present(row, self._observations([sid])[sid]))
-            )
-            report = {
-                "id": rid, "sighting_id": sid, "created_at": now, "status": status, "text": text,
-                **values, "sighting_sha256": content_sha,
-            }
-            payload = report_payload(report)
-            self.db["reports"].insert(
-                {
-                    **{k: report[k] for k in ("id", "sighting_id", "created_at", "status", "text", "sighting_sha256")},
-                    **{k: canonical_json(values[k]) for k in REPORT_JSON},
-                    "clean": payload["clean"],
-                    "payload_sha256": payload_sha256(payload),
-                }
-            )
-            if status == "complete" and row["status"] != "draft":
-                self.outbox.enqueue("report", payload, now)
-            self._audit(
-                "report", rid, "create",
-                {"sighting_id": sid, "status": status, "findings": len(values["findings"])}, now,
-            )
-        return rid
-
-    @guarded
-    def review_report(self, id: str, action: str, *, by: str, text: str | None = None, note: str | None = None) -> str:
-        """A person's review of a report, as a new version of it (reports are immutable); returns its id.
-
-        ``action``: ``"edit"`` (``text`` is the corrected report: the characters typed get provenance
-        ``person``, the rest keep their tokens', and the span audit and fact check run again on the
-        new text), ``"approve"`` or ``"flag"`` (``note`` says why); approving or flagging may carry a
-        corrected ``text`` too. ``by`` names who. Only the latest version of a complete report can
-        be reviewed. The new version is queued for the office like any report (its payload carries
-        version, replaces, review_status, reviewed_by, reviewed_at, review_note).
-        """
-        if action not in ("edit", "approve", "flag"):
-            raise ValidationError(f"action: {action!r} is not one of edit, approve, flag")
-        who = validate_text_field(by, "reviewed_by", 200)
-        if who is None:
-            raise ValidationError("reviewed_by: required (who reviewed the report)")
-        why = validate_text_field(note, "review_note", 2000)
-        if text is not None and not isinstance(text, str):
-            raise ValidationError(f"text: expected text, got {type(text).__name__}")
-        if action == "edit" and (text is None or not text.strip()):
-            raise ValidationError("text: required (the corrected report)")
-        if text is not None and len(text) > MAX_REPORT_TEXT:
-            raise ValidationError(f"text: too long ({len(text)} characters, max {MAX_REPORT_TEXT})")
-        with self.transaction():
-            old = self.get_report(id)
-            rid = old["id"]
-            if old["status"] != "complete":
-                raise StateError(f"report {rid} is {old['status']}; only a complete report can be reviewed")
-            nxt = self._one("SELECT id FROM reports WHERE replaces = ?", (rid,))
-            if nxt is not None:
-                raise StateError(f"report {rid} was already reviewed; review the latest version {self._latest_report_version(rid)}")
-            row = self._require(old["sighting_id"])
-            new_text = old["text"] if text is None else text
-            edited = new_text != old["text"]
-            if action == "edit" and not edited:
-                raise ValidationError("text: unchanged; approve or flag the report instead")
-            values = {k: old.get(k) for k in REPORT_JSON}
-            if edited:
-                values["provenance"] = review.edit_provenance(old["text"], old.get("provenance"), new_text)
-                sighting = note_of(self._present(row, self._observations([row["id"]])[row["id"]]))
-                try:
-                    checked = review.recheck(new_text, fieldnote.validate(sighting, check_rows=False), values["provenance"])
-                except FieldNoteError as e:
-                    raise StateError(f"the sighting of this report is not a complete field note ({e})") from None
-                values.update(checked)
-            status = {"edit": "edited", "approve": "approved", "flag": "flagged"}[action]
-            now = utc_now()
-            new_id = str(uuid.uuid4())
-            report = {
-                "id": new_id, "sighting_id": old["sighting_id"], "created_at": now, "status": "complete",
-                "text": new_text, **values, "sighting_sha256": old["sighting_sha256"],
-                "version": int(old.get("version") or 1) + 1, "replaces": rid, "review_status": status,
-                "reviewed_by": who, "reviewed_at": now, "review_note": why,
-            }
-            payload = report_payload(report)
-            self.db["reports"].insert({
-                **{k: report[k] for k in ("id", "sighting_id", "created_at", "status", "text", "sighting_sha256",
-                                          "version", "replaces", "review_status", "reviewed_by", "reviewed_at",
-                                          "review_note")},
-                **{k: canonical_json(values[k]) if values[k] is not None else None for k in REPORT_JSON},
-                "clean": payload["clean"],
-                "payload_sha256": payload_sha256(payload),
-            })
-            if row["status"] != "draft":
-                self.outbox.enqueue("report", payload, now)
-            self._audit("report", new_id, "review", {
-                "action": action, "by": who, "replaces": rid, "version": report["version"], "edited": edited,
-                "findings": len(values.get("findings") or []), "note": why,
-            }, now)
-        return new_id
-
-    def _latest_report_version(self, rid: str) -> str:
-        seen = {rid}
-        while True:
-            nxt = self._one("SELECT id FROM reports WHERE replaces = ?", (rid,))
-            if nxt is None or nxt["id"] in seen:
-                return rid
-            rid = nxt["id"]
-            seen.add(rid)
-
-    @guarded
-    def report_versions(self, id: str) -> list[dict]:
-        """Every version of the report ``id`` belongs to, oldest first (its review history), in full."""
-        first = self.get_report(id)
-        seen = {first["id"]}
-        while first.get("replaces") and first["replaces"] not in seen:
-            prev = self._one("SELECT * FROM reports WHERE id = ?", (first["replaces"],))
-            if prev is None:
-                break
-            seen.add(prev["id"])
-            first = self._decode_report(prev)
-        chain = [first]
-        while True:
-            nxt = self._one("SELECT * FROM reports WHERE replaces = ?", (chain[-1]["id"],))
-            if nxt is None or nxt["id"] in {c["id"] for c in chain}:
-                break
-            chain.append(self._decode_report(nxt))
-        return chain
-
-    @guarded
-    def get_report(self, id: str) -> dict:
-        rid = check_uuid(id, "report id")
-        r = self._one("SELECT * FROM reports WHERE id = ?", (rid,))
-        if r is None:
-            raise NotFoundError(f"no report with id {rid}")
-        return self._decode_report(r)
-
-    @guarded
-    def reports_for(self, sighting_id: str) -> list[dict]:
-        """Every report of one sighting version, newest first, in full."""
-        sid = self._require(sighting_id)["id"]
-        rows = self._rows("SELECT * FROM reports WHERE sighting_id = ? ORDER BY created_at DESC, rowid DESC", (sid,))
-        return [self._decode_report(r) for r in rows]
-
-    @guarded
-    def list_reports(
-        self,
-        *,
-        sighting_id: str | None = None,
-        status: str | None = None,
-        block: str | None = None,
-        clean: bool | None = None,
-        limit: int = 500,
-    ) -> list[dict]:
-        """Reports newest first, without the bulky provenance/spans (use get_report for those),
-        with the sighting's block, date and status for a table view."""
-        where, params = ["1"], []
-        if sighting_id is not None:
-            where.append("r.sighting_id = ?")
-            params.append(check_uuid(sighting_id, "sighting id"))
-        if status is not None:
-            if status not in REPORT_STATUSES:
-                raise ValidationError(f"status: {status!r} is not one of {', '.join(REPORT_STATUSES)}")
-            where.append("r.status = ?")
-            params.append(status)
-        if block:
-            where.append("s.block = ? COLLATE NOCASE")
-            params.append(str(block).strip())
-        if clean is not None:
-            where.append("r.clean = ?")
-            params.append(1 if clean else 0)
-        rows = self._rows(
-            "SELECT r.*, s.block AS block, s.date AS date, s.status AS sighting_status "
-            f"FROM reports r JOIN sightings s ON s.id = r.sighting_id WHERE {' AND '.join(where)} "
-            "ORDER BY r.created_at DESC, r.rowid DESC LIMIT ?",
-            [*params, int(limit)],
-        )
-        return [self._decode_report(r, drop=("provenance", "spans")) for r in rows]
-
-    # ------------------------------------------------------------------ search
-    @guarded
-    def search(self, query: str, limit: int = 50, *, include_superseded: bool = False) -> list[dict]:
-        """Full-text search over sightings (notes, pests, block, variety, scout, weather) and report text.
-
-        Each word must match (as a prefix, stemmed). Results, best first:
-        ``{kind, id, sighting_id, snippet, rank, block, date, status}``; rank is
-        FTS5 bm25 (lower is better). Superseded versions and their reports are
-        left out unless ``include_superseded``: search shows the log as it stands.
-        """
-        q = fts_query(query)
-        if q is None:
-            return []
-        a, b = self.SNIPPET_MARKS
-        hide = "" if include_superseded else "AND s.status <> 'superseded'"
-        # a report a person has reviewed since is history too: search shows its latest version
-        hide_reviewed = "" if include_superseded else "AND NOT EXISTS (SELECT 1 FROM reports n WHERE n.replaces = r.id)"
-        sightings = self._rows(
-            f"""SELECT 'sighting' AS kind, s.id AS id, s.id AS sighting_id,
-                       snippet(sightings_fts, -1, ?, ?, '…', 12) AS snippet, bm25(sightings_fts) AS rank,
-                       s.block AS block, s.date AS date, s.status AS status
-                FROM sightings_fts JOIN sightings s ON s.rowid = sightings_fts.rowid
-                WHERE sightings_fts MATCH ? {hide} ORDER BY rank LIMIT ?""",
-            (a, b, q, limit),
-        )
-        reports = self._rows(
-            f"""SELECT 'report' AS kind, r.id AS id, r.sighting_id AS sighting_id,
-                       snippet(reports_fts, -1, ?, ?, '…', 12) AS snippet, bm25(reports_fts) AS rank,
-                       s.block AS block, s.date AS date, s.status AS status
-                FROM reports_fts JOIN reports r ON r.rowid = reports_fts.rowid
-                JOIN sightings s ON s.id = r.sighting_id
-                WHERE reports_fts MATCH ? {hide} {hide_reviewed} ORDER BY rank LIMIT ?""",
-            (a, b, q, limit),
-        )
-        return sorted(sightings + reports, key=lambda r: r["rank"])[:limit]
-
-    # ------------------------------------------------------------------ export / import
-    def _export_rows(self, include_drafts: bool, include_superseded: bool) -> list[dict]:
-        statuses = ["finalized"] + (["draft"] if include_drafts else []) + (["superseded"] if include_superseded else [])
-        rows = self._rows(
-            f"SELECT * FROM sightings WHERE status IN ({', '.join('?' * len(statuses))}) "
-            "ORDER BY date, time, created_at",
-            statuses,
-        )
-        return self._with_details(rows)
-
-    @guarded
-    def export(
-        self,
-        fmt: str,
-        out: str | os.PathLike | IO[str],
-        *,
-        include_drafts: bool = False,
-        include_superseded: bool = False,
-    ) -> int:
-        """Write sightings as ``csv`` (one row per observation), ``geojson`` (a Point per
-        sighting with coordinates) or ``jsonl`` (one sighting per line); returns rows written.
-
-        By default only current finalized versions: what the farm office acts on.
-        A path is written atomically (temp file + rename), so a crash never leaves
-        half an export that looks complete.
-        """
-        writers = {"csv": _export.write_csv, "geojson": _export.write_geojson, "jsonl": _export.write_jsonl}
-        if fmt not in writers:
-            raise ValidationError(f"format: {fmt!r} is not one of csv, geojson, jsonl")
-        rows = self._export_rows(include_drafts, include_superseded)
-        if hasattr(out, "write"):
-            return writers[fmt](rows, out)
-        from ..atomic import atomic_write
-
-        return atomic_write(out, lambda f: writers[fmt](rows, f), error=StoreError)
-
-    @guarded
-    def import_notes(self, path: str | os.PathLike) -> ImportResult:
-        """Import field notes (JSON Lines, the ``edgespec generate --notes`` shape) as finalized sightings.
-
-        Every line succeeds or fails on its own: a bad one (not UTF-8, not strict
-        JSON — NaN, Infinity, nesting too deep — or not a valid note) is reported
-        with its number and reason, and whatever goes wrong storing a line undoes
-        only that line (a savepoint). A note already in the log (same content as an
-        existing finalized or superseded version) is skipped, so importing twice is
-        harmless. The good lines commit together: a crash mid-import imports nothing.
-        """
-        p = Path(path).expanduser()
-        try:
-            data = p.read_bytes()
-        except FileNotFoundError:
-            raise StoreError(f"{p}: no such file") from None
-        except OSError as e:
-            raise StoreError(f"{p}: cannot read ({e.strerror or e})") from None
-        result = ImportResult()
-        seen: set[str] = set()
-        with self.transaction():
-            for line_no, raw in enumerate(data.splitlines(), start=1):
-                if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                    raw = raw[3:]
-                if not raw.strip():
-                    continue
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    result.errors.append((line_no, "not UTF-8 text"))
-                    continue
-                try:
-                    note = strict_loads(line)
-                except json.JSONDecodeError as e:
-                    result.errors.append((line_no, f"not valid JSON ({e.msg} at column {e.colno})"))
-                    continue
-                except ValueError as e:
-                    result.errors.append((line_no, f"not valid JSON ({e})"))
-                    continue
-                try:
-                    if isinstance(note, dict):
-                        note = {k: v for k, v in note.items() if k not in STORE_FIELDS}
-                    norm = validate_final(note)
-                except ValidationError as e:
-                    result.errors.append((line_no, str(e)))
-                    continue
-                content_sha = payload_sha256(note_of(norm))
-                dup = self._one(
-                    "SELECT id FROM sightings WHERE content_sha256 = ? AND status <> 'draft' LIMIT 1", (content_sha,)
-                )
-                if dup is not None or content_sha in seen:
-                    result.skipped += 1
-                    continue
-                try:
-                    with self.transaction():  # savepoint: a failure here undoes only this line
-                        now = utc_now()
-                        sid = str(uuid.uuid4())
-                        self._insert_draft_row(sid, norm, now)
-                        payload = self._finalize_in_tx(sid, now)
-                        self._audit(
-                            "sighting", sid, "import",
-                            {"source": str(p), "line": line_no, "sha256": payload_sha256(payload),
-                             **_unknown_pests(payload)}, now,
-                        )
-                except (StoreError, ValueError, OverflowError, sqlite3.DatabaseError) as e:
-                    result.errors.append((line_no, f"not stored: {e}"))
-                    continue
-                seen.add(content_sha)
-                result.imported += 1
-                result.ids.append(sid)
-                for i, o in enumerate(norm["observations"]):
-                    c = check_name(o.get("pest"))
-                    if c.status != "catalog":
-                        result.warnings.append((line_no, f"observations[{i}].pest: {c.typed!r}: {c.describe()}"))
-        return result
-
     # ------------------------------------------------------------------ audit / outbox / maintenance
     @guarded
     def audit_log(self, entity_id: str | None = None, limit: int | None = None) -> list[dict]:
@@ -1023,13 +483,6 @@ class Store:
         with self.transaction():
             self.db["sightings"].rebuild_fts()
             self.db["reports"].rebuild_fts()
-
-
-def _unknown_pests(payload: dict) -> dict:
-    """{"unknown_pests": [...]} for the audit entry of a version naming pests the catalog does not know
-    (the form has the scout confirm them; the log keeps that they were), else {}."""
-    names = sorted({o["pest"] for o in payload.get("observations") or [] if o.get("pest") and not canonical_name(o["pest"])})
-    return {"unknown_pests": names} if names else {}
 
 
 def _changed_fields(old: dict, new: dict) -> dict:
