@@ -48,7 +48,7 @@ from .screens.sighting_form import SightingFormScreen
 from .screens.sync import SyncScreen
 from .sync import config as sync_config
 from .sync.background import app_sync_callback
-from .sync.client import ENV_SERVER, ENV_TOKEN, check_server_url
+from .sync.common import ENV_SERVER, ENV_TOKEN, check_server_url
 
 __all__ = ["FieldlogApp", "run", "MODELS_HELP", "ModelsMissing", "EngineUnavailable", "default_generator_factory"]
 

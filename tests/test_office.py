@@ -16,7 +16,8 @@ from fieldlog_app.office import chart, demo
 from fieldlog_app.office.accounts import Office
 from fieldlog_app.office.web import payload_review
 from fieldlog_app.sync.guard import FailureLimiter
-from fieldlog_app.sync.server import ServerDB, ServerError, create_app, write_csv
+from fieldlog_app.sync.app import create_app, write_csv
+from fieldlog_app.sync.server import ServerDB, ServerError
 from fieldlog_app.sync.server_cli import main as server_main
 from fieldlog_app.sync.testing import make_sightings
 

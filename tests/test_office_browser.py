@@ -13,7 +13,8 @@ import shutil
 import pytest
 
 from fieldlog_app.office import demo
-from fieldlog_app.sync.server import ServerDB, create_app
+from fieldlog_app.sync.app import create_app
+from fieldlog_app.sync.server import ServerDB
 from fieldlog_app.sync.testing import SwappableApp, ThreadServer
 
 CHROMIUM = os.environ.get("FIELDLOG_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"

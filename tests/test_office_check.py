@@ -24,9 +24,11 @@ from fieldlog_app.office import check
 from fieldlog_app.office.accounts import Office
 from fieldlog_app.office.demo import _upload
 from fieldlog_app.sync.protocol import PROTOCOL
-from fieldlog_app.sync.server import ServerDB, create_app
+from fieldlog_app.sync.app import create_app
+from fieldlog_app.sync.server import ServerDB
 from fieldlog_app.sync.server_cli import main as server_main
-from fieldlog_app.sync.client import SyncError, fetch_office_checks
+from fieldlog_app.sync.common import SyncError
+from fieldlog_app.sync.client import fetch_office_checks
 from fieldlog_app.sync.testing import ThreadServer, free_port, wait_for
 from vineyard import schema
 from vineyard.writer import ReportWriter

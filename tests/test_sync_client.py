@@ -18,9 +18,11 @@ from fieldlog_app.cli import main as fieldlog_main
 from fieldlog_app.database import Store, canonical_json, payload_sha256
 from fieldlog_app.sync.bundle import BundleError, export_bundle, import_bundle, read_receipts, write_receipts
 from fieldlog_app.sync.background import AutoSync, app_sync_callback, sync_when_reachable
-from fieldlog_app.sync.client import RetryPolicy, SyncBusyError, sync_lock, sync_once
+from fieldlog_app.sync.common import RetryPolicy, SyncBusyError, sync_lock
+from fieldlog_app.sync.client import sync_once
 from fieldlog_app.sync.status import apply_receipts, outbox_status, retry_items
-from fieldlog_app.sync.server import ServerDB, create_app
+from fieldlog_app.sync.app import create_app
+from fieldlog_app.sync.server import ServerDB
 from fieldlog_app.sync.signing import key_from_token, sign_receipt
 from fieldlog_app.sync.server_cli import main as server_main
 from fieldlog_app.sync.testing import (

@@ -14,7 +14,8 @@ import threading
 import pytest
 
 from fieldlog_app.database import Store
-from fieldlog_app.sync.client import RetryPolicy, sync_once
+from fieldlog_app.sync.common import RetryPolicy
+from fieldlog_app.sync.client import sync_once
 from fieldlog_app.sync.server import ServerDB
 from fieldlog_app.sync.testing import FaultProxy, ServerProcess, make_sightings, wait_for
 

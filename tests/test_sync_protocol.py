@@ -12,7 +12,7 @@ from email.utils import format_datetime
 import pytest
 
 from fieldlog_app.database import Store, canonical_json, payload_sha256
-from fieldlog_app.sync.client import RetryPolicy, parse_retry_after, resolve_config, SyncConfigError
+from fieldlog_app.sync.common import RetryPolicy, parse_retry_after, resolve_config, SyncConfigError
 from fieldlog_app.sync.protocol import ProtocolError, parse_json, validate_batch, validate_item
 from fieldlog_app.sync.testing import make_sightings
 

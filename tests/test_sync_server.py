@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from fieldlog_app.database import Store, payload_sha256
-from fieldlog_app.sync.server import ServerDB, ServerError, create_app
+from fieldlog_app.sync.app import create_app
+from fieldlog_app.sync.server import ServerDB, ServerError
 from fieldlog_app.sync.server_cli import main as server_main
 from fieldlog_app.sync.testing import SwappableApp, ThreadServer, make_sightings
 

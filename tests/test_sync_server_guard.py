@@ -8,7 +8,8 @@ import httpx
 import pytest
 
 from fieldlog_app.sync.guard import ConnectionLimits, FailureLimiter
-from fieldlog_app.sync.server import ServerDB, create_app
+from fieldlog_app.sync.app import create_app
+from fieldlog_app.sync.server import ServerDB
 from fieldlog_app.sync.testing import ThreadServer, _read_message
 
 DETECT = 30.0  # how long a test waits before calling a connection "never closed" (no bound on how fast)

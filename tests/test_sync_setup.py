@@ -17,7 +17,8 @@ from fieldlog_app.demo import seed_demo
 from fieldlog_app.screens.sync import SyncScreen
 from fieldlog_app.sync.bundle import BundleError, export_bundle
 from fieldlog_app.sync.background import APP_CONNECT_TIMEOUT, AutoSync, app_sync_callback, sync_when_reachable
-from fieldlog_app.sync.client import DemoDatabaseError, SyncConfigError, resolve_config, sync_once
+from fieldlog_app.sync.common import DemoDatabaseError, SyncConfigError, resolve_config
+from fieldlog_app.sync.client import sync_once
 from fieldlog_app.sync.config import ENV_CONFIG, SyncSettings, load_settings, save_settings
 from fieldlog_app.sync.testing import free_port, make_sightings
 from test_app import make_app, wait_for

@@ -16,7 +16,8 @@ from pathlib import Path
 from playwright.sync_api import sync_playwright
 
 from fieldlog_app.office import demo
-from fieldlog_app.sync.server import ServerDB, create_app
+from fieldlog_app.sync.app import create_app
+from fieldlog_app.sync.server import ServerDB
 from fieldlog_app.sync.testing import ThreadServer
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

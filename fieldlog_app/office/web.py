@@ -33,7 +33,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from fieldlog_app.sync.guard import FailureLimiter
-from fieldlog_app.sync.server import ServerDB, ServerError, write_csv, write_geojson
+from fieldlog_app.sync.app import write_csv, write_geojson
+from fieldlog_app.sync.server import ServerDB, ServerError
 from fieldlog_app.widgets.provenance import LEGEND, runs_from_stored
 
 from . import chart

@@ -45,7 +45,7 @@ def summarize(result: Any) -> str:
         return "sync finished"
     if isinstance(result, str):
         return result
-    summary = getattr(result, "summary", None)  # fieldlog_app.sync.client.SyncResult
+    summary = getattr(result, "summary", None)  # fieldlog_app.sync.common.SyncResult
     if callable(summary):
         text = f"sync finished: {summary()}"
         error = getattr(result, "error", None)

@@ -17,7 +17,8 @@ from fieldlog_app.database import OUTBOX_PENDING as PENDING
 from fieldlog_app.database import Store
 from fieldlog_app.database.demo_mark import is_demo
 
-from .client import SyncBusyError, SyncConfigError, SyncResult, _now, _open_store, _parse_iso, resolve_config, sync_once
+from .common import SyncBusyError, SyncConfigError, SyncResult, utc_datetime, open_store, parse_iso, resolve_config
+from .client import sync_once
 from .protocol import PROTOCOL
 
 
@@ -43,7 +44,7 @@ def sync_when_reachable(db: Store | str | os.PathLike, server: str | None = None
         server, token = resolve_config(server, token)
     except SyncConfigError:
         return None
-    with _open_store(db) as store:
+    with open_store(db) as store:
         if is_demo(store):
             return None  # the demo never syncs; "Sync now" says why (sync_once raises)
         counts = store.outbox_counts()
@@ -51,8 +52,8 @@ def sync_when_reachable(db: Store | str | os.PathLike, server: str | None = None
             return None
         head = store.outbox_items(PENDING, limit=1)
         if head and not kw.get("force", False):
-            t = _parse_iso(head[0].get("next_attempt_at"))
-            if t is not None and t > _now():
+            t = parse_iso(head[0].get("next_attempt_at"))
+            if t is not None and t > utc_datetime():
                 return None
         if not probe(server, timeout=probe_timeout, transport=kw.get("transport")):
             return None

@@ -46,7 +46,7 @@ from fieldlog_app.database.canonical import strict_loads, utc_now
 from ..atomic import atomic_write
 from fieldlog_app.database.demo_mark import is_demo
 
-from .client import DEMO_REFUSAL, _open_store
+from .common import DEMO_REFUSAL, open_store
 from .protocol import MAX_ITEMS, PROTOCOL, Item, ProtocolError, item_to_wire, parse_json, validate_item
 from .signing import BUNDLE, NoSuchSigner, key_from_token, sign, sign_receipt, verify
 
@@ -118,7 +118,7 @@ def export_bundle(db, out: str | os.PathLike, *, token: str, include_sent: bool 
     if not token:
         raise BundleError("a bundle is signed with this device's token: pass --token TOKEN or set FIELDLOG_TOKEN")
     states = ("queued", "sending", "sent") if include_sent else ("queued", "sending")
-    with _open_store(db, readonly=True) as store:
+    with open_store(db, readonly=True) as store:
         if is_demo(store):  # sample data must not reach an office by card either
             raise BundleError(DEMO_REFUSAL)
         rows = store.outbox_items(states)

@@ -103,7 +103,8 @@ def _err(msg: str) -> None:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    from .client import RetryPolicy, SyncBusyError, SyncConfigError, SyncError, sync_once
+    from .common import RetryPolicy, SyncBusyError, SyncConfigError, SyncError
+    from .client import sync_once
 
     if args.batch_size < 1 or args.retries < 0 or args.timeout <= 0:
         _err("--batch-size must be at least 1, --retries at least 0, --timeout positive")
@@ -136,7 +137,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .client import SyncError
+    from .common import SyncError
     from .status import outbox_status
 
     try:
@@ -162,7 +163,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_export_bundle(args: argparse.Namespace) -> int:
     from .bundle import BundleError, export_bundle
-    from .client import SyncError
+    from .common import SyncError
 
     token = _token(args)
     try:
@@ -177,7 +178,7 @@ def cmd_export_bundle(args: argparse.Namespace) -> int:
 
 def cmd_import_receipts(args: argparse.Namespace) -> int:
     from .bundle import BundleError, read_receipts
-    from .client import SyncBusyError, SyncConfigError, SyncError
+    from .common import SyncBusyError, SyncConfigError, SyncError
     from .status import apply_receipts
 
     token = _token(args)
@@ -200,7 +201,7 @@ def cmd_import_receipts(args: argparse.Namespace) -> int:
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
-    from .client import SyncBusyError, SyncError
+    from .common import SyncBusyError, SyncError
     from .status import retry_items
 
     try:

@@ -29,20 +29,13 @@ They never become ``failed``: a handheld offline for a week is normal.
 
 from __future__ import annotations
 
-import contextlib
-import email.utils
-import errno
 import json
 import os
 import random
-import threading
 import time
 import uuid
-import weakref
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
-from typing import Callable, Iterator
+from datetime import timedelta
+from typing import Callable
 
 import httpx
 
@@ -50,259 +43,18 @@ from fieldlog_app.database import OUTBOX_PENDING as PENDING
 from fieldlog_app.database import Store, StoreError
 from fieldlog_app.database.canonical import canonical_json, payload_sha256, utc_now
 
-from fieldlog_app.database.demo_mark import is_demo
 
-from .config import SyncSettingsError, load_settings
+from .common import (RetryPolicy, SyncError, SyncResult, iso, utc_datetime, open_store, parse_iso, parse_retry_after, refuse_demo,
+                     resolve_config, server_message, sync_lock)
 from .protocol import PROTOCOL, item_to_wire, validate_receipt
 
-__all__ = [
-    "RetryPolicy", "SyncResult", "SyncStatus", "SyncError", "SyncBusyError", "SyncConfigError",
-    "sync_once", "fetch_office_checks", "resolve_config", "sync_lock", "parse_retry_after", "ENV_SERVER", "ENV_TOKEN",
-    "DemoDatabaseError", "refuse_demo", "check_server_url",
-]
+__all__ = ["sync_once", "fetch_office_checks"]
 
-ENV_SERVER = "FIELDLOG_SERVER"
-ENV_TOKEN = "FIELDLOG_TOKEN"
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 CONFIG_STATUS = frozenset({401, 403, 404, 405})  # about the server/token, not the items: nothing is marked failed
 ITEM_OVERHEAD = 300       # bytes an item adds around its payload on the wire (ids, hash, keys)
 ENVELOPE_OVERHEAD = 200   # bytes of the batch envelope
 USER_AGENT = "fieldlog-sync/1"
-
-
-class SyncError(Exception):
-    """A sync that could not run at all (bad configuration, unusable database)."""
-
-
-class SyncBusyError(SyncError):
-    """Another process (or thread) is already syncing this database."""
-
-
-class SyncConfigError(SyncError):
-    """No server URL or token, or a malformed one."""
-
-
-class DemoDatabaseError(SyncConfigError):
-    """The database holds the demo's sample data: it never goes to a farm office."""
-
-
-DEMO_REFUSAL = ("this is the demo database (sample sightings): it never syncs to a farm office, which could not "
-                "delete them; log real sightings in your own database (fieldlog without --demo)")
-
-
-def refuse_demo(store: Store) -> None:
-    if is_demo(store):
-        raise DemoDatabaseError(DEMO_REFUSAL)
-
-
-@dataclass
-class RetryPolicy:
-    """Exponential back-off with full jitter (AWS architecture blog, 2015): the wait before
-    retry ``n`` is uniform in ``[0, min(cap, base * 2**n)]``, which spreads a fleet of
-    handhelds that all regain signal at the same moment."""
-
-    tries: int = 6            # attempts per batch within one run (1 + 5 retries)
-    base: float = 0.5         # seconds
-    cap: float = 30.0         # seconds, the longest single wait
-    max_wait: float = 120.0   # a Retry-After longer than this ends the run instead of blocking it
-    persist_base: float = 5.0   # back-off between runs (the rows' next_attempt_at) ...
-    persist_cap: float = 900.0  # ... at most 15 minutes
-
-    def delay(self, retry: int, rng: random.Random) -> float:
-        return rng.uniform(0.0, min(self.cap, self.base * (2 ** retry)))
-
-    def persisted_delay(self, attempts: int, rng: random.Random) -> float:
-        """Back-off between runs from the rows' attempt count. "Equal jitter" (half fixed, half
-        random) rather than full: a periodic sync must not retry a dead server straight away."""
-        ceiling = min(self.persist_cap, self.persist_base * (2 ** min(max(attempts - 1, 0), 30)))
-        return ceiling * rng.uniform(0.5, 1.0)
-
-
-@dataclass
-class SyncResult:
-    """What one run did. ``error`` says why it stopped early (None: the queue was drained)."""
-
-    sent: int = 0           # accepted by the server now
-    duplicate: int = 0      # the server already had them (a resend after a lost answer, or a bundle)
-    conflicts: int = 0      # → needs-attention
-    failed: int = 0         # → failed (permanent 4xx)
-    remaining: int = 0      # still queued/sending after the run
-    recovered: int = 0      # rows found 'sending' from an interrupted run, re-sent
-    batches: int = 0
-    retries: int = 0
-    error: str | None = None
-    deferred_until: str | None = None  # nothing sent: the head of the queue waits for its back-off
-    messages: list[str] = field(default_factory=list)
-    server: str | None = None
-    started_at: str = ""
-    finished_at: str = ""
-
-    @property
-    def ok(self) -> bool:
-        """Everything that was pending has a receipt and nothing needs the user."""
-        return self.error is None and self.conflicts == 0 and self.failed == 0 and self.remaining == 0
-
-    def summary(self) -> str:
-        s = (f"sent {self.sent}, already present {self.duplicate}, conflicts {self.conflicts}, "
-             f"failed {self.failed}, still queued {self.remaining}")
-        if self.deferred_until:
-            s += f" (waiting until {self.deferred_until})"
-        return s
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class SyncStatus:
-    """What a Sync screen or ``fieldlog sync status`` shows."""
-
-    counts: dict[str, int]
-    pending: int
-    last_run_at: str | None
-    last_success_at: str | None
-    last_error: str | None
-    next_attempt_at: str | None
-    attention: list[dict]   # failed / needs-attention rows: item_id, kind, state, last_error, attempts, updated_at
-    last_result: dict | None = None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-# ---------------------------------------------------------------------------------- helpers
-def resolve_config(server: str | None = None, token: str | None = None) -> tuple[str, str]:
-    """Server URL and token from the arguments, else ``$FIELDLOG_SERVER`` / ``$FIELDLOG_TOKEN``, else
-    the settings saved on this device (the app's Sync screen, ``sync/config.py``)."""
-    server = (server or os.environ.get(ENV_SERVER) or "").strip()
-    token = (token or os.environ.get(ENV_TOKEN) or "").strip()
-    if not (server and token):
-        try:
-            saved = load_settings()
-        except SyncSettingsError as e:
-            raise SyncConfigError(str(e)) from None
-        server, token = server or saved.server, token or saved.token
-    if not server:
-        raise SyncConfigError(f"no server: pass --server URL, set {ENV_SERVER}, or set it in the app's Sync screen")
-    if not token:
-        raise SyncConfigError(f"no device token: pass --token TOKEN, set {ENV_TOKEN}, or set it in the app's Sync screen")
-    return check_server_url(server), token
-
-
-def check_server_url(server: str) -> str:
-    """``server`` as a base URL without a trailing slash; SyncConfigError when it is not http(s)://HOST."""
-    server = server.strip()
-    try:
-        url = httpx.URL(server)
-    except Exception as e:  # httpx.InvalidURL and friends
-        raise SyncConfigError(f"server URL {server!r} is not valid: {e}") from None
-    if url.scheme not in ("http", "https") or not url.host:
-        raise SyncConfigError(f"server URL {server!r} must look like http://HOST:PORT or https://HOST")
-    return server.rstrip("/")
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _iso(t: datetime) -> str:
-    return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _parse_iso(s: str | None) -> datetime | None:
-    if not s:
-        return None
-    try:
-        t = datetime.fromisoformat(s)
-    except ValueError:
-        return None
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
-
-
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date); None if absent/garbled."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when is None:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - (now or _now())).total_seconds())
-
-
-def _server_message(resp: httpx.Response) -> str:
-    try:
-        body = resp.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and isinstance(body.get("message"), str):
-        return body["message"]
-    text = resp.text.strip().replace("\n", " ")
-    return text[:300] or resp.reason_phrase
-
-
-@contextlib.contextmanager
-def _open_store(db: Store | str | os.PathLike, *, readonly: bool = False) -> Iterator[Store]:
-    """Use the caller's Store, or open one: read-only for commands that only read (they then work on a
-    read-only or full disk), else writable (which also migrates an old database)."""
-    if isinstance(db, Store):
-        yield db
-        return
-    if str(db) != ":memory:" and not Path(db).expanduser().is_file():
-        # Opening would create an empty database and report "nothing to send": a typo must say so.
-        raise SyncError(f"no fieldlog database at {db}")
-    try:
-        store = Store(db, readonly=readonly)
-    except StoreError as e:
-        raise SyncError(str(e)) from None
-    try:
-        yield store
-    finally:
-        store.close()
-
-
-_memory_locks: "weakref.WeakKeyDictionary[Store, threading.Lock]" = weakref.WeakKeyDictionary()
-_memory_locks_guard = threading.Lock()
-
-
-@contextlib.contextmanager
-def sync_lock(store: Store) -> Iterator[None]:
-    """Exclusive, non-blocking: raises SyncBusyError when another sync holds it."""
-    if store.path == ":memory:":
-        with _memory_locks_guard:
-            lock = _memory_locks.setdefault(store, threading.Lock())
-        if not lock.acquire(blocking=False):
-            raise SyncBusyError("a sync of this database is already running")
-        try:
-            yield
-        finally:
-            lock.release()
-        return
-    import fcntl
-
-    path = store.path + ".sync-lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise SyncBusyError("another fieldlog sync is already running for this database") from None
-            raise
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        yield
-    finally:
-        os.close(fd)  # releases the flock
 
 
 class _Transient(Exception):
@@ -361,7 +113,7 @@ class _Run:
             else:
                 if resp.status_code not in RETRYABLE_STATUS and resp.status_code < 500:
                     return resp
-                err = f"HTTP {resp.status_code}: {_server_message(resp)}"
+                err = f"HTTP {resp.status_code}: {server_message(resp)}"
                 wait = parse_retry_after(resp.headers.get("retry-after"))
             if attempt + 1 >= tries:
                 raise _Transient(err, wait)
@@ -385,7 +137,7 @@ class _Run:
                              f"and is the address right? The items stay queued") from None
         if resp.status_code != 200:
             raise _Fatal(f"{self.http.base_url} answered HTTP {resp.status_code} to /v1/health: "
-                         f"{_server_message(resp)}; is this a fieldlog server?")
+                         f"{server_message(resp)}; is this a fieldlog server?")
         try:
             info = resp.json()
         except ValueError:
@@ -408,8 +160,8 @@ class _Run:
             rows = outbox.items(PENDING, limit=self.batch_size)
             if not rows:
                 return []
-            head_wait = _parse_iso(rows[0]["next_attempt_at"])
-            if not self.force and head_wait is not None and head_wait > _now():
+            head_wait = parse_iso(rows[0]["next_attempt_at"])
+            if not self.force and head_wait is not None and head_wait > utc_datetime():
                 self.result.deferred_until = rows[0]["next_attempt_at"]
                 return None
             batch, size, bad = [], 0, []
@@ -450,7 +202,7 @@ class _Run:
             next_at = None
             if wait is not None:  # one time for the whole batch: it goes out together again
                 delay = max(wait, self.retry.persisted_delay(outbox.max_attempts(seqs), self.rng))
-                next_at = _iso(_now() + timedelta(seconds=delay))
+                next_at = iso(utc_datetime() + timedelta(seconds=delay))
             outbox.requeue(seqs, error=error, next_attempt_at=next_at)
 
     # -- one batch ------------------------------------------------------------------------
@@ -499,17 +251,17 @@ class _Run:
             self.on_item_errors(rows, resp, "errors", "failed")
         elif code == 413:
             if len(rows) == 1:
-                self._fail_local(rows[0], f"rejected as too large: {_server_message(resp)}", utc_now())
+                self._fail_local(rows[0], f"rejected as too large: {server_message(resp)}", utc_now())
             else:
                 self.batch_size = max(1, len(rows) // 2)
                 self.max_bytes = max(1024, len(body) // 2)
                 self.requeue(rows)
         elif code in CONFIG_STATUS or 300 <= code < 400:
-            msg = f"HTTP {code}: {_server_message(resp)}"
+            msg = f"HTTP {code}: {server_message(resp)}"
             self.requeue(rows, error=msg)
             raise _Fatal(msg)
         else:
-            msg = f"HTTP {code}: {_server_message(resp)}"
+            msg = f"HTTP {code}: {server_message(resp)}"
             now = utc_now()
             with self.store.transaction():
                 for r in rows:
@@ -555,7 +307,7 @@ class _Run:
         except ValueError:
             body = {}
         entries = body.get(key) if isinstance(body, dict) else None
-        message = _server_message(resp)
+        message = server_message(resp)
         named: dict[str, list[str]] = {}
         for e in entries if isinstance(entries, list) else []:
             if isinstance(e, dict) and isinstance(e.get("item_id"), str):
@@ -643,7 +395,7 @@ def sync_once(db: Store | str | os.PathLike, server: str | None = None, token: s
     """
     server, token = resolve_config(server, token)
     rng = random.Random(seed)
-    with _open_store(db) as store:
+    with open_store(db) as store:
         refuse_demo(store)
         with sync_lock(store):
             run = _Run(store, server, token, batch_size=batch_size, max_batch_bytes=max_batch_bytes,
@@ -671,7 +423,7 @@ def fetch_office_checks(server: str | None = None, token: str | None = None, *, 
     except httpx.HTTPError as e:
         raise SyncError(f"{server}: {type(e).__name__}: {e}") from None
     if resp.status_code != 200:
-        raise SyncError(f"{server} answered {resp.status_code} for the office checks: {_server_message(resp)}")
+        raise SyncError(f"{server} answered {resp.status_code} for the office checks: {server_message(resp)}")
     try:
         checks = resp.json()["checks"]
         if not isinstance(checks, list) or not all(isinstance(c, dict) and isinstance(c.get("report_id"), str)

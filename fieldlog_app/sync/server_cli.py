@@ -26,7 +26,8 @@ import sys
 from pathlib import Path
 
 from .guard import ConnectionLimits, guarded_protocol
-from .server import DEVICE_ROLES, DEFAULT_MAX_BODY, ServerDB, ServerError, create_app, default_server_db, write_csv, write_geojson
+from .app import DEFAULT_MAX_BODY, create_app, write_csv, write_geojson
+from .server import DEVICE_ROLES, ServerDB, ServerError, default_server_db
 
 PROG = "fieldlog-server"
 DEFAULT_PORT = 8765

@@ -12,13 +12,13 @@ from fieldlog_app.database import OUTBOX_ATTENTION as ATTENTION
 from fieldlog_app.database import Store
 from fieldlog_app.database.canonical import utc_now
 
-from .client import ENV_TOKEN, SyncConfigError, SyncStatus, _open_store, sync_lock
+from .common import ENV_TOKEN, SyncConfigError, SyncStatus, open_store, sync_lock
 from .protocol import validate_receipt
 from .signing import key_from_token, receipt_is_signed
 
 
 def outbox_status(db: Store | str | os.PathLike, *, attention_limit: int = 100) -> SyncStatus:
-    with _open_store(db, readonly=True) as store:
+    with open_store(db, readonly=True) as store:
         outbox = store.outbox
         with store.transaction():  # one consistent view
             counts = outbox.counts()
@@ -48,7 +48,7 @@ def retry_items(db: Store | str | os.PathLike, item_ids: Iterable[str] | None = 
     states = [s for s in states if s in ATTENTION]
     if not states:
         return 0
-    with _open_store(db) as store, sync_lock(store):
+    with open_store(db) as store, sync_lock(store):
         return store.outbox.retry(item_ids, states=states)
 
 
@@ -69,7 +69,7 @@ def apply_receipts(db: Store | str | os.PathLike, receipts: Iterable[dict], *, t
         raise SyncConfigError(f"receipts are checked with this device's token: pass --token TOKEN or set {ENV_TOKEN}")
     key = key_from_token(token)
     out = ReceiptResult()
-    with _open_store(db) as store, sync_lock(store):
+    with open_store(db) as store, sync_lock(store):
         now = utc_now()
         with store.transaction():
             for rec in receipts:
