@@ -30,6 +30,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Static
 
 from vineyard.fieldnote import validate
+from vineyard.status import status_line
 
 from ..generator import MODELS_HELP, EngineUnavailable, ModelsMissing
 from ..widgets.gen_status import GenerationStatus
@@ -250,7 +251,8 @@ class GenerateScreen(Screen):
         findings = list(rec["findings"] or [])
         self.result_findings = findings
         n = len(findings)
-        status.finish(f"⚠ done, {n} finding{'s' if n != 1 else ''}" if n else "✓ done", final)
+        status.finish(f"⚠ done, {n} finding{'s' if n != 1 else ''}" if n else "✓ done", final,
+                      headline=status_line({**rec, "stats": rec["stats"] or final or {}}))
         if not ok:
             self._show_outcome(Text("The report could not be saved (see the message). The sighting is unchanged.",
                                     style="bold red"), css="-error")
