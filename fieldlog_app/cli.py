@@ -65,6 +65,11 @@ class CliError(Exception):
 # ---------------------------------------------------------------------- commands
 def cmd_app(args: argparse.Namespace) -> int:
     path = args.db_path
+    extra = {}
+    if args.battery_sim is not None:  # try the charger queue on a desktop: a simulated battery
+        from edgespec.power import parse_battery_sim
+
+        extra["power_source"] = parse_battery_sim(args.battery_sim)
     with Store(path) as store:  # open (create/migrate) first, so a bad path is a one-line error
         if args.demo:
             from .database.demo_mark import mark_demo
@@ -88,7 +93,7 @@ def cmd_app(args: argparse.Namespace) -> int:
     except Exception as e:
         print(f"fieldlog: sync disabled ({e})", file=sys.stderr)
     try:
-        app.run(path, demo=args.demo, sync_callback=sync_callback, autosync=auto)
+        app.run(path, demo=args.demo, sync_callback=sync_callback, autosync=auto, **extra)
     finally:
         if auto is not None:
             auto.stop()
@@ -402,6 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"database file (default: ${ENV_DB} or {default_db_path()})")
     ap.add_argument("--demo", action="store_true",
                     help=f"open a demo database with sample sightings (default file: {demo_db_path()})")
+    ap.add_argument("--battery-sim", metavar="PERCENT[:charging]", default=None,
+                    help="run the app on a simulated battery (below 10%% and not charging, reports wait for the charger)")
     ap.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     ap.set_defaults(func=cmd_app)
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
