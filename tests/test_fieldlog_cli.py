@@ -85,6 +85,20 @@ def test_demo_seeds_a_separate_demo_database_once(fake_app, tmp_path, capsys):
     assert not (tmp_path / "userdata" / "fieldlog.db").exists()  # the real log was not touched
 
 
+def test_battery_sim_gives_the_app_a_simulated_battery(monkeypatch, tmp_path, capsys):
+    seen = {}
+    mod = types.ModuleType("fieldlog_app.app")
+    mod.run = lambda db_path, **kw: seen.update(kw)
+    monkeypatch.setitem(sys.modules, "fieldlog_app.app", mod)
+    monkeypatch.setattr(fieldlog_app, "app", mod, raising=False)
+    assert cli.main(["--battery-sim", "4", "--db", str(tmp_path / "a.db")]) == 0
+    state = seen["power_source"].read()
+    assert (state.source, state.percent, state.charging) == ("simulated", 4.0, False)
+    assert cli.main(["--battery-sim", "150", "--db", str(tmp_path / "b.db")]) == 1
+    assert "--battery-sim percent must be 0..100" in capsys.readouterr().err
+    assert not (tmp_path / "b.db").exists()  # refused before the database is touched
+
+
 def test_bad_db_path_is_one_line_error(fake_app, tmp_path, capsys):
     bad = tmp_path / "junk.db"
     bad.write_text("not sqlite " * 200)
