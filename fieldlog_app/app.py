@@ -238,8 +238,11 @@ class FieldlogApp(App):
         try:
             while True:
                 jobs = self.queued_reports()
-                if not jobs or (self.power is not None and not self.power.read().state.charging):
-                    return  # unplugged: the rest wait for the next charge
+                if not jobs:
+                    return
+                if self.power is not None and not self.power.source.read().charging:
+                    self.power.unplugged()  # so the next reading on the charger starts the rest
+                    return
                 job = jobs[0]
                 sid = job.options[charger.SIGHTING_OPTION]
                 try:

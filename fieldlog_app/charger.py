@@ -72,6 +72,10 @@ class PowerWatch:
         self._charging = state.charging
         return PowerReading(state, policy, plugged)
 
+    def unplugged(self) -> None:
+        """The queue saw the charger go (between two polls): the next charging reading is a new connection."""
+        self._charging = False
+
     @property
     def charging(self) -> bool:
         return bool(self._charging)

@@ -181,3 +181,29 @@ def test_deferred_report_snapshot(snap_compare, frozen_store, queue, size):
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=size, run_before=open_it)
+
+
+@pytest.mark.asyncio
+async def test_unplugged_midway_the_rest_wait_for_the_next_charge(store, queue):
+    first, second = finalized_sighting(store), finalized_sighting(store, {**NOTE, "block": "B5"})
+    charger.queue_report(queue, store.path, first, dict(NOTE))
+    charger.queue_report(queue, store.path, second, {**NOTE, "block": "B5"})
+    battery = SimulatedPower(8, charging=True)
+
+    class UnplugsWhileWriting(FakeGenerator):
+        def stream_report(self, note, **kw):
+            battery.set(8, charging=False)  # the scout takes the handheld off the charger mid-report
+            return super().stream_report(note, **kw)
+
+    gen = UnplugsWhileWriting(delay=0)
+    app = app_on(store, queue, battery, gen)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        assert gen.calls == 1 and len(store.reports_for(first)) == 1 and store.reports_for(second) == []
+        (left,) = queue.jobs()
+        assert left.options[charger.SIGHTING_OPTION] == second and left.error is None
+        assert "1 report waits for the charger (B5" in str(app.screen.query_one("#log-queue", Static).render())
+        battery.set(8, charging=True)
+        app.poll_power()
+        await settle(app, pilot)
+        assert gen.calls == 2 and len(store.reports_for(second)) == 1 and queue.jobs() == []

@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("textual")
 
-from textual.widgets import Static  # noqa: E402
+from textual.widgets import Input, Static  # noqa: E402
 
 from fieldlog_app import gps  # noqa: E402
 from fieldlog_app.screens.sighting_form import SightingFormScreen  # noqa: E402
@@ -166,6 +166,8 @@ def test_form_filled_from_gpsd_snapshot(snap_compare, gpsfake, store, monkeypatc
         app.push_screen(SightingFormScreen())
         await pilot.pause()
         app.screen.top_field("block").input.value = "B4"
+        for inp in app.screen.query(Input):
+            inp.cursor_blink = False  # a blinking cursor is drawn or not by the clock
         await pilot.press("ctrl+g")
         await app.workers.wait_for_complete()
         await pilot.pause()
