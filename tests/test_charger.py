@@ -207,3 +207,24 @@ async def test_unplugged_midway_the_rest_wait_for_the_next_charge(store, queue):
         app.poll_power()
         await settle(app, pilot)
         assert gen.calls == 2 and len(store.reports_for(second)) == 1 and queue.jobs() == []
+
+
+@pytest.mark.asyncio
+async def test_the_open_generate_screen_shows_the_report_the_charger_wrote(store, queue):
+    sid = finalized_sighting(store)
+    battery = SimulatedPower(3, charging=False)
+    app = app_on(store, queue, battery)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await defer_report(app, pilot, store, sid)
+        battery.set(3, charging=True)
+        app.poll_power()
+        await settle(app, pilot)
+        await pilot.pause()
+        (report,) = store.reports_for(sid)
+        assert screen.state == "done" and screen.report_id == report["id"]
+        assert "Written on the charger" in str(screen.query_one("#gen-outcome", Static).render())
+        await pilot.press("o")
+        await pilot.pause()
+        from fieldlog_app.screens.report import ReportScreen
+
+        assert isinstance(app.screen, ReportScreen) and app.screen.report_id == report["id"]

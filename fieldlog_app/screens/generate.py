@@ -362,6 +362,20 @@ class GenerateScreen(Screen):
             return
         self.app.pop_screen()
 
+    def on_queued_report_done(self, message) -> None:
+        """The charger wrote this deferred report while the screen was open: say so, and `o` opens it."""
+        if self.state != "deferred" or message.sighting_id != self.sighting.get("id"):
+            return
+        if message.report_id is None:
+            self._show_outcome(Text(f"Writing it on the charger failed: {message.error}. It stays queued; "
+                                    "press n to try now.", style="bold red"), css="-error")
+            return
+        self.report_id = message.report_id
+        self._set_state("done")
+        self.query_one("#gen-status", GenerationStatus).set_state("✓ written on the charger")
+        self._show_outcome(Text("✓ Written on the charger and saved: press o to open it.", style="bold green"),
+                           css="-ok")
+
     def action_now(self) -> None:
         """The user's explicit "now" on a critical battery: take it off the queue and write it."""
         if self.state != "deferred":
