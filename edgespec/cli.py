@@ -37,6 +37,8 @@ def _add_generate(sub) -> None:
     g.add_argument("--fetch", action="store_true", help="fetch catalog models that are not cached yet")
     g.add_argument("--literal-prompt", action="store_true", help="with --prompt: special-token text stays plain text")
     g.add_argument("--json", action="store_true", help="print one JSON object instead of streaming text")
+    g.add_argument("--details", action="store_true", help="also print the engine's figures under the report "
+                   "(tokens, tok/s, acceptance, oracle passes, drafter, power mode)")
     g.add_argument("--now", action="store_true", help="generate even on a critical battery (default: queue the job "
                    "until the device charges; see `edgespec queue`)")
 
@@ -50,6 +52,7 @@ def _add_queue(sub) -> None:
     r.add_argument("--power-mode", choices=["performance", "balanced", "saver", "critical"], default=None)
     r.add_argument("--battery-sim", metavar="PERCENT[:charging]", default=None)
     r.add_argument("--allow-relaxed", action="store_true", help=argparse.SUPPRESS)
+    r.add_argument("--details", action="store_true", help="also print the engine's figures under each report")
     d = qsub.add_parser("drop", help="remove a queued job without running it")
     d.add_argument("id", help="job id (or a unique prefix)")
 
@@ -170,9 +173,15 @@ def _generate(opts: dict, note, prompt, writer_factory, *, stream: bool, cancel=
         rec = record(done)
         if stream:
             s = done.stats
-            print(f"\n\n[{s.tokens} tokens, {s.tokens_per_s:.1f} tok/s, acceptance {s.acceptance_rate:.2f}, "
-                  f"oracle passes {s.oracle_passes}, drafter {s.drafter}, power {s.power_mode}, stop: {s.stop_reason}]",
-                  file=sys.stderr)
+            # the headline is what a reader of the report asks (how long, how much was checked); the writer
+            # plugin words it for its domain, the engine's own figures follow only with --details
+            line = getattr(writer_factory, "status_line", None) if note is not None else None
+            headline = line(rec) if callable(line) else f"written in {s.wall_s:.1f} s, {s.tokens} tokens"
+            print(f"\n\n[{headline}]", file=sys.stderr)
+            if opts.get("details"):
+                print(f"[{s.tokens} tokens, {s.tokens_per_s:.1f} tok/s, acceptance {s.acceptance_rate:.2f}, "
+                      f"oracle passes {s.oracle_passes}, drafter {s.drafter}, power {s.power_mode}, "
+                      f"stop: {s.stop_reason}]", file=sys.stderr)
             for f in rec.get("findings", []):
                 print(f"[finding] {f.get('message', f)}", file=sys.stderr)
         return {"text": done.text, "tokens": done.tokens, "stats": rec["stats"], "model_pair": rec["model_pair"],
@@ -211,7 +220,7 @@ def cmd_queue(args) -> int:
     failed = 0
     for j in jobs:
         print(f"[job {j.id}] {j.describe()}", file=sys.stderr)
-        opts = {**j.options, "power_mode": args.power_mode, "battery_sim": args.battery_sim}
+        opts = {**j.options, "power_mode": args.power_mode, "battery_sim": args.battery_sim, "details": args.details}
         try:
             if j.kind == "notes" and writer_factory is None:
                 from .plugins import load_writer

@@ -65,6 +65,11 @@ class CliError(Exception):
 # ---------------------------------------------------------------------- commands
 def cmd_app(args: argparse.Namespace) -> int:
     path = args.db_path
+    extra = {}
+    if args.battery_sim is not None:  # try the charger queue on a desktop: a simulated battery
+        from edgespec.power import parse_battery_sim
+
+        extra["power_source"] = parse_battery_sim(args.battery_sim)
     with Store(path) as store:  # open (create/migrate) first, so a bad path is a one-line error
         if args.demo:
             from .database.demo_mark import mark_demo
@@ -88,7 +93,7 @@ def cmd_app(args: argparse.Namespace) -> int:
     except Exception as e:
         print(f"fieldlog: sync disabled ({e})", file=sys.stderr)
     try:
-        app.run(path, demo=args.demo, sync_callback=sync_callback, autosync=auto)
+        app.run(path, demo=args.demo, sync_callback=sync_callback, autosync=auto, **extra)
     finally:
         if auto is not None:
             auto.stop()
@@ -176,8 +181,17 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if args.max_tokens is not None and args.max_tokens < 1:
         raise UsageError("--max-tokens must be at least 1")
+    if (args.sighting_id is None) == (args.block is None):
+        raise UsageError("give a SIGHTING_ID, or --block with --date")
+    if args.block is not None and not args.date:
+        raise UsageError("--block needs --date YYYY-MM-DD (the walk to report on)")
     with Store(args.db_path) as store:
-        sid = store.find_sighting_id(args.sighting_id)
+        if args.demo:
+            from .demo import seed_demo
+
+            seed_demo(store, season=True)  # `make demo` reports on a sample sighting of the demo database
+        sid = store.find_sighting_id(args.sighting_id) if args.sighting_id is not None else \
+            _walk_of(store, args.block, args.date)
         sighting = store.get_sighting(sid)
         if sighting["status"] == "superseded":
             raise StoreError(f"sighting {sid} was revised; generate the report for the latest version "
@@ -264,20 +278,35 @@ def cmd_report(args: argparse.Namespace) -> int:
             if callable(close):
                 close()
 
-    stats = fields["stats"]
-    summary = [f"saved report {rid} for sighting {sid}"]
-    if stats.get("tokens"):
-        summary.append(f"{stats['tokens']} tokens")
-    if stats.get("tokens_per_s"):
-        summary.append(f"{stats['tokens_per_s']:.1f} tok/s")
-    if stats.get("acceptance_rate") is not None and stats.get("drafted_tokens"):
-        summary.append(f"acceptance {100 * stats['acceptance_rate']:.0f}%")
-    print(", ".join(summary), file=sys.stderr)
+    from vineyard.status import engineer_line, status_line
+
+    # the manager's line first (seconds, share of pest facts checked); the engine's figures only on request
+    print(f"saved report {rid} for sighting {sid}: {status_line(fields)}", file=sys.stderr)
+    if args.details:
+        print(engineer_line(fields["stats"]), file=sys.stderr)
     if fields["findings"]:
         print(f"{len(fields['findings'])} integrity finding(s): this report is NOT clean", file=sys.stderr)
         for f in fields["findings"]:
             print(f"  - {f.get('message', f) if isinstance(f, dict) else f}", file=sys.stderr)
     return 0
+
+
+def _walk_of(store: Store, block: str, date: str) -> str:
+    """The finalized sighting of ``block`` on ``date`` (one walk), as an id; an error naming what was found."""
+    import datetime as _dt
+
+    try:
+        day = _dt.date.fromisoformat(date.strip()).isoformat()
+    except ValueError:
+        raise UsageError(f"--date: {date!r} is not a day (YYYY-MM-DD)") from None
+    found = [s for s in store.list_sightings(block=block, date_from=day, date_to=day, status="finalized")
+             if str(s.get("block") or "").casefold() == block.strip().casefold() and s.get("date") == day]
+    if not found:
+        raise CliError(f"no finalized sighting of block {block} on {day} (see `fieldlog list --block {block}`)")
+    if len(found) > 1:
+        raise CliError(f"{len(found)} finalized sightings of block {block} on {day}; give one SIGHTING_ID: "
+                       + ", ".join(s["id"][:8] for s in found))
+    return found[0]["id"]
 
 
 def _cancel_on_sigint(cancel: threading.Event) -> Callable[[], None]:
@@ -378,6 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"database file (default: ${ENV_DB} or {default_db_path()})")
     ap.add_argument("--demo", action="store_true",
                     help=f"open a demo database with sample sightings (default file: {demo_db_path()})")
+    ap.add_argument("--battery-sim", metavar="PERCENT[:charging]", default=None,
+                    help="run the app on a simulated battery (below 10%% and not charging, reports wait for the charger)")
     ap.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     ap.set_defaults(func=cmd_app)
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
@@ -408,11 +439,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("report", help="generate and store a scouting report for a sighting (no UI)")
-    p.add_argument("sighting_id", metavar="SIGHTING_ID", help="full id or a unique prefix (see `fieldlog list`)")
+    p.add_argument("sighting_id", metavar="SIGHTING_ID", nargs="?",
+                   help="full id or a unique prefix (see `fieldlog list`)")
+    p.add_argument("--block", help="instead of an id: the block walked (with --date)")
+    p.add_argument("--date", metavar="YYYY-MM-DD", help="with --block: the day of the walk")
+    p.add_argument("--demo", dest="demo_report", action="store_true", help="on the demo database (seeded if empty), as `make demo` does")
     p.add_argument("--oracle", help="catalog name or GGUF path of the oracle")
     p.add_argument("--drafter", help="none|model|bridge|lookup|history|cascade|onnx")
     p.add_argument("--draft-model", help="catalog name or GGUF path of the draft model")
     p.add_argument("--max-tokens", type=int, default=None, metavar="N")
+    p.add_argument("--details", action="store_true", help="also print the engine's figures (tokens, tok/s, "
+                   "acceptance, oracle passes, drafter)")
     _db_option(p)
     p.set_defaults(func=cmd_report)
 
@@ -438,8 +475,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(e.code) if isinstance(e.code, int) else 2
     if args.command is not None and args.demo:
         parser.print_usage(sys.stderr)
-        print(f"{PROG}: error: --demo only applies when starting the app", file=sys.stderr)
+        print(f"{PROG}: error: --demo only applies when starting the app (or `fieldlog report --demo`)",
+              file=sys.stderr)
         return 2
+    args.demo = args.demo or bool(getattr(args, "demo_report", False))
     args.db_path = resolve_db(getattr(args, "db", None), demo=args.demo)
     try:
         return int(args.func(args) or 0)

@@ -40,7 +40,8 @@ from fieldlog_app.screens.report import ReportScreen  # noqa: E402
 from fieldlog_app.screens.sighting_detail import SightingDetailScreen  # noqa: E402
 from fieldlog_app.screens.sighting_form import SightingFormScreen  # noqa: E402
 from fieldlog_app.screens.sync import SyncScreen, summarize  # noqa: E402
-from fieldlog_app.widgets.gen_status import LiveStats, describe_pair, status_line  # noqa: E402
+from fieldlog_app.widgets.gen_status import LiveStats, describe_pair, status_line as gen_status_line  # noqa: E402
+from vineyard.status import status_line  # noqa: E402
 from fieldlog_app.widgets.provenance import (  # noqa: E402
     STYLES,
     Run,
@@ -343,11 +344,12 @@ def test_status_line_and_pair():
     live.add([TokenRecord(0, "a", "drafted", True), TokenRecord(1, "b", "drafted", True),
               TokenRecord(2, "c", "corrected", True), TokenRecord(3, "d", "drafted", False)], now=1.0)
     assert live.tokens == 4 and live.unverified == 1
-    line = status_line("● generating", live, now=2.0, power_mode="saver",
+    line = gen_status_line("● generating", live, now=2.0, power_mode="saver",
                        model_pair={"oracle": "/m/qwen.gguf", "drafter": "model", "draft_model": "/m/smol.gguf"})
     assert line == "● generating · 4 tok · 2.0 tok/s · accept ~67% · 1 unverified · power saver · smol → qwen"
     final = Stats(tokens=10, drafted_tokens=8, accepted_tokens=6, wall_s=4.0, power_mode="balanced").to_dict()
-    assert status_line("✓ done", live, final=final) == "✓ done · 10 tok · 2.5 tok/s · accept 75% · power balanced"
+    assert gen_status_line("✓ done", live, final=final) == "✓ done · 10 tok · 2.5 tok/s · accept 75% · power balanced"
+    assert gen_status_line("✓ done", live, final=final, headline="written in 4.0 s") == "✓ done · written in 4.0 s"
     assert describe_pair({"oracle": "q.gguf", "drafter": "cascade", "draft_model": None}) == "cascade → q"
     assert describe_pair(None) == ""
 
@@ -829,13 +831,16 @@ async def test_generate_streams_colours_and_stores_a_clean_report(store):
                           (" of 50", STYLES["drafted"]), (".", STYLES["unverified"]),
                           (": monitor", STYLES["drafted"])]
         status = str(screen.query_one("#gen-status").render())
-        assert status.startswith("✓ done") and "accept" in status and "power balanced" in status and "tiny-draft → tiny-oracle" in status
+        # done: the manager's line (seconds, pest facts checked), not the engine's figures
+        assert status.startswith("✓ done · written in ") and "checked by the large model: " in status
+        assert "accept" not in status and "tiny-draft → tiny-oracle" not in status
         (report,) = store.reports_for(sid)
         assert report["status"] == "complete" and report["clean"] is True
         assert report["text"] == SCRIPT_TEXT
         assert report["model_pair"]["oracle"] == "/models/tiny-oracle.gguf"
         assert len(report["provenance"]) == len(SCRIPT) and report["spans"][0]["kind"] == "pest"
         assert report["stats"]["tokens"] == len(SCRIPT)
+        assert status == f"✓ done · {status_line(report)}"
         assert "Clean report saved" in str(screen.query_one("#gen-outcome").render())
         assert screen.report_id == report["id"]
         # queued for sync after the sighting; the drafter history learned the clean text
@@ -1076,6 +1081,29 @@ async def test_opening_a_report_with_findings_shows_them_first(store):
         box = app.screen.query_one("#report-findings", Static)
         assert "not a clean report" in str(box.render()) and "mentions powdery mildew" in str(box.render())
         assert box.has_class("-warning")
+
+
+@pytest.mark.asyncio
+async def test_report_headline_is_the_managers_line_and_the_engine_figures_are_behind_d(store):
+    sid = finalized_sighting(store)
+    gen = FakeGenerator()
+    done = list(gen.stream_report(NOTE))[-1]
+    rid = store.save_report(sid, **gen.report_record(done))
+    app = make_app(store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        app.push_screen(ReportScreen(rid))
+        await pilot.pause()
+        screen = app.screen
+        headline = str(screen.query_one("#report-status", Static).render())
+        assert headline == status_line(store.get_report(rid)) and "checked by the large model" in headline
+        details = screen.query_one("#report-details")
+        assert not details.display and "acceptance" in str(screen.query_one("#report-stats").render())
+        await pilot.press("d")
+        await pilot.pause()
+        assert details.display
+        await pilot.press("d")
+        await pilot.pause()
+        assert not details.display
 
 
 # --------------------------------------------------------------------------- report review (issue 15)

@@ -85,6 +85,20 @@ def test_demo_seeds_a_separate_demo_database_once(fake_app, tmp_path, capsys):
     assert not (tmp_path / "userdata" / "fieldlog.db").exists()  # the real log was not touched
 
 
+def test_battery_sim_gives_the_app_a_simulated_battery(monkeypatch, tmp_path, capsys):
+    seen = {}
+    mod = types.ModuleType("fieldlog_app.app")
+    mod.run = lambda db_path, **kw: seen.update(kw)
+    monkeypatch.setitem(sys.modules, "fieldlog_app.app", mod)
+    monkeypatch.setattr(fieldlog_app, "app", mod, raising=False)
+    assert cli.main(["--battery-sim", "4", "--db", str(tmp_path / "a.db")]) == 0
+    state = seen["power_source"].read()
+    assert (state.source, state.percent, state.charging) == ("simulated", 4.0, False)
+    assert cli.main(["--battery-sim", "150", "--db", str(tmp_path / "b.db")]) == 1
+    assert "--battery-sim percent must be 0..100" in capsys.readouterr().err
+    assert not (tmp_path / "b.db").exists()  # refused before the database is touched
+
+
 def test_bad_db_path_is_one_line_error(fake_app, tmp_path, capsys):
     bad = tmp_path / "junk.db"
     bad.write_text("not sqlite " * 200)
@@ -293,7 +307,43 @@ def test_report_streams_stores_and_queues_a_complete_report(db, fake_gen, capsys
         assert r["status"] == "complete" and r["clean"] and r["text"] == gen.history[0]
         assert r["stats"]["tokens"] == 4 and [p["source"] for p in r["provenance"]][:2] == ["corrected", "drafted"]
         assert [x["kind"] for x in s.outbox_items()] == ["sighting", "report"]
-    assert f"saved report {r['id']}" in err and "acceptance 75%" in err
+    from vineyard.status import status_line
+
+    # the manager's line, not the engine's figures (those with --details)
+    assert f"saved report {r['id']} for sighting {sid}: {status_line(r)}" in err and "acceptance" not in err
+    assert status_line(r).startswith("written in ")
+    assert cli.main(["report", sid[:8], "--db", str(db), "--details"]) == 0
+    assert "acceptance 0.75" in capsys.readouterr().err
+
+
+def test_make_demos_report_lands_in_the_demo_database(fake_gen, tmp_path, capsys):
+    """`make demo` runs `fieldlog report --demo --block B4 --date 2026-07-21`: the app then opens on that report."""
+    assert cli.main(["report", "--demo", "--block", "b4", "--date", "2026-07-21"]) == 0
+    err = capsys.readouterr().err
+    with Store(tmp_path / "userdata" / "demo.db") as s:
+        (b4,) = [x for x in s.list_sightings(block="B4", status="finalized", limit=1000) if x["date"] == "2026-07-21"]
+        (r,) = s.reports_for(b4["id"])
+        from fieldlog_app.database.demo_mark import is_demo
+
+        assert is_demo(s) and r["status"] == "complete" and f"saved report {r['id']}" in err
+    assert fake_gen["gen"].note["block"] == "B4" and fake_gen["gen"].note["date"] == "2026-07-21"
+    assert not (tmp_path / "userdata" / "fieldlog.db").exists()  # the real log was not touched
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["report"], "give a SIGHTING_ID, or --block with --date"),
+    (["report", "--block", "B4"], "--block needs --date"),
+    (["report", "--block", "B4", "--date", "21/07/2026"], "is not a day"),
+])
+def test_report_needs_one_walk(argv, message, db, capsys):
+    assert cli.main([*argv, "--db", str(db)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_report_names_a_missing_walk(db, capsys):
+    imported(db, 1)
+    assert cli.main(["report", "--block", "Z9", "--date", "2026-07-21", "--db", str(db)]) == 1
+    assert "no finalized sighting of block Z9 on 2026-07-21" in capsys.readouterr().err
 
 
 def test_review_edits_approves_and_flags_a_stored_report(db, tmp_path, capsys, monkeypatch):

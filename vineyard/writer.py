@@ -22,7 +22,7 @@ from edgespec.constraints import Constraint
 from edgespec.events import Chunk, Done
 from edgespec.spans import audit
 
-from . import fieldnote, prompt, schema
+from . import fieldnote, prompt, schema, status
 from .facts import check_spans
 from .seeds import template_reports
 from .spans import CatalogSpanPolicy, default_policy
@@ -35,6 +35,8 @@ class ReportWriter:
     load = staticmethod(fieldnote.load)
     # what an empty history index starts with (the CLI and open_writer pass it to the generator)
     history_seed = staticmethod(template_reports)
+    # the line the edgespec CLI prints under a report: seconds and the share of pest facts the oracle checked
+    status_line = staticmethod(status.status_line)
 
     def __init__(self, generator: Generator) -> None:
         self.generator = generator

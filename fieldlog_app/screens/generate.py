@@ -30,6 +30,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Static
 
 from vineyard.fieldnote import validate
+from vineyard.status import status_line
 
 from ..generator import MODELS_HELP, EngineUnavailable, ModelsMissing
 from ..widgets.gen_status import GenerationStatus
@@ -78,13 +79,15 @@ class GenerateScreen(Screen):
         Binding("c", "cancel", "Cancel"),
         Binding("escape", "leave", "Back"),
         Binding("o", "open_report", "Open report"),
+        Binding("n", "now", "Write now"),
     ]
 
     def __init__(self, sighting: dict) -> None:
         super().__init__()
         self.sighting = sighting
         self.cancel_event = threading.Event()
-        self.state = "starting"  # starting | running | done | cancelled | failed | missing
+        self.state = "starting"  # starting | running | done | cancelled | failed | missing | deferred
+        self.force_now = False  # the user said "now" on a critical battery
         self.report_id: str | None = None
         self.records: list[Any] = []
         self.error: str | None = None
@@ -127,6 +130,8 @@ class GenerateScreen(Screen):
             return self.state in ("starting", "running")
         if action == "open_report":
             return self.report_id is not None
+        if action == "now":
+            return self.state == "deferred"
         return True
 
     def _set_state(self, state: str) -> None:
@@ -143,11 +148,32 @@ class GenerateScreen(Screen):
             self._set_state("failed")
             self._show_outcome(Text(f"This sighting cannot be reported on: {e}", style="bold red"))
             return
+        policy = self.app.power_policy()
+        if policy is not None and not policy.run_now and not self.force_now:
+            self._defer(note, policy.reason)
+            return
         self._set_state("starting")
-        self.generate(note)
+        # the app decided on power itself (or the user said now): the generator's own check is skipped
+        self.generate(note, force=self.force_now or policy is not None)
+
+    def _defer(self, note: dict, reason: str) -> None:
+        """A critical battery: queue the report for the charger instead of failing, and say how to go on."""
+        self._set_state("deferred")
+        self.query_one("#gen-status", GenerationStatus).set_state("waiting for the charger")
+        t = Text(f"Battery critical ({reason}): this report is not written now.\n", style="bold yellow")
+        try:
+            job, position, total = self.app.queue_report(self.sighting["id"], note)
+        except Exception as e:
+            t.append(f"It could not be queued either ({e}). ", style="bold red")
+        else:
+            t.append(f"Queued for the charger (position {position} of {total}; `edgespec queue list` shows it): "
+                     "it is written in the background when the charger is connected, and shows up in the log.\n")
+        t.append("Press n to write it now anyway (it drains the battery), Esc to go back.")
+        self._show_outcome(t, css="-warning")
 
     @work(thread=True, exclusive=True, group="generate", exit_on_error=False)
-    def generate(self, note: dict) -> None:
+    def generate(self, note: dict, force: bool = False) -> None:
+        from edgespec.api import PowerDeferred
         from edgespec.events import Done
 
         app = self.app
@@ -169,7 +195,7 @@ class GenerateScreen(Screen):
         with app.generation_lock:
             try:
                 # run the stream to its end (Done is last) so its own cleanup, e.g. the energy meter, runs
-                for event in gen.stream_report(note, cancel=self.cancel_event):
+                for event in gen.stream_report(note, cancel=self.cancel_event, force=force):
                     if isinstance(event, Done):
                         done = event
                     else:
@@ -184,6 +210,9 @@ class GenerateScreen(Screen):
                             add(done.text)
                         except Exception:
                             pass
+            except PowerDeferred as e:  # no power source in the app: the generator's own governor said wait
+                post(self._defer, note, str(e))
+                return
             except Exception as e:  # a crash mid-generation: keep what was written, mark it failed
                 post(self._failed, f"{type(e).__name__}: {e}", gen)
                 return
@@ -250,7 +279,8 @@ class GenerateScreen(Screen):
         findings = list(rec["findings"] or [])
         self.result_findings = findings
         n = len(findings)
-        status.finish(f"⚠ done, {n} finding{'s' if n != 1 else ''}" if n else "✓ done", final)
+        status.finish(f"⚠ done, {n} finding{'s' if n != 1 else ''}" if n else "✓ done", final,
+                      headline=status_line({**rec, "stats": rec["stats"] or final or {}}))
         if not ok:
             self._show_outcome(Text("The report could not be saved (see the message). The sighting is unchanged.",
                                     style="bold red"), css="-error")
@@ -331,6 +361,33 @@ class GenerateScreen(Screen):
             self.action_cancel()
             return
         self.app.pop_screen()
+
+    def on_queued_report_done(self, message) -> None:
+        """The charger wrote this deferred report while the screen was open: say so, and `o` opens it."""
+        if self.state != "deferred" or message.sighting_id != self.sighting.get("id"):
+            return
+        if message.report_id is None:
+            self._show_outcome(Text(f"Writing it on the charger failed: {message.error}. It stays queued; "
+                                    "press n to try now.", style="bold red"), css="-error")
+            return
+        self.report_id = message.report_id
+        self._set_state("done")
+        self.query_one("#gen-status", GenerationStatus).set_state("✓ written on the charger")
+        self._show_outcome(Text("✓ Written on the charger and saved: press o to open it.", style="bold green"),
+                           css="-ok")
+
+    def action_now(self) -> None:
+        """The user's explicit "now" on a critical battery: take it off the queue and write it."""
+        if self.state != "deferred":
+            return
+        try:
+            self.app.drop_queued_report(self.sighting["id"])
+        except Exception as e:
+            self.notify(f"Could not take the report off the queue ({e}); it may be written again on the charger",
+                        severity="warning", timeout=6)
+        self.force_now = True
+        self.query_one("#gen-outcome-box").display = False
+        self.start()
 
     def action_open_report(self) -> None:
         if self.report_id:

@@ -84,22 +84,45 @@ class LogScreen(Screen):
         yield DataTable(id="log-table", cursor_type="row", zebra_stripes=True)
         yield Static("", id="log-info")
         yield Static("", id="log-alerts")
+        yield Static("", id="log-queue")
         yield Footer()
 
     def on_mount(self) -> None:
         self._blocks: dict[str, str] = {}
         self.refresh_alerts()
+        self.refresh_queue()
         self.refresh_table()
         self.query_one("#log-table", DataTable).focus()
 
     def on_screen_resume(self) -> None:
         # coming back from the form/detail: data may have changed
         self.refresh_alerts()
+        self.refresh_queue()
         self.refresh_table()
 
     def on_background_sync(self) -> None:
         # the "waiting to sync" count under the table
         self.refresh_table()
+
+    def on_queued_report_done(self) -> None:
+        # a report written on the charger: its sighting's report column and the waiting count change
+        self.refresh_queue()
+        self.refresh_table()
+
+    def refresh_queue(self) -> None:
+        """How many reports wait for the charger, and which (a critical battery deferred them)."""
+        jobs = self.app.queued_reports()
+        widget = self.query_one("#log-queue", Static)
+        widget.set_class(bool(jobs), "-shown")
+        if not jobs:
+            widget.update("")
+            return
+        n = len(jobs)
+        which = ", ".join(f"{j.input.get('block', '?')} {j.input.get('date', '?')}" for j in jobs[:3])
+        more = f" and {n - 3} more" if n > 3 else ""
+        charging = "writing them now" if getattr(self.app, "charger_running", False) else "written when the charger is connected"
+        widget.update(Text(f"⏳ {n} report{'s' if n != 1 else ''} wait{'s' if n == 1 else ''} for the charger "
+                           f"({which}{more}): {charging}", style="bold yellow"))
 
     # ---------------------------------------------------------------- threshold alerts
 

@@ -69,3 +69,14 @@ class BackgroundSync(Message):
     def __init__(self, result: Any) -> None:
         super().__init__()
         self.result = result
+
+
+class QueuedReportDone(Message):
+    """A report deferred on a critical battery was written on the charger (``report_id``), or its job failed
+    (``report_id`` None, ``error`` says why). Posted by the app to every screen on its stack."""
+
+    def __init__(self, sighting_id: str, report_id: str | None, error: str | None = None) -> None:
+        super().__init__()
+        self.sighting_id = sighting_id
+        self.report_id = report_id
+        self.error = error

@@ -1,13 +1,16 @@
-"""A stored report: text in provenance colours, integrity findings first, then stats and spans."""
+"""A stored report: the manager's status line and integrity findings first, then the text in provenance colours;
+the engine's stats and the critical spans behind `d` (details)."""
 
 from __future__ import annotations
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import VerticalScroll
+from textual.containers import Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Label, Static
+
+from vineyard.status import status_line
 
 from ..widgets.gen_status import describe_pair
 from ..widgets.provenance import ProvenanceLegend, runs_from_stored, source_counts, styled_text
@@ -86,6 +89,7 @@ class ReportScreen(Screen):
         Binding("e", "edit", "Edit"),
         Binding("a", "review('approve')", "Approve"),
         Binding("f", "review('flag')", "Flag"),
+        Binding("d", "toggle_details", "Details"),
     ]
 
     def __init__(self, report_id: str) -> None:
@@ -97,15 +101,17 @@ class ReportScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("", id="report-meta")
+        yield Static("", id="report-status")
         yield ProvenanceLegend(id="report-legend")
         with VerticalScroll(id="report-scroll"):
             yield Static("", id="report-findings")
             yield Static("", id="report-text")
-            yield Static("", id="report-mix")
-            yield Label("Stats", classes="section-title")
-            yield Static("", id="report-stats")
-            yield Label("Critical spans", classes="section-title")
-            yield Static("", id="report-spans")
+            with Vertical(id="report-details"):
+                yield Static("", id="report-mix")
+                yield Label("Stats", classes="section-title")
+                yield Static("", id="report-stats")
+                yield Label("Critical spans", classes="section-title")
+                yield Static("", id="report-spans")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -139,6 +145,8 @@ class ReportScreen(Screen):
         if pair:
             meta.append(f"\n{pair}", style="dim")
         self.query_one("#report-meta", Static).update(meta)
+        # what a manager asks of a report: how long it took and how much of its facts the oracle checked
+        self.query_one("#report-status", Static).update(Text(status_line(r)))
 
         box = self.query_one("#report-findings", Static)
         box.remove_class("-warning", "-ok")
@@ -175,6 +183,9 @@ class ReportScreen(Screen):
         spans = loads_maybe(r.get("spans"), []) or []
         self.query_one("#report-spans", Static).update(
             Text("\n".join(format_span(x) for x in spans)) if spans else Text("none recorded", style="dim"))
+
+    def action_toggle_details(self) -> None:
+        self.query_one("#report-details").toggle_class("-shown")
 
     def _versions(self) -> list[dict]:
         try:

@@ -77,6 +77,11 @@ class SightingDetailScreen(Screen):
     def on_screen_resume(self) -> None:
         self.load()
 
+    def on_queued_report_done(self, message) -> None:
+        # a report of this sighting written on the charger joins its list
+        if message.sighting_id == self.sighting_id:
+            self.load()
+
     def load(self) -> None:
         ok, s = self.app.store_call("Reading the sighting", self.app.store.get_sighting, self.sighting_id)
         if not ok:

@@ -11,7 +11,7 @@ the field it names.
 from __future__ import annotations
 
 from rich.text import Text
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
@@ -20,6 +20,7 @@ from textual.widgets import Button, Checkbox, Footer, Header, Input, Label, Sele
 
 from vineyard.fieldnote import nothing_found
 
+from .. import gps
 from ..widgets.fields import FormField, ObservationRow
 from .common import short_id
 from .confirm import ConfirmScreen
@@ -42,6 +43,7 @@ class SightingFormScreen(Screen):
         Binding("ctrl+o", "add_observation", "Add obs"),
         Binding("escape", "leave", "Back"),
         Binding("ctrl+y", "use_catalog_name", "Catalog name", show=False),
+        Binding("ctrl+g", "gps", "GPS"),
     ]
 
     def __init__(self, sighting: dict | None = None) -> None:
@@ -68,6 +70,7 @@ class SightingFormScreen(Screen):
             obs = [{}]
         with VerticalScroll(id="form-scroll"):
             yield Static("", id="form-message")
+            yield Static("", id="form-gps")
             with Grid(id="form-top"):
                 for spec in TOP_FIELDS:
                     wide = " -wide-field" if spec.key in WIDE_FIELDS else ""
@@ -115,6 +118,43 @@ class SightingFormScreen(Screen):
         if action == "finalize" and self.mode == "revise":
             return False
         return True
+
+    # ---------------------------------------------------------------- position from gpsd
+
+    def action_gps(self) -> None:
+        """Fill latitude, longitude and accuracy from gpsd (in a worker: a receiver may take seconds)."""
+        self._gps_message(Text("GPS: asking gpsd for a position…", style="dim"))
+        self.read_gps()
+
+    @work(thread=True, exclusive=True, group="gps", exit_on_error=False)
+    def read_gps(self) -> None:
+        try:
+            fix = gps.read_fix()
+        except gps.GpsError as e:
+            self.app.call_from_thread(self._gps_failed, str(e))
+        except Exception as e:  # never a crash over a position: the scout can type it
+            self.app.call_from_thread(self._gps_failed, f"{type(e).__name__}: {e}")
+        else:
+            self.app.call_from_thread(self._gps_fix, fix)
+
+    def _gps_fix(self, fix: gps.Fix) -> None:
+        if not self.is_attached:
+            return
+        self.top_field("lat").input.value = f"{fix.lat:.6f}"
+        self.top_field("lon").input.value = f"{fix.lon:.6f}"
+        self.top_field("accuracy_m").input.value = f"{fix.accuracy_m:g}" if fix.accuracy_m is not None else ""
+        acc = f" ± {fix.accuracy_m:g} m" if fix.accuracy_m is not None else " (gpsd gave no accuracy)"
+        self._gps_message(Text(f"GPS: {fix.lat:.6f}, {fix.lon:.6f}{acc} from gpsd", style="green"))
+
+    def _gps_failed(self, why: str) -> None:
+        if self.is_attached:
+            self._gps_message(Text(f"No GPS position: {why}. Type the position in, or leave it empty.",
+                                   style="bold yellow"))
+
+    def _gps_message(self, text: Text) -> None:
+        widget = self.query_one("#form-gps", Static)
+        widget.update(text)
+        widget.add_class("-shown")
 
     # ---------------------------------------------------------------- reading the form
 

@@ -1,4 +1,5 @@
-"""The live status line under a streaming report: speed, acceptance, power mode, models.
+"""The live status line under a streaming report: speed, acceptance, power mode, models; once the report is
+done, the manager's line instead (seconds, share of pest facts the oracle checked).
 
 Live numbers come from the TokenRecords as they arrive (the engine's Stats only
 arrive with Done). The live acceptance is an estimate — accepted drafted tokens
@@ -96,9 +97,13 @@ def status_line(
     power_mode: str | None = None,
     model_pair: Any = None,
     final: dict | None = None,
+    headline: str | None = None,
 ) -> str:
-    """One status line. ``final`` is ``Stats.to_dict()`` from Done (exact numbers win)."""
+    """One status line. ``final`` is ``Stats.to_dict()`` from Done (exact numbers win); ``headline``, the finished
+    report's manager line (``vineyard.status.status_line``), replaces the engine's figures."""
     parts = [state]
+    if headline:
+        return " · ".join([state, headline])
     if final:
         parts.append(f"{final.get('tokens', 0)} tok")
         parts.append(f"{float(final.get('tokens_per_s') or 0):.1f} tok/s")
@@ -134,11 +139,12 @@ class GenerationStatus(Static):
         self.power_mode: str | None = None
         self.model_pair: Any = None
         self.final: dict | None = None
+        self.headline: str | None = None
 
     def start(self, *, power_mode: str | None, model_pair: Any) -> None:
         self.state = "● generating"
         self.live = LiveStats(started=self.clock())
-        self.power_mode, self.model_pair, self.final = power_mode, model_pair, None
+        self.power_mode, self.model_pair, self.final, self.headline = power_mode, model_pair, None, None
         self.refresh_line()
 
     def add(self, records: Iterable[Any]) -> None:
@@ -146,9 +152,10 @@ class GenerationStatus(Static):
             self.live.add(records, now=self.clock())
         self.refresh_line()
 
-    def finish(self, state: str, final: dict | None = None) -> None:
+    def finish(self, state: str, final: dict | None = None, headline: str | None = None) -> None:
         self.state = state
         self.final = final
+        self.headline = headline
         self.refresh_line()
 
     def set_state(self, state: str) -> None:
@@ -158,4 +165,4 @@ class GenerationStatus(Static):
     def refresh_line(self) -> None:
         # Text, not a str: model names must never be parsed as markup
         self.update(Text(status_line(self.state, self.live, now=self.clock(), power_mode=self.power_mode,
-                                     model_pair=self.model_pair, final=self.final)))
+                                     model_pair=self.model_pair, final=self.final, headline=self.headline)))
