@@ -245,7 +245,7 @@ def report_grammar(note: dict) -> str:
         "%llguidance {}",
         "start: " + " ".join(body),
         "summary: " + _SENTENCE.format(lo=lo_s, hi=hi_s),
-        f"risk: level \", \" risk_why",
+        "risk: level \", \" risk_why",
         f"level: {levels}",
         "risk_why: " + _SENTENCE.format(lo=lo_r, hi=hi_r),
         "action: sentence | sentence \" \" sentence",
@@ -267,7 +267,7 @@ def report_gbnf(note: dict) -> str:
     return "\n".join([
         "root ::= " + " ".join(body),
         f"summary ::= {_gbnf_sentence(lo_s, hi_s)}",
-        f"risk ::= level \", \" risk-why",
+        "risk ::= level \", \" risk-why",
         f"level ::= {levels}",
         f"risk-why ::= {_gbnf_sentence(lo_r, hi_r)}",
         "action ::= sentence | sentence \" \" sentence",
