@@ -396,8 +396,9 @@ def test_report_with_findings_is_saved_but_flagged_and_not_learned(db, fake_gen,
 def test_ctrl_c_cancels_and_keeps_the_partial_text_unsynced(db, fake_gen, capsys):
     sid = imported(db, 1)[0]
     fake_gen["gen"] = FakeGenerator(interrupt_at=2)
+    before = signal.getsignal(signal.SIGINT)  # default_int_handler, or SIG_IGN when pytest was started in the background
     assert cli.main(["report", sid, "--db", str(db)]) == 1
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert signal.getsignal(signal.SIGINT) is before  # handler restored
     err = capsys.readouterr().err
     assert "cancelled" in err
     with Store(db) as s:
