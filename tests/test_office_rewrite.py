@@ -195,3 +195,18 @@ def test_after_a_changed_word_the_rest_of_the_field_text_serves_again(office_url
     assert got.passes[0] == {**got.passes[0], "kind": "score"} and got.passes[0]["chars"] >= a
     assert got.summary()["score_passes"] >= 2  # scored again after the office model wrote
     assert got.accepted_chars > len(field) // 3
+
+
+@pytest.mark.parametrize("answer, why", [
+    (b'{"choices": [{"text": 5}]}', "no choices"),
+    (b'{"choices": []}', "no choices"),
+    (b'{"choices": [{"text": "a", "finish_reason": NaN}]}', "not JSON"),
+    (b'{"choices": [{"text": "' + b"x" * 20_000 + b'"}]}', "larger than"),
+])
+def test_a_malformed_continuation_answer_is_an_error(field_report, answer, why):
+    import httpx
+
+    note, _ = field_report
+    client = httpx.Client(transport=httpx.MockTransport(lambda request: httpx.Response(200, content=answer)))
+    with pytest.raises(check.OracleAnswerError, match=why):
+        rewrite.rewrite_report(check.OracleConfig("http://office", max_answer_bytes=10_000), note, "", client=client)
