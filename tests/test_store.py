@@ -65,9 +65,9 @@ def outbox(store: Store) -> list[dict]:
 def test_new_database_is_at_latest_schema_with_wal_full_sync_and_foreign_keys(tmp_path):
     path = tmp_path / "sub" / "dir" / "f.db"  # parent folders are created
     with Store(path) as s:
-        assert current_version(s.db) == SCHEMA_VERSION == 4
+        assert current_version(s.db) == SCHEMA_VERSION == 5
         versions = [r["version"] for r in s.db["_migrations"].rows]
-        assert versions == [1, 2, 3, 4]
+        assert versions == [1, 2, 3, 4, 5]
         assert s.db.journal_mode == "wal"
         assert s.db.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
         assert s.db.conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
@@ -152,7 +152,7 @@ def test_migrating_a_v2_database_adds_risk_class_and_keeps_every_row(tmp_path):
     path = tmp_path / "v2.db"
     fx = _v2_fixture(path)
     with Store(path) as s:
-        assert current_version(s.db) == SCHEMA_VERSION == 4
+        assert current_version(s.db) == SCHEMA_VERSION == 5
         # existing rows are untouched: same values, plus risk_class NULL
         after = list(s.db.query("SELECT * FROM sightings ORDER BY id"))
         assert [{k: v for k, v in r.items() if k != "risk_class"} for r in after] == fx["sightings"]
@@ -191,7 +191,7 @@ def test_the_risk_class_migration_is_one_transaction(tmp_path, monkeypatch):
     db.close()
     monkeypatch.undo()
     with Store(path) as s:  # and the next open applies it properly
-        assert current_version(s.db) == 4 and "risk_class" in s.db["sightings"].columns_dict
+        assert current_version(s.db) == SCHEMA_VERSION and "risk_class" in s.db["sightings"].columns_dict
 
 
 def test_a_database_from_a_newer_fieldlog_is_refused(tmp_path):
@@ -881,7 +881,7 @@ def test_v4_reindexes_old_misspelled_pests_for_search_and_keeps_the_guard(tmp_pa
     assert hits and rowid not in hits  # the v3 index misses it
     db.close()
     with Store(path) as s:
-        assert current_version(s.db) == 4
+        assert current_version(s.db) == SCHEMA_VERSION
         assert s.get_sighting(sid)["status"] == "finalized"
         assert {h["id"] for h in s.search("moth")} >= {sid}
         assert s.db.execute("SELECT pests FROM sightings WHERE id = ?", [sid]).fetchone()[0] == \

@@ -418,7 +418,7 @@ def test_q8_0_is_bitwise_invariant_even_one_token_at_a_time(tmp_path, shape):
 @pytest.mark.parametrize(
     "kwargs, words",
     [
-        (dict(vocab="c"), "vocab"),
+        (dict(vocab="z"), "vocab"),
         (dict(dtype="f16"), "dtype"),
         (dict(n_layer=0), "n_layer"),
         (dict(n_embd=64.0), "n_embd"),
@@ -493,3 +493,16 @@ def test_fixtures(tiny_oracle_path, tiny_drafter_path, tiny_drafter_close_path, 
     q = tiny_gguf(seed=1, dtype="q8_0")
     assert tiny_gguf(dtype="q8_0", seed=1) == q  # cached per set of arguments
     assert tiny_gguf(seed=2) != q and q.is_file()
+
+
+def test_the_byte_vocabulary_gives_a_text_one_tokenization(tiny_gguf):
+    """vocab "c" (the office rewrite's exact test): byte tokens only, one merge no UTF-8 text uses."""
+    import llama_cpp
+
+    m = llama_cpp.Llama(str(tiny_gguf(vocab="c", n_layer=1, seed=1)), n_ctx=64, verbose=False)
+    try:
+        text = "Block B4: the rows 12-18, 8%."
+        assert m.tokenize(text.encode(), add_bos=False, special=False) == list(text.encode())
+        assert m.n_vocab() == 256 + 1 + 3
+    finally:
+        m.close()

@@ -13,6 +13,12 @@ and the office model served by llama-cpp-python's OpenAI-compatible server.
    request each), timed on the wall clock: checks per minute = reports / wall seconds x 60.
 4. Agreement by span kind (``text`` for tokens outside critical spans) and by field, summed over the reports,
    and the disagreements found, from the first pass.
+5. The office rewrite (``fieldlog_app.office.rewrite``) of every report (``--rewrite N``: the first N; 0 skips
+   it): the office model's own report from scratch in one request (greedy, under the grammar), then the rewrite
+   with the handheld's report as the draft on the same server; requests (scoring / generating), wall seconds,
+   characters kept from the field report, speedup = from-scratch seconds / rewrite seconds, and whether the two
+   texts are equal (they must be where the server's numerics do not depend on the batch; a real model's
+   batched scoring may part from its one-token decoding at a near-tie, and that is counted, not hidden).
 
 ``--notes`` takes a folder of note JSON files or a JSONL file (repeatable; default: the shipped samples and
 the held-out set in bench/unseen/notes). This needs the whole machine: run nothing else meanwhile.
@@ -37,7 +43,7 @@ import httpx  # noqa: E402
 from bench_schema import load_notes  # noqa: E402
 from edgespec.api import open_generator, resolve  # noqa: E402
 from edgespec.events import Done  # noqa: E402
-from fieldlog_app.office import check  # noqa: E402
+from fieldlog_app.office import check, rewrite  # noqa: E402
 from fieldlog_app.sync.testing import free_port, wait_for  # noqa: E402
 from vineyard.writer import ReportWriter  # noqa: E402
 
@@ -101,6 +107,28 @@ def run_checks(config: check.OracleConfig, reports, concurrency: int) -> tuple[f
     return time.perf_counter() - t0, results
 
 
+def run_rewrites(config: check.OracleConfig, reports, chunk: int) -> list[dict]:
+    """One row per report: from scratch, then the rewrite with the field report as the draft (sequentially)."""
+    rows = []
+    for name, note, record, _ in reports:
+        try:
+            scratch = rewrite.from_scratch(config, note)
+            got = rewrite.rewrite_report(config, note, record["text"], chunk=chunk)
+        except check.OracleError as e:
+            rows.append({"note": name, "error": str(e)[:200]})
+            continue
+        s = got.summary()
+        rows.append({"note": name, "scratch_s": round(scratch.seconds, 2), "rewrite_s": round(got.seconds, 2),
+                     "speedup": round(scratch.seconds / got.seconds, 2) if got.seconds else None,
+                     "equal": got.text == scratch.text, **{k: s[k] for k in ("passes", "score_passes",
+                                                                              "generate_passes", "accepted_chars",
+                                                                              "generated_chars")},
+                     "field_chars": len(record["text"]), "pass_log": got.passes})
+        print(f"  rewrote {name}: {rows[-1]['passes']} requests, {rows[-1]['rewrite_s']} s "
+              f"(scratch {rows[-1]['scratch_s']} s)", file=sys.stderr, flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--handheld", default="qwen2.5-coder-0.5b-instruct-q4_0", help="the model that writes the reports")
@@ -113,6 +141,10 @@ def main(argv=None) -> int:
     ap.add_argument("--margin", type=float, default=check.DEFAULT_MARGIN)
     ap.add_argument("--max-tokens", type=int, default=400, help="report length bound on the handheld")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--rewrite", type=int, default=None, metavar="N",
+                    help="office rewrites of the first N reports (default all; 0 skips them)")
+    ap.add_argument("--chunk", type=int, default=rewrite.DEFAULT_CHUNK, help="tokens per continuation request")
+    ap.add_argument("--n-ctx", type=int, default=4096, help="the office server's context")
     args = ap.parse_args(argv)
 
     notes, refused = [], []
@@ -151,12 +183,13 @@ def main(argv=None) -> int:
                                        "disagreements": res.summary["disagreements"],
                                        "findings": [f["message"] for f in res.findings[:5]]})
                 out["by_kind"], out["by_field"], out["per_report"] = by_kind, by_field, per_report
+        out["rewrites"] = run_rewrites(config, reports[:args.rewrite], args.chunk)
         return out
 
     if args.office_url:
         result = measure(args.office_url)
     else:
-        with OfficeServer(resolve(args.office), args.threads, 4096) as url:
+        with OfficeServer(resolve(args.office), args.threads, args.n_ctx) as url:
             result = measure(url)
 
     print(f"\noffice check: {result['reports']} reports by {args.handheld}, checked by {args.office} "
@@ -173,6 +206,25 @@ def main(argv=None) -> int:
     for r in result["per_report"]:
         if r["findings"]:
             print(f"- {r['note']}: {r['disagreements']} disagreement(s); first: {r['findings'][0]}")
+    rows = result["rewrites"]
+    if rows:
+        print(f"\noffice rewrite: the office model's report with the handheld's as the draft, against from scratch "
+              f"on the same server (chunk {args.chunk} tokens)\n")
+        print("| note | scratch s | rewrite s | speedup | requests (score+generate) | kept chars | written chars "
+              "| equal |\n|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            if r.get("error"):
+                print(f"| {r['note']} | error: {r['error']} |||||||")
+                continue
+            print(f"| {r['note']} | {r['scratch_s']} | {r['rewrite_s']} | {r['speedup']} | {r['passes']} "
+                  f"({r['score_passes']}+{r['generate_passes']}) | {r['accepted_chars']} | {r['generated_chars']} "
+                  f"| {'yes' if r['equal'] else 'NO'} |")
+        ok = [r for r in rows if not r.get("error")]
+        if ok:
+            tot_s, tot_r = sum(r["scratch_s"] for r in ok), sum(r["rewrite_s"] for r in ok)
+            print(f"\ntotal: from scratch {tot_s:.1f} s, rewrite {tot_r:.1f} s (speedup {tot_s / tot_r:.2f}x), "
+                  f"{sum(r['passes'] for r in ok) / len(ok):.1f} requests per report, "
+                  f"{sum(r['equal'] for r in ok)}/{len(ok)} equal to from scratch")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     return 0

@@ -4,6 +4,7 @@ Why: engine tests need real llama.cpp models that load in milliseconds, with a
 real byte-level BPE tokenizer that round-trips text, and controllable agreement
 between oracle and drafter:
 
+- ``vocab="c"`` has the byte tokens and no merge that text can use: a text has exactly one tokenization;
 - ``vocab="a"`` and ``vocab="b"`` are two different tokenizers (the same 256 byte
   tokens, different merges, so different ids and segmentation of one text) for the
   cross-tokenizer path; two models with the same letter share ids exactly,
@@ -60,7 +61,7 @@ CHATML = (
 )
 # appended after the byte tokens and merges, in this order: BOS = <|endoftext|>, EOS = <|im_end|>
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-VOCABS = ("a", "b")
+VOCABS = ("a", "b", "c")
 DTYPES = ("f32", "q8_0")
 
 TOKEN_TYPE_NORMAL = 1  # llama.cpp's LLAMA_TOKEN_TYPE_NORMAL
@@ -71,6 +72,10 @@ TOKEN_TYPE_CONTROL = 3  # LLAMA_TOKEN_TYPE_CONTROL: never produced from plain te
 _WORDS = {
     "a": ["th", "he", "in", "er", "an", "Ġt", "Ġa", "re", "on", "Ġth", "Ġthe", "en", "at", "ed", "es", "or",
           "Ġs", "Ġw", "Ġb", "Ġm", "ar", "ing", "Ġc", "Ġp", "le", "Ġo", "Ġv", "Ġl", "Ġr", "Ġd", "ow", "Ġro", "Ġrow"],
+    # c: the byte tokens and one merge no UTF-8 text has (bytes 0xFF 0xFF; llama.cpp wants a merge), so a text
+    # has one tokenization and any sequence the model writes is the canonical one (the office rewrite's exact
+    # test: its prompts are text, tokenized again by the server)
+    "c": ["ÿÿ"],
     "b": ["ne", "Ġv", "in", "ro", "Ġw", "ow", "Ġro", "Ġrow", "Ġvi", "Ġvin", "Ġvine", "th", "Ġth", "Ġl", "ea",
           "Ġle", "Ġlea", "Ġleaf", "Ġm", "ot", "Ġmo", "Ġmot", "Ġmoth", "he", "Ġthe", "an", "Ġan", "er"],
 }

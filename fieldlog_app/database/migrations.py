@@ -14,6 +14,8 @@ v3  sightings.risk_class (the block's pest-risk class, vineyard.fieldnote.RISK_C
 v4  report review: reports.version, replaces, review_status (generated, edited, approved,
     flagged), reviewed_by, reviewed_at, review_note; every existing report is version 1, generated;
     sightings.pests (the search column) recomputed with catalog names and NFKC folding
+v5  office_checks: the farm office model's verdict on each report, fetched at sync (a new table only;
+    no existing row is touched)
 
 The file says whose it is: SQLite's header ``application_id`` is APPLICATION_ID
 and ``user_version`` the schema version (both kept by ``migrate``).
@@ -195,6 +197,21 @@ ALTER TABLE reports ADD COLUMN review_note TEXT;
 CREATE UNIQUE INDEX idx_reports_replaces ON reports(replaces) WHERE replaces IS NOT NULL;
 """
 
+# What the office's model said of a report (fieldlog_app/office/check.py, fetched back at sync). Beside the
+# immutable reports, never in them: a verdict may arrive, change status (awaiting → checked) or be refreshed.
+V5_OFFICE_CHECKS_SQL = """
+CREATE TABLE office_checks (
+    report_id TEXT PRIMARY KEY NOT NULL REFERENCES reports(id),
+    status TEXT NOT NULL CHECK (status IN ('awaiting', 'checked', 'error')),
+    model TEXT,
+    checked_at TEXT,
+    findings TEXT NOT NULL DEFAULT '[]',
+    updated_at TEXT NOT NULL,
+    received_at TEXT NOT NULL
+);
+CREATE INDEX idx_office_checks_updated ON office_checks(updated_at);
+"""
+
 APPLICATION_ID = 0x464C4F47  # "FLOG" in SQLite's header (offset 68)
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -273,12 +290,17 @@ def _m004_report_review(db: sqlite_utils.Database) -> None:
     db.executescript(trigger)
 
 
+def _m005_office_checks(db: sqlite_utils.Database) -> None:
+    db.executescript(V5_OFFICE_CHECKS_SQL)
+
+
 Migration = tuple[int, str, Callable[[sqlite_utils.Database], None]]
 MIGRATIONS: list[Migration] = [
     (1, "base tables: sightings, observations, reports, audit_log", _m001_base),
     (2, "outbox, full-text search, immutability triggers", _m002_outbox_fts),
     (3, "sightings.risk_class", _m003_risk_class),
     (4, "report review: versions, status, who and when", _m004_report_review),
+    (5, "office_checks: the office model's verdict on each report", _m005_office_checks),
 ]
 LATEST = MIGRATIONS[-1][0]
 

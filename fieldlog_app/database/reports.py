@@ -1,5 +1,6 @@
 """The reports of the fieldlog store: saved with the sighting version they were written from, reviewed
-as new versions (an edit, an approval, a flag), read back with their provenance and review history.
+as new versions (an edit, an approval, a flag), read back with their provenance and review history and
+with the office model's verdict fetched at sync.
 
 A mixin of ``Store`` (store.py): its methods run inside the store's lock and transactions."""
 
@@ -7,10 +8,11 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
+from typing import Any, Iterable
 
 from vineyard import FieldNoteError, fieldnote, review
 
+from . import office_checks as _office
 from .canonical import canonical_json, jsonable, payload_sha256
 from .errors import NotFoundError, StateError, ValidationError
 from .guard import guarded
@@ -209,6 +211,7 @@ class ReportMethods:
     def report_versions(self, id: str) -> list[dict]:
         """Every version of the report ``id`` belongs to, oldest first (its review history), in full."""
         first = self.get_report(id)
+        first.pop("office", None)  # every version as stored, alike
         seen = {first["id"]}
         while first.get("replaces") and first["replaces"] not in seen:
             prev = self._one("SELECT * FROM reports WHERE id = ?", (first["replaces"],))
@@ -230,7 +233,10 @@ class ReportMethods:
         r = self._one("SELECT * FROM reports WHERE id = ?", (rid,))
         if r is None:
             raise NotFoundError(f"no report with id {rid}")
-        return self._decode_report(r)
+        out = self._decode_report(r)
+        # whether, and by which model, the office checked it (office_checks.py); not part of the payload
+        out["office"] = self._office_of([rid]).get(rid)
+        return out
 
     @guarded
     def reports_for(self, sighting_id: str) -> list[dict]:
@@ -273,3 +279,68 @@ class ReportMethods:
             [*params, int(limit)],
         )
         return [self._decode_report(r, drop=("provenance", "spans")) for r in rows]
+
+    # ------------------------------------------------------------------ the office's verdicts (office_checks.py)
+    @guarded
+    def save_office_checks(self, checks: list) -> dict:
+        """Store the office model's checks fetched at sync, in one transaction. A check of a report this device
+        does not hold, or one older than the stored one, is skipped; a malformed one is refused with its reason
+        and the others are still kept. ``{"saved", "skipped", "errors"}``."""
+        if not isinstance(checks, list):
+            raise ValidationError("office checks: expected a list")
+        saved, skipped, errors = 0, 0, []
+        now = self._now()
+        with self.transaction():
+            for c in checks:
+                try:
+                    row = _office.normalise(c)
+                except _office.OfficeCheckError as e:
+                    errors.append(str(e))
+                    continue
+                have = self._one("SELECT r.id, c.updated_at FROM reports r LEFT JOIN office_checks c "
+                                 "ON c.report_id = r.id WHERE r.id = ?", (row["report_id"],))
+                if have is None or (have["updated_at"] or "") >= row["updated_at"]:
+                    skipped += 1
+                    continue
+                self.db["office_checks"].upsert({**row, "findings": canonical_json(row["findings"]),
+                                                 "received_at": now}, pk="report_id")
+                saved += 1
+            if saved:
+                self._audit("office", "office-checks", "receive", {"saved": saved, "skipped": skipped,
+                                                                   "errors": len(errors)}, now)
+        return {"saved": saved, "skipped": skipped, "errors": errors}
+
+    @guarded
+    def office_checks_since(self) -> str:
+        """The newest ``updated_at`` of the stored checks: what the next fetch asks for (``since=``)."""
+        row = self._one("SELECT MAX(updated_at) AS m FROM office_checks")
+        return (row or {}).get("m") or ""
+
+    def _office_of(self, report_ids: list[str]) -> dict[str, dict]:
+        rows = self._rows(
+            "SELECT r.id AS rid, o.state AS outbox_state, c.* FROM reports r "
+            "LEFT JOIN outbox o ON o.item_id = r.id LEFT JOIN office_checks c ON c.report_id = r.id "
+            "WHERE r.id IN (SELECT value FROM json_each(?))", (json.dumps(report_ids),))
+        out = {}
+        for r in rows:
+            check = None
+            if r["report_id"] is not None:
+                check = {k: r[k] for k in ("status", "model", "checked_at", "updated_at", "received_at")}
+                check["findings"] = json.loads(r["findings"] or "[]")
+            sent = r["outbox_state"] == "sent"
+            out[r["rid"]] = {"state": _office.state_of(check, sent), "line": _office.describe(check, sent),
+                             "check": check}
+        return out
+
+    @guarded
+    def office_awaiting(self) -> int:
+        """How many sent reports have no verdict from the office yet, or one the office could not give (the sync
+        asks for them; a checked report is not asked about again)."""
+        row = self._one("SELECT COUNT(*) AS n FROM outbox o LEFT JOIN office_checks c ON c.report_id = o.item_id "
+                        "WHERE o.kind = 'report' AND o.state = 'sent' AND (c.status IS NULL OR c.status <> 'checked')")
+        return row["n"]
+
+    @guarded
+    def office_states(self, report_ids: Iterable[str]) -> dict[str, str | None]:
+        """report id -> its office state (awaiting, error, agrees, disputed; None: not sent yet)."""
+        return {rid: v["state"] for rid, v in self._office_of([str(r) for r in report_ids]).items()}

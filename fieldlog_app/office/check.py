@@ -83,6 +83,9 @@ class OracleConfig:
     margin: float = DEFAULT_MARGIN
     max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES
     chat_template: str = CHATML
+    # extra fields for the office rewrite's generation requests (e.g. a vLLM guided-decoding field, or
+    # logit_bias); sent as given, after the rewrite's own
+    generation_extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if not self.url.startswith(("http://", "https://")):
@@ -391,7 +394,7 @@ def pending_reports(sdb, *, limit: int = 100, retry_errors: bool = False, due_on
     """Report ids with no check yet, or awaiting one whose retry time has come (errors too, if asked)."""
     states = "('awaiting', 'error')" if retry_errors else "('awaiting')"
     sql = ("SELECT i.item_id FROM items i LEFT JOIN office_checks c ON c.report_id = i.item_id "
-           f"WHERE i.kind = 'report' AND (c.report_id IS NULL OR (c.status IN {states}"
+           f"WHERE i.kind = 'report' AND i.source <> 'office' AND (c.report_id IS NULL OR (c.status IN {states}"
            + (" AND (c.next_attempt_at IS NULL OR c.next_attempt_at <= ?)" if due_only else "") +
            ")) ORDER BY i.server_seq LIMIT ?")
     with sdb.connect() as conn:

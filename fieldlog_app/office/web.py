@@ -140,6 +140,13 @@ def findings_of(payload: dict) -> list[dict]:
     return out
 
 
+def rewrite_of(sdb: ServerDB, report_id: str) -> dict | None:
+    """The office model's version of a report (fieldlog_app/office/rewrite.py), if one was written."""
+    from .rewrite import rewrite_of as _of
+
+    return _of(sdb, report_id)
+
+
 def office_check_of(sdb: ServerDB, report_id: str) -> dict:
     """The office model's check of a report (fieldlog_app/office/check.py), its findings shaped as findings_of's."""
     from .check import check_of
@@ -396,7 +403,8 @@ def office_routes(sdb: ServerDB, *, secure_cookies: bool = False,
         of = sdb.list_items(kind="sighting", item_id=item["sighting_id"], limit=1, with_payload=True)
         return {"item": item, "payload": p, "pieces": report_html_runs(p), "findings": findings_of(p),
                 "reviews": office.reviews(report_id), "device_review": payload_review(p),
-                "sighting": of[0] if of else None, "office_check": office_check_of(sdb, report_id)}
+                "sighting": of[0] if of else None, "office_check": office_check_of(sdb, report_id),
+                "office_rewrite": rewrite_of(sdb, report_id)}
 
     @page()
     async def report(request: Request, session: Session) -> Response:

@@ -58,14 +58,36 @@ def is_clean(report: dict) -> bool:
     return (report.get("status") or "complete") == "complete" and not findings_of(report)
 
 
-def report_badge(reports: list[dict]) -> Text:
-    """One cell summarising a sighting's reports: the newest complete one wins."""
+OFFICE_MARKS = {"awaiting": ("◌", "dim"), "error": ("◌", "dim"), "agrees": ("◉", "green"),
+                "disputed": ("✗", "bold red")}
+
+
+def report_badge(reports: list[dict], office: dict[str, str | None] | None = None) -> Text:
+    """One cell summarising a sighting's reports: the newest complete one wins. ``office`` (report id -> office
+    state, store.office_states) adds a mark once it was sent: ◌ awaiting the office check, ◉ the office model
+    agrees, ✗ it disputes the report (then the cell says so whatever else it would say)."""
+    badge = _report_badge(reports)
+    complete = [r for r in reports if (r.get("status") or "complete") == "complete"]
+    state = (office or {}).get(_newest(complete)["id"]) if complete and office else None
+    if state is None:
+        return badge
+    mark, style = OFFICE_MARKS[state]
+    if state == "disputed" and (_newest(complete).get("review_status") or "generated") not in ("approved", "flagged"):
+        badge = Text("⚠ disputed", style="bold red")
+    return badge + Text(" " + mark, style=style)
+
+
+def _newest(complete: list[dict]) -> dict:
+    return max(complete, key=lambda r: (str(r.get("created_at") or ""), int(r.get("version") or 1)))
+
+
+def _report_badge(reports: list[dict]) -> Text:
     if not reports:
         return Text("—", style="dim")
     complete = [r for r in reports if (r.get("status") or "complete") == "complete"]
     if not complete:
         return Text(str(reports[0].get("status") or "?"), style="dim")
-    newest = max(complete, key=lambda r: (str(r.get("created_at") or ""), int(r.get("version") or 1)))
+    newest = _newest(complete)
     review = newest.get("review_status")
     if review == "approved":  # a person checked it: that is what a manager looks for first
         return Text("✓ approved", style="bold green")

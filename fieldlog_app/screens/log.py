@@ -244,6 +244,13 @@ class LogScreen(Screen):
             out.setdefault(r.get("sighting_id"), []).append(r)
         return out
 
+    def _office_states(self, reports: dict[str, list[dict]]) -> dict[str, str | None]:
+        """The office model's verdict per report (awaiting, agrees, disputed; None before it was sent)."""
+        try:
+            return self.app.store.office_states([r["id"] for rs in reports.values() for r in rs])
+        except Exception:
+            return {}
+
     def _flex_width(self, fixed: tuple[int, ...]) -> int:
         """Width left for the one stretchy column, so the table never scrolls sideways at 80 columns."""
         width = self.query_one("#log-table", DataTable).size.width or (self.app.size.width - 2)
@@ -254,16 +261,18 @@ class LogScreen(Screen):
         self.call_after_refresh(self.refresh_table)
 
     def _fill_sightings(self, table: DataTable, filters: dict[str, Any]) -> int:
-        pests_w = self._flex_width((10, 6, 10, 11))
+        reports = self._reports_by_sighting()
+        office = self._office_states(reports)
+        report_w = 13 if any(office.values()) else 11  # room for the office mark once a report was sent
+        pests_w = self._flex_width((10, 6, 10, report_w))
         table.add_column("Date", key="date", width=10)
         table.add_column("Block", key="block", width=6)
         table.add_column("Pests", key="pests", width=pests_w)
         table.add_column("Status", key="status", width=10)
-        table.add_column("Report", key="report", width=11)
+        table.add_column("Report", key="report", width=report_w)
         ok, rows = self.app.store_call("Listing sightings", self.app.store.list_sightings, **filters)
         if not ok:
             return 0
-        reports = self._reports_by_sighting()
         for s in rows:
             status = s.get("status") or "draft"
             self._blocks[f"s:{s['id']}"] = str(s.get("block") or "")
@@ -275,7 +284,7 @@ class LogScreen(Screen):
                 Text(str(s.get("block") or "?")),
                 pests,
                 Text(status, style=STATUS_STYLE.get(status, "")),
-                report_badge(reports.get(s["id"], [])),
+                report_badge(reports.get(s["id"], []), office),
                 key=f"s:{s['id']}",
             )
         return len(rows)

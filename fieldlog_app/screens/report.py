@@ -105,6 +105,7 @@ class ReportScreen(Screen):
         yield ProvenanceLegend(id="report-legend")
         with VerticalScroll(id="report-scroll"):
             yield Static("", id="report-findings")
+            yield Static("", id="report-office")
             yield Static("", id="report-text")
             with Vertical(id="report-details"):
                 yield Static("", id="report-mix")
@@ -129,7 +130,9 @@ class ReportScreen(Screen):
         except Exception:
             s = {}
         status = r.get("status") or "complete"
-        findings = findings_of(r)
+        office = r.get("office") or {}
+        # the office model's disagreements are integrity findings too, listed with the handheld's own
+        findings = findings_of(r) + ((office.get("check") or {}).get("findings") or [])
         meta = Text()
         block = f"{s.get('block') or '?'}" + (f" ({s['risk_class']} risk)" if s.get("risk_class") else "")
         meta.append(f"{block} · {s.get('date') or '?'}", style="bold")
@@ -164,6 +167,8 @@ class ReportScreen(Screen):
             box.update(Text(f"{status}: incomplete report", style="bold yellow"))
             box.add_class("-warning")
 
+        self._show_office(r.get("office"))
+
         text = str(r.get("text") or "")
         runs = runs_from_stored(loads_maybe(r.get("provenance"), []), text)
         self.styled = styled_text(text, runs)
@@ -186,6 +191,24 @@ class ReportScreen(Screen):
 
     def action_toggle_details(self) -> None:
         self.query_one("#report-details").toggle_class("-shown")
+
+    def _show_office(self, office: dict | None) -> None:
+        """The office model's verdict (store.get_report's ``office``), hidden until the report was sent."""
+        box = self.query_one("#report-office", Static)
+        box.remove_class("-warning", "-ok")
+        box.display = bool(office and office.get("state"))
+        if not box.display:
+            return
+        state = office["state"]
+        if state == "disputed":  # the disagreements themselves are in the findings above
+            t = Text("⚠ " + office["line"], style="bold yellow")
+            box.add_class("-warning")
+        elif state == "agrees":
+            t = Text("✓ " + office["line"], style="bold green")
+            box.add_class("-ok")
+        else:
+            t = Text("◌ " + office["line"], style="dim")
+        box.update(t)
 
     def _versions(self) -> list[dict]:
         try:

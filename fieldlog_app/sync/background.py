@@ -49,7 +49,15 @@ def sync_when_reachable(db: Store | str | os.PathLike, server: str | None = None
             return None  # the demo never syncs; "Sync now" says why (sync_once raises)
         counts = store.outbox_counts()
         if not (counts.get("queued") or counts.get("sending")):
-            return None
+            # nothing to send, but reports sent earlier may have their office verdict now: fetch it
+            if not store.office_awaiting() or not probe(server, timeout=probe_timeout, transport=kw.get("transport")):
+                return None
+            kw.setdefault("force", False)
+            try:
+                result = sync_once(store, server, token, **kw)
+            except SyncBusyError:
+                return None
+            return result if result.office_checks else None
         head = store.outbox_items(PENDING, limit=1)
         if head and not kw.get("force", False):
             t = parse_iso(head[0].get("next_attempt_at"))

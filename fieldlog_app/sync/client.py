@@ -48,7 +48,7 @@ from .common import (RetryPolicy, SyncError, SyncResult, iso, utc_datetime, open
                      resolve_config, server_message, sync_lock)
 from .protocol import PROTOCOL, item_to_wire, validate_receipt
 
-__all__ = ["sync_once", "fetch_office_checks"]
+__all__ = ["sync_once", "fetch_office_checks", "pull_office_checks"]
 
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 CONFIG_STATUS = frozenset({401, 403, 404, 405})  # about the server/token, not the items: nothing is marked failed
@@ -403,12 +403,31 @@ def sync_once(db: Store | str | os.PathLike, server: str | None = None, token: s
                        progress=progress, transport=transport, connect_timeout=connect_timeout,
                        first_contact_tries=first_contact_tries)
             result = run.run()
-            if result.error or result.sent or result.duplicate or result.conflicts or result.failed:
+            if result.error is None and store.office_awaiting():  # the office answered: bring its verdicts back
+                pull_office_checks(store, server, token, result, timeout=timeout, transport=transport)
+            if result.error or result.sent or result.duplicate or result.conflicts or result.failed \
+                    or result.office_checks:
                 try:
                     _log_run(store, result)
                 except StoreError:
                     pass  # the outbox states are what matter; a missing log line is not worth failing for
     return result
+
+
+def pull_office_checks(store: Store, server: str, token: str, result: SyncResult, *, timeout: float = 30.0,
+                       transport: httpx.BaseTransport | None = None) -> None:
+    """Fetch the office checks changed since the newest one stored and store them (``result.office_checks``).
+    Never fails the sync it follows: an office that cannot answer (an older server, a timeout) or a malformed
+    check is a line in ``result.messages``, and the reports stay "awaiting office check"."""
+    try:
+        checks = fetch_office_checks(server, token, since=store.office_checks_since(), timeout=timeout,
+                                     transport=transport)
+        got = store.save_office_checks(checks)
+    except (SyncError, StoreError) as e:
+        result.messages.append(f"office checks not fetched: {e}")
+        return
+    result.office_checks = got["saved"]
+    result.messages += [f"office check refused: {m}" for m in got["errors"][:10]]
 
 
 def fetch_office_checks(server: str | None = None, token: str | None = None, *, since: str = "",

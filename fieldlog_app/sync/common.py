@@ -89,6 +89,7 @@ class SyncResult:
     retries: int = 0
     error: str | None = None
     deferred_until: str | None = None  # nothing sent: the head of the queue waits for its back-off
+    office_checks: int = 0  # the office model's verdicts received (and stored) after the upload
     messages: list[str] = field(default_factory=list)
     server: str | None = None
     started_at: str = ""
@@ -104,6 +105,8 @@ class SyncResult:
              f"failed {self.failed}, still queued {self.remaining}")
         if self.deferred_until:
             s += f" (waiting until {self.deferred_until})"
+        if self.office_checks:
+            s += f"; office checks received {self.office_checks}"
         return s
 
     def to_dict(self) -> dict:

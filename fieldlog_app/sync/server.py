@@ -479,8 +479,9 @@ class ServerDB:
     def _latest_reports(self) -> dict[str, str]:
         with self.connect() as conn:
             out: dict[str, str] = {}
-            for r in conn.execute("SELECT item_id, sighting_id FROM items WHERE kind = 'report' AND " + _VISIBLE +
-                                  " ORDER BY server_seq"):
+            # the office's own version of a report (office/rewrite.py) stays beside the field report, not over it
+            for r in conn.execute("SELECT item_id, sighting_id FROM items WHERE kind = 'report' AND source <> 'office'"
+                                  " AND " + _VISIBLE + " ORDER BY server_seq"):
                 out[r["sighting_id"]] = r["item_id"]
         return out
 

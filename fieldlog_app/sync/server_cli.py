@@ -10,6 +10,7 @@
     fieldlog-server user add NAME --role viewer|manager              an office user (password from a prompt or stdin)
     fieldlog-server user list | user disable NAME
     fieldlog-server check --oracle-url URL [--model NAME]            office model checks of pending reports
+    fieldlog-server rewrite REPORT_ID --oracle-url URL               the office model's version of a report
 
 The office's web page is served with the API: open http://HOST:PORT/ and log in as an office user.
 
@@ -126,6 +127,17 @@ def build_parser() -> argparse.ArgumentParser:
     _db_option(p)
     p.set_defaults(func=cmd_check)
 
+    p = sub.add_parser("rewrite", help="the office model's own version of a report, with the field report as its "
+                       "draft (one summary line)")
+    p.add_argument("report_id", metavar="REPORT_ID")
+    _oracle_options(p, top=True)
+    p.add_argument("--chunk", type=int, default=16, metavar="N",
+                   help="tokens the office model writes per request before the field text is tried again (default 16)")
+    p.add_argument("--no-grammar", action="store_true",
+                   help="do not send the report grammar (a server without GBNF `grammar` in completions)")
+    _db_option(p)
+    p.set_defaults(func=cmd_rewrite)
+
     p = sub.add_parser("user", help="office users of the web page")
     _db_option(p)
     usub = p.add_subparsers(dest="user_command", metavar="ACTION", required=True)
@@ -206,6 +218,34 @@ def cmd_check(args) -> int:
             failed += check["status"] != "checked"
             print(summary_line(check), flush=True)
     return 1 if failed else 0
+
+
+def cmd_rewrite(args) -> int:
+    from fieldlog_app.office.check import OracleAnswerError, OracleUnavailable
+    from fieldlog_app.office.rewrite import office_version
+    from vineyard import FieldNoteError
+
+    config = _oracle_config(args)
+    if config is None:
+        raise ServerError("give --oracle-url URL (or set FIELDLOG_ORACLE_URL)")
+    if args.chunk < 1:
+        raise ServerError("--chunk must be at least 1")
+    sdb = _open(args)
+    rid = args.report_id
+    try:
+        rw = office_version(sdb, rid, config, chunk=args.chunk, grammar=not args.no_grammar)
+    except OracleUnavailable as e:
+        print(f"{rid}: awaiting the office model ({e}); nothing stored", flush=True)
+        return 1
+    except (OracleAnswerError, FieldNoteError, ValueError) as e:
+        print(f"{rid}: error: {e}; nothing stored", flush=True)
+        return 1
+    s = rw["summary"]
+    print(f"{rid}: office version {rw['office_report_id']} by {rw['model'] or '?'}: {s['passes']} requests "
+          f"({s['score_passes']} scoring, {s['generate_passes']} generating), {s['accepted_chars']} characters kept "
+          f"from the field report, {s['generated_chars']} written; {s['seconds']:.2f} s"
+          + ("" if s["grammar"] else " (no grammar)"), flush=True)
+    return 0
 
 
 def _open(args) -> ServerDB:

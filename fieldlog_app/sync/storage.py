@@ -140,6 +140,19 @@ office_checks = Table(
     Index("idx_office_checks_updated", "updated_at"),
 )
 
+# migration 3 (office rewrite, fieldlog_app/office/rewrite.py): the office model's own version of a report, stored
+# as a report item (source "office") whose payload replaces the field report; this row links the two and keeps
+# the rewrite's passes and time. New table only, as above.
+office_rewrites = Table(
+    "office_rewrites", metadata,
+    Column("office_report_id", Text, primary_key=True),
+    Column("report_id", Text, nullable=False),
+    Column("model", Text),
+    Column("summary", Text, nullable=False, server_default="{}"),
+    Column("created_at", Text, nullable=False),
+    Index("idx_office_rewrites_report", "report_id"),
+)
+
 _SQLITE_TRIGGERS = [
     """CREATE TRIGGER IF NOT EXISTS items_frozen BEFORE UPDATE ON items
 WHEN NEW.item_id IS NOT OLD.item_id OR NEW.payload IS NOT OLD.payload OR NEW.sha256 IS NOT OLD.sha256
