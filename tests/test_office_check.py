@@ -20,7 +20,7 @@ from edgespec.api import open_generator
 from edgespec.events import Done
 from fieldlog_app.database import Store
 from fieldlog_app.database.payloads import note_of
-from fieldlog_app.office import check
+from fieldlog_app.office import check, check_queue
 from fieldlog_app.office.accounts import Office
 from fieldlog_app.office.demo import _upload
 from fieldlog_app.sync.protocol import PROTOCOL
@@ -142,8 +142,8 @@ def logged_in_client(sdb: ServerDB) -> TestClient:
 def test_the_report_the_office_model_would_write_has_no_findings(tmp_path, oracle_url, field_report):
     _, record = field_report
     sdb, rid, _ = office_with(tmp_path, record)
-    assert check.check_of(sdb, rid)["status"] == "awaiting"
-    got = check.run_check(sdb, check.OracleConfig(oracle_url, model="tiny-oracle"), rid)
+    assert check_queue.check_of(sdb, rid)["status"] == "awaiting"
+    got = check_queue.run_check(sdb, check.OracleConfig(oracle_url, model="tiny-oracle"), rid)
     assert got["status"] == "checked", got["error"]
     assert got["findings"] == []
     assert got["model"] == "tiny-oracle" and got["checked_at"]
@@ -152,7 +152,7 @@ def test_the_report_the_office_model_would_write_has_no_findings(tmp_path, oracl
     assert all(agree == total > 0 for agree, total in by_field.values())
     # the tiny model adds no BOS: llama-cpp-python lists each token with the distribution after it
     assert got["summary"]["layout"]["shifted"] is True
-    assert check.pending_reports(sdb, due_only=False) == []
+    assert check_queue.pending_reports(sdb, due_only=False) == []
 
 
 def test_a_changed_field_is_a_disagreement_at_that_span_on_the_page_and_back_on_the_device(tmp_path, oracle_url,
@@ -160,7 +160,7 @@ def test_a_changed_field_is_a_disagreement_at_that_span_on_the_page_and_back_on_
     _, record = field_report
     text, where = changed_summary(record["text"])
     sdb, rid, token = office_with(tmp_path, record, text)
-    got = check.run_check(sdb, check.OracleConfig(oracle_url), rid)
+    got = check_queue.run_check(sdb, check.OracleConfig(oracle_url), rid)
     assert got["status"] == "checked", got["error"]
     hits = [f for f in got["findings"] if where <= f["start"] < where + 6]
     assert hits and hits[0]["field"] == "summary" and hits[0]["gap_nats"] > check.DEFAULT_MARGIN
@@ -223,13 +223,13 @@ def test_an_unreachable_oracle_leaves_reports_awaiting_and_sync_and_the_page_wor
     _, record = field_report
     sdb, rid, token = office_with(tmp_path, record)
     dead = check.OracleConfig(f"http://127.0.0.1:{free_port()}", timeout=5)
-    checker = check.OfficeChecker(sdb, dead, concurrency=2, poll_interval=0.05).start()
+    checker = check_queue.OfficeChecker(sdb, dead, concurrency=2, poll_interval=0.05).start()
     try:
-        assert wait_for(lambda: check.check_of(sdb, rid)["attempts"] >= 1, timeout=30)
-        got = check.check_of(sdb, rid)
+        assert wait_for(lambda: check_queue.check_of(sdb, rid)["attempts"] >= 1, timeout=30)
+        got = check_queue.check_of(sdb, rid)
         assert got["status"] == "awaiting" and "ConnectError" in got["error"] and got["next_attempt_at"]
-        assert check.pending_reports(sdb) == []  # not due again until its backoff has passed
-        assert check.pending_reports(sdb, due_only=False) == [rid]
+        assert check_queue.pending_reports(sdb) == []  # not due again until its backoff has passed
+        assert check_queue.pending_reports(sdb, due_only=False) == [rid]
         # sync goes on while the queue runs: a second device's upload is answered at once
         store = Store(":memory:")
         sid = store.save_draft({**json.loads(NOTE.read_text()), "date": "2026-07-28"})
@@ -249,8 +249,8 @@ def test_an_unreachable_oracle_leaves_reports_awaiting_and_sync_and_the_page_wor
 
 
 def test_the_backoff_doubles_and_is_capped():
-    assert [check.backoff(n) for n in (1, 2, 3)] == [10.0, 20.0, 40.0]
-    assert check.backoff(50) == 900.0
+    assert [check_queue.backoff(n) for n in (1, 2, 3)] == [10.0, 20.0, 40.0]
+    assert check_queue.backoff(50) == 900.0
 
 
 # ---------------------------------------------------------------------------------- broken answers
@@ -295,14 +295,14 @@ def test_a_malformed_or_oversized_answer_is_a_recorded_error(tmp_path, field_rep
     t.start()
     try:
         config = check.OracleConfig(f"http://127.0.0.1:{srv.server_address[1]}", max_answer_bytes=10_000, timeout=10)
-        got = check.run_check(sdb, config, rid)
+        got = check_queue.run_check(sdb, config, rid)
     finally:
         srv.shutdown()
         srv.server_close()
     assert got["status"] == "error"
     assert GARBAGE[name][1] in got["error"]
-    assert check.pending_reports(sdb, due_only=False) == []  # not retried by the queue...
-    assert check.pending_reports(sdb, due_only=False, retry_errors=True) == [rid]  # ...until asked
+    assert check_queue.pending_reports(sdb, due_only=False) == []  # not retried by the queue...
+    assert check_queue.pending_reports(sdb, due_only=False, retry_errors=True) == [rid]  # ...until asked
 
 
 def test_oracle_configuration_is_checked():

@@ -1,6 +1,6 @@
 """The office model's verdict back on the device (issue 17): fetched at sync, kept in the store (v5), shown on the
 report screen and marked in the log. The office's checks are recorded with the office's own code
-(check._record, what its checker calls after scoring), so no model is needed here; the scoring itself is
+(check_queue.record_check, what its checker calls after scoring), so no model is needed here; the scoring itself is
 tested against a real llama_cpp.server in test_office_check.py."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from rich.text import Text
 from textual.widgets import DataTable, Static
 
 from fieldlog_app.database import SCHEMA_VERSION, Store, current_version
-from fieldlog_app.office import check
+from fieldlog_app.office import check_queue
 from fieldlog_app.screens.common import report_badge
 from fieldlog_app.screens.report import ReportScreen
 from fieldlog_app.sync.background import sync_when_reachable
@@ -120,10 +120,10 @@ def test_sync_fetches_the_office_checks_and_a_later_sync_the_new_ones(store, off
     assert first.ok and first.sent == 2 and first.office_checks == 0
     assert store.get_report(rid)["office"]["state"] == "awaiting" and store.office_awaiting() == 1
 
-    check._record(sdb, rid, status="error", error="OracleAnswerError: answer is not JSON")
+    check_queue.record_check(sdb, rid, status="error", error="OracleAnswerError: answer is not JSON")
     assert sync_once(store, url, token).office_checks == 1
     assert store.get_report(rid)["office"]["state"] == "error" and store.office_awaiting() == 1
-    check._record(sdb, rid, status="checked", model="office-7b", findings=[DISAGREE], summary={})
+    check_queue.record_check(sdb, rid, status="checked", model="office-7b", findings=[DISAGREE], summary={})
     # nothing left to upload: the background sync still asks, because a sent report awaits its verdict
     got = sync_when_reachable(store, url, token)
     assert got is not None and got.office_checks == 1 and "office checks received 1" in got.summary()
@@ -190,8 +190,8 @@ async def test_the_report_screen_says_what_the_office_model_said(store, office):
         box = await _report_screen(app, pilot, rid)
         assert box.display and "awaiting office check" in str(box.render())
         app.pop_screen()
-        check._record(sdb, rid, status="checked", model="office-7b", findings=[DISAGREE], summary={})
-        check._record(sdb, other, status="checked", model="office-7b", findings=[], summary={})
+        check_queue.record_check(sdb, rid, status="checked", model="office-7b", findings=[DISAGREE], summary={})
+        check_queue.record_check(sdb, other, status="checked", model="office-7b", findings=[], summary={})
         sync_once(store, url, token)
         box = await _report_screen(app, pilot, rid)
         assert "checked at the office by office-7b: 1 disagreement" in str(box.render())
@@ -224,7 +224,7 @@ def test_snapshot_a_disputed_report(snap_compare, office, size, monkeypatch):
     s = Store(":memory:")
     _, rid = report_of(s)
     sync_once(s, url, token)
-    check._record(sdb, rid, status="checked", model="qwen2.5-7b-instruct", findings=[DISAGREE], summary={})
+    check_queue.record_check(sdb, rid, status="checked", model="qwen2.5-7b-instruct", findings=[DISAGREE], summary={})
     sync_once(s, url, token)
 
     async def open_it(pilot):

@@ -20,7 +20,7 @@ import sys
 import llama_cpp
 import pytest
 
-from fieldlog_app.office import check, rewrite
+from fieldlog_app.office import check, check_queue, rewrite
 from fieldlog_app.sync.server_cli import main as server_main
 from fieldlog_app.sync.testing import free_port
 from test_office_check import (GARBAGE, N_CTX, NOTE, LlamaServer, _Garbage, field_report, logged_in_client,  # noqa: F401
@@ -127,7 +127,7 @@ def test_the_office_version_is_the_office_models_own_greedy_report_stored_and_sh
     assert p["text"] == scratch.text  # the key point: the office model's own greedy report, exactly
     assert p["version"] == 2 and p["review_status"] == "edited" and p["reviewed_by"] == "office model tiny-q8"
     assert any(r["source"] == "office" for r in p["provenance"])  # what the office model wrote itself
-    assert check.pending_reports(sdb, due_only=False) == [rid]  # the office's own text is not checked again
+    assert check_queue.pending_reports(sdb, due_only=False) == [rid]  # the office's own text is not checked again
     c = logged_in_client(sdb)
     page = c.get(f"/reports/{rid}")
     assert "Office version" in page.text and f"/reports/{rw['office_report_id']}" in page.text

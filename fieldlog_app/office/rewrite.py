@@ -252,9 +252,9 @@ def office_version(sdb, report_id: str, config: OracleConfig, *, chunk: int = DE
     from fieldlog_app.database.canonical import canonical_json, payload_sha256, utc_now
     from vineyard import review
 
-    from .check import _inputs
+    from .check_queue import report_inputs
 
-    note, report = _inputs(sdb, report_id)
+    note, report = report_inputs(sdb, report_id)
     result = rewrite_report(config, note, report.get("text"), chunk=chunk, grammar=grammar, client=client)
     provenance = [{**r, "source": "office", "verified": True} if r.get("source") == review.PERSON else r
                   for r in review.edit_provenance(report["text"], report.get("provenance"), result.text)]

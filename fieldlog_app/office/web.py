@@ -149,7 +149,7 @@ def rewrite_of(sdb: ServerDB, report_id: str) -> dict | None:
 
 def office_check_of(sdb: ServerDB, report_id: str) -> dict:
     """The office model's check of a report (fieldlog_app/office/check.py), its findings shaped as findings_of's."""
-    from .check import check_of
+    from .check_queue import check_of
 
     c = check_of(sdb, report_id)
     c["findings"] = findings_of({"findings": c["findings"]})

@@ -233,7 +233,7 @@ def create_app(db: ServerDB | str | os.PathLike, *, max_body_bytes: int = DEFAUL
         since = request.query_params.get("since", "")
         if len(since) > 40:
             return _error(400, "bad-request", "since: expected the updated_at of the last check seen")
-        from fieldlog_app.office.check import checks_for_device
+        from fieldlog_app.office.check_queue import checks_for_device
 
         rows = await run_in_threadpool(checks_for_device, sdb, device, since)
         return JSONResponse({"checks": [{k: r[k] for k in ("report_id", "status", "model", "checked_at", "findings",

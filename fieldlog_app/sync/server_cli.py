@@ -202,7 +202,7 @@ def _oracle_config(args):
 def cmd_check(args) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
-    from fieldlog_app.office.check import pending_reports, run_check, summary_line
+    from fieldlog_app.office.check_queue import pending_reports, run_check, summary_line
 
     config = _oracle_config(args)
     if config is None:
@@ -283,7 +283,7 @@ def cmd_serve(args) -> int:
     oracle = _oracle_config(args)
     checker = None
     if oracle is not None:  # its own threads: an unreachable oracle never holds up a sync or a page
-        from fieldlog_app.office.check import OfficeChecker
+        from fieldlog_app.office.check_queue import OfficeChecker
 
         checker = OfficeChecker(sdb, oracle, concurrency=args.oracle_concurrency).start()
         print(f"{PROG}: checking reports with the office model at {oracle.endpoint}", file=sys.stderr, flush=True)
