@@ -111,6 +111,13 @@ def request_scores(config: OracleConfig, prompt: str, *, client: httpx.Client | 
     """POST the prompt for echoed log-probabilities; the parsed JSON answer (bounded in size)."""
     body: dict[str, Any] = {"prompt": prompt, "echo": True, "logprobs": config.top_logprobs, "max_tokens": 1,
                             "temperature": 0.0}
+    return post_completion(config, body, client)
+
+
+def post_completion(config: OracleConfig, body: dict, client: httpx.Client | None = None) -> dict:
+    """One completions request: the answer as a JSON object, read at most ``max_answer_bytes`` far. An oracle that
+    cannot be reached or is overloaded is ``OracleUnavailable``; anything else that is not an answer is
+    ``OracleAnswerError``."""
     if config.model:
         body["model"] = config.model
     headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}

@@ -39,7 +39,7 @@ import httpx
 from vineyard import fieldnote
 from vineyard.report_automaton import ReportAutomaton
 
-from .check import (OracleAnswerError, OracleConfig, OracleUnavailable, _no_constant, build_prompt, parse_scores,
+from .check import (OracleAnswerError, OracleConfig, build_prompt, parse_scores, post_completion,
                     request_scores)
 
 DEFAULT_CHUNK = 16      # tokens per continuation request before looking for the field text again
@@ -68,37 +68,16 @@ class RewriteResult:
 
 
 def _post(config: OracleConfig, body: dict, client: httpx.Client) -> dict:
-    """One completions request; the parsed answer, bounded in size (the check's rules)."""
-    if config.model:
-        body["model"] = config.model
-    headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
+    """One completions request (the check's bounded read); its first choice's text and finish reason."""
+    answer = post_completion(config, body, client)
     try:
-        with client.stream("POST", config.endpoint, json=body, headers=headers) as resp:
-            if resp.status_code >= 500 or resp.status_code in (408, 429):
-                raise OracleUnavailable(f"{config.endpoint} answered {resp.status_code}")
-            chunks, size = [], 0
-            for chunk in resp.iter_bytes():
-                size += len(chunk)
-                if size > config.max_answer_bytes:
-                    raise OracleAnswerError(f"answer larger than {config.max_answer_bytes} bytes; not read further")
-                chunks.append(chunk)
-            raw = b"".join(chunks)
-            if resp.status_code != 200:
-                raise OracleAnswerError(f"{config.endpoint} answered {resp.status_code}: "
-                                        f"{raw[:300].decode('utf-8', 'replace')}")
-    except httpx.TransportError as e:
-        raise OracleUnavailable(f"{config.endpoint}: {type(e).__name__}: {e}") from None
-    try:
-        answer = json.loads(raw, parse_constant=_no_constant)
         choice = answer["choices"][0]
         text, reason = choice["text"], choice.get("finish_reason")
         if not isinstance(text, str) or not (reason is None or isinstance(reason, str)):
             raise TypeError
-    except (ValueError, RecursionError):
-        raise OracleAnswerError("answer is not JSON") from None
     except (KeyError, IndexError, TypeError):
         raise OracleAnswerError("answer has no choices[0].text") from None
-    return {"text": text, "finish_reason": reason, "model": answer.get("model") if isinstance(answer, dict) else None}
+    return {"text": text, "finish_reason": reason, "model": answer.get("model")}
 
 
 def generate(config: OracleConfig, prompt: str, *, max_tokens: int, grammar: str | None,
