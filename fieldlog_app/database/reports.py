@@ -199,13 +199,7 @@ class ReportMethods:
         return new_id
 
     def _latest_report_version(self, rid: str) -> str:
-        seen = {rid}
-        while True:
-            nxt = self._one("SELECT id FROM reports WHERE replaces = ?", (rid,))
-            if nxt is None or nxt["id"] in seen:
-                return rid
-            rid = nxt["id"]
-            seen.add(rid)
+        return self._latest_in_chain("reports", rid)
 
     @guarded
     def report_versions(self, id: str) -> list[dict]:

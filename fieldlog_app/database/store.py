@@ -397,13 +397,17 @@ class Store(QueryMethods, ReportMethods, TransferMethods):
             self._audit("sighting", sid, "delete_draft", {"content": snapshot, "reports": report_ids})
 
     def _latest_id(self, sid: str) -> str:
-        seen = {sid}
+        return self._latest_in_chain("sightings", sid)
+
+    def _latest_in_chain(self, table: str, id: str) -> str:
+        """The newest version of ``id`` along its ``replaces`` links (sightings and reports version alike)."""
+        seen = {id}
         while True:
-            nxt = self._one("SELECT id FROM sightings WHERE replaces = ?", (sid,))
+            nxt = self._one(f"SELECT id FROM {table} WHERE replaces = ?", (id,))
             if nxt is None or nxt["id"] in seen:
-                return sid
-            sid = nxt["id"]
-            seen.add(sid)
+                return id
+            id = nxt["id"]
+            seen.add(id)
 
     @guarded
     def get_sighting(self, id: str) -> dict:
