@@ -78,6 +78,14 @@ class _Transcript:
         self.records.append(rec)
         return rec
 
+    def preview(self, tokens: list[int]) -> tuple[str, bool]:
+        """The text ``tokens`` would add if emitted now (bytes held back for an unfinished character
+        join the draft's), and whether they end on a whole character."""
+        trial = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        trial.setstate(self._decoder.getstate())
+        text = trial.decode(b"".join(self._oracle.token_bytes(t, special=False) for t in tokens))
+        return text, not trial.getstate()[0]
+
     def final(self, stops: tuple[str, ...], cut_at_stop: bool) -> tuple[str, list[TokenRecord]]:
         """The text and records to hand out: decoder flushed, cut before the first stop string when that
         ended the generation, without an end-of-generation token (it is not part of the text)."""
@@ -322,8 +330,12 @@ class Engine:
         n = len(tokens)
         if not (n and p.relax_unverified and self.span_guard is not None and run.unverified_run + n <= p.max_unverified_run):
             return None
-        draft_text = self.oracle.detokenize(tokens, special=False).decode("utf-8", "replace")
-        if any(self.oracle.is_eog(t) for t in tokens) or not self.span_guard.may_skip_verification(run.out.text, draft_text):
+        if any(self.oracle.is_eog(t) for t in tokens):
+            return None
+        # The guard reads the draft as it joins the text: decoded alone, a character's last byte is U+FFFD
+        # even where it completes a digit; a draft ending mid-character has bytes the guard cannot read yet.
+        draft_text, whole = run.out.preview(tokens)
+        if not whole or not self.span_guard.may_skip_verification(run.out.text, draft_text):
             return None
         new = [run.out.emit(t, "unverified", False) for t in tokens]
         run.pending.extend(tokens)

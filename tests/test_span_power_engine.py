@@ -14,6 +14,7 @@ from edgespec.engine import Engine, GenerationParams
 from edgespec.llama import LlamaModel
 from edgespec.cost import CostCurve
 from edgespec.spans import audit
+from edgespec.testing.replay import HindsightDrafter, ReplayOracle, VirtualClock
 from vineyard import fieldnote
 from vineyard.spans import default_policy, find_spans
 
@@ -88,3 +89,34 @@ def test_real_reports_critical_spans_fully_verified_in_every_mode(mode):
             assert rec["policy"]["mode"] == mode
     finally:
         gen.close()
+
+
+class _ByteOracle(ReplayOracle):
+    """A replay oracle whose tokens are bytes (0..255), so a character can span two tokens."""
+
+    def token_bytes(self, tok: int, special: bool = False) -> bytes:
+        return b"" if self.is_eog(tok) else bytes([int(tok)])
+
+
+def test_relaxed_gate_reads_a_character_split_across_tokens():
+    """'T' then the two bytes of U+07C8 (an NKo digit, which regex \\d matches) make the block id 'T߈'.
+    Decoded alone the second byte is U+FFFD, no digit: the gate must read it joined to the first."""
+    clock = VirtualClock()
+    oracle = _ByteOracle(CostCurve.linear(0.01), clock, n_vocab=257, eog=256)
+    prompt = list(b"Scouted rows. ")
+    continuation = list("Seen at T\u07c8 most of the time, the canopy looked fine today.".encode()) + [256]
+    oracle.load(prompt, continuation)
+    note = fieldnote.load(NOTES[0])
+    for d_max in (1, 2, 3, 4, 6):
+        eng = Engine(oracle, HindsightDrafter(oracle), curve=CostCurve.linear(0.01), span_guard=default_policy(note),
+                     adaptive=False, clock=clock)
+        oracle.reset()
+        params = GenerationParams(max_tokens=80, relax_unverified=True, d_max=d_max)
+        done = list(eng.generate(prompt, params))[-1]
+        assert done.text == bytes(continuation[:-1]).decode()
+        spans = [s for s in find_spans(done.text, note) if s.kind == "location"]
+        assert [s.value for s in spans] == ["T\u07c8"]
+        for r in done.records:
+            if r.start < spans[0].end and r.end > spans[0].start or (r.token >= 0x80 and not r.text):
+                assert r.verified, (d_max, r)
+        assert any(not r.verified for r in done.records), "nothing relaxed: the test would prove nothing"
