@@ -23,8 +23,8 @@ import pytest
 from fieldlog_app.office import check, check_queue, rewrite
 from fieldlog_app.sync.server_cli import main as server_main
 from fieldlog_app.sync.testing import free_port
-from test_office_check import (GARBAGE, N_CTX, NOTE, LlamaServer, _Garbage, field_report, logged_in_client,  # noqa: F401
-                               office_with)
+from test_office_check import (GARBAGE, N_CTX, NOTE, LlamaServer, _Garbage, changed_summary, field_report,  # noqa: F401
+                               logged_in_client, office_with)
 from vineyard import fieldnote, schema
 from vineyard.report_automaton import ReportAutomaton
 
@@ -188,8 +188,7 @@ def test_after_a_changed_word_the_rest_of_the_field_text_serves_again(office_url
     """The two random models' fields have nothing in common; here the field report is the office model's own with
     six characters of its summary spoiled, so the office model writes them and re-joins the field text after."""
     note, _ = field_report
-    a, _ = schema.written_fields(scratch.text)["summary"]
-    field = scratch.text[:a] + "QQQQQQ" + scratch.text[a + 6:]
+    field, a = changed_summary(scratch.text)
     got = rewrite.rewrite_report(exact(office_url), note, field, chunk=64)
     assert got.text == scratch.text
     assert got.passes[0] == {**got.passes[0], "kind": "score"} and got.passes[0]["chars"] >= a
@@ -210,3 +209,66 @@ def test_a_malformed_continuation_answer_is_an_error(field_report, answer, why):
     client = httpx.Client(transport=httpx.MockTransport(lambda request: httpx.Response(200, content=answer)))
     with pytest.raises(check.OracleAnswerError, match=why):
         rewrite.rewrite_report(check.OracleConfig("http://office", max_answer_bytes=10_000), note, "", client=client)
+
+
+# ---------------------------------------------------------------------------------- the rewrite policy
+def test_the_policy_rewrites_a_disputed_or_flagged_report_once_and_never_an_approved_one(tmp_path, office_url,
+                                                                                        field_report, scratch):
+    from fieldlog_app.office.accounts import Office
+
+    _, record = field_report
+    field, _ = changed_summary(scratch.text)
+    sdb, rid, _ = office_with(tmp_path, record, text=field)
+    maria = Office(sdb).add_user("maria", "a-long-password-1", "manager")
+    assert rewrite.reports_to_rewrite(sdb) == []  # not checked yet
+    check_queue.record_check(sdb, rid, status="checked", model="tiny-q8", findings=[], summary={})
+    assert rewrite.reports_to_rewrite(sdb) == []  # the office model agrees
+    Office(sdb).review(maria, rid, "flagged")
+    assert rewrite.reports_to_rewrite(sdb) == [rid]  # a person in the office doubts it
+    Office(sdb).review(maria, rid, "approved")
+    check_queue.record_check(sdb, rid, status="checked", model="tiny-q8", findings=[{"kind": "office_disagrees"}],
+                             summary={})
+    assert rewrite.reports_to_rewrite(sdb) == []  # approved as written, disputed or not
+    Office(sdb).review(maria, rid, "flagged")
+    assert rewrite.reports_to_rewrite(sdb) == [rid]
+
+    checker = check_queue.OfficeChecker(sdb, exact(office_url, model="tiny-q8"), rewrite_disputed=True,
+                                        rewrite_chunk=64)
+    assert checker.run_once() == []  # nothing to check; the rewrite runs after the (empty) checks
+    rw = rewrite.rewrite_of(sdb, rid)
+    assert rw is not None and rw["summary"]["finished"]
+    [item] = sdb.list_items(kind="report", item_id=rw["office_report_id"], with_payload=True)
+    assert item["payload"]["text"] == scratch.text  # the office model's own report, as on request
+    assert rewrite.reports_to_rewrite(sdb) == [] and checker.rewrite_one() is None  # once
+
+
+def test_the_policy_waits_for_an_unreachable_oracle_and_gives_up_on_a_malformed_answer(tmp_path, field_report):
+    import http.server
+    import threading
+
+    _, record = field_report
+    sdb, rid, _ = office_with(tmp_path, record)
+    check_queue.record_check(sdb, rid, status="checked", model="m", findings=[{"kind": "office_disagrees"}], summary={})
+    now = [1000.0]
+    dead = check.OracleConfig(f"http://127.0.0.1:{free_port()}", timeout=5)
+    checker = check_queue.OfficeChecker(sdb, dead, rewrite_disputed=True, clock=lambda: now[0])
+    assert checker.rewrite_one() is None and rewrite.rewrite_of(sdb, rid) is None
+    assert checker._rewrite_retry[rid] == (1, 1000.0 + check_queue.backoff(1)) and not checker.rewrite_failures
+    now[0] += check_queue.backoff(1) - 1
+    assert checker.rewrite_one() is None and checker._rewrite_retry[rid][0] == 1  # not due: not tried
+    now[0] += 1
+    assert checker.rewrite_one() is None and checker._rewrite_retry[rid][0] == 2  # tried again, backing off
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), type("H", (_Garbage,), {"body": GARBAGE["not-json"][0]}))
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        checker.config = check.OracleConfig(f"http://127.0.0.1:{srv.server_address[1]}", timeout=10)
+        now[0] += 3600
+        assert checker.rewrite_one() is None
+        assert rid in checker.rewrite_failures and "OracleAnswerError" in checker.rewrite_failures[rid]
+        assert checker.rewrite_one() is None  # given up on in this process
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert rewrite.rewrite_of(sdb, rid) is None and len(sdb.list_items(kind="report")) == 1
+    assert rewrite.reports_to_rewrite(sdb) == [rid]  # still what the policy would pick: the CLI can retry it

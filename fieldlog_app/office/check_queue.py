@@ -12,6 +12,7 @@ import datetime as _dt
 import json
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
@@ -24,7 +25,8 @@ from .check import OracleAnswerError, OracleConfig, OracleUnavailable, check_rep
 log = logging.getLogger("fieldlog.office.check")
 
 
-def _now() -> str:
+def now_utc() -> str:
+    """The checks' clock: ISO-8601 UTC with microseconds (``updated_at`` sorts as text)."""
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -40,7 +42,7 @@ def pending_reports(sdb, *, limit: int = 100, retry_errors: bool = False, due_on
            + (" AND (c.next_attempt_at IS NULL OR c.next_attempt_at <= ?)" if due_only else "") +
            ")) ORDER BY i.server_seq LIMIT ?")
     with sdb.connect() as conn:
-        return [r["item_id"] for r in conn.execute(sql, ((_now(),) if due_only else ()) + (limit,))]
+        return [r["item_id"] for r in conn.execute(sql, ((now_utc(),) if due_only else ()) + (limit,))]
 
 
 def check_of(sdb, report_id: str) -> dict:
@@ -57,23 +59,32 @@ def check_of(sdb, report_id: str) -> dict:
 
 
 def checks_for_device(sdb, device: str, since: str = "") -> list[dict]:
-    """The checks of a device's own reports changed after ``since`` (an ISO timestamp): what it gets back."""
+    """The checks of a device's own reports changed after ``since`` (an ISO timestamp): what it gets back, each
+    with ``office_version`` (the office model's own report, rewrite.py: id, model, created_at, text) or None."""
     with sdb.connect() as conn:
         rows = conn.execute(
-            "SELECT c.* FROM office_checks c JOIN items i ON i.item_id = c.report_id WHERE i.device = ? "
-            "AND c.updated_at > ? ORDER BY c.updated_at LIMIT 1000", (device, since)).fetchall()
+            "SELECT c.*, w.office_report_id AS ov_id, w.model AS ov_model, w.created_at AS ov_at, o.payload AS ov "
+            "FROM office_checks c JOIN items i ON i.item_id = c.report_id "
+            "LEFT JOIN office_rewrites w ON w.office_report_id = (SELECT office_report_id FROM office_rewrites "
+            "WHERE report_id = c.report_id ORDER BY created_at DESC, office_report_id LIMIT 1) "
+            "LEFT JOIN items o ON o.item_id = w.office_report_id "
+            "WHERE i.device = ? AND c.updated_at > ? ORDER BY c.updated_at LIMIT 1000", (device, since)).fetchall()
     out = []
     for r in rows:
         d = dict(r)
+        ov_id, ov_model, ov_at, ov = (d.pop(k) for k in ("ov_id", "ov_model", "ov_at", "ov"))
         d["findings"] = json.loads(d["findings"] or "[]")
         d["summary"] = json.loads(d["summary"] or "{}")
+        d["office_version"] = ({"report_id": ov_id, "model": ov_model, "created_at": ov_at,
+                                "text": json.loads(ov)["text"]} if ov_id and ov else None)
+        d["office_version_pending"] = d["office_version"] is None and d["summary"].get("office_version") == "queued"
         out.append(d)
     return out
 
 
 def record_check(sdb, report_id: str, *, status: str, model: str | None = None, error: str | None = None,
             findings: list | None = None, summary: dict | None = None, retry_in: float | None = None) -> None:
-    now = _now()
+    now = now_utc()
     with sdb.transaction() as conn:
         row = conn.execute("SELECT attempts FROM office_checks WHERE report_id = ?", (report_id,)).fetchone()
         attempts = (row["attempts"] if row else 0) + 1
@@ -104,13 +115,27 @@ def report_inputs(sdb, report_id: str) -> tuple[dict, dict]:
     return note_of(of[0]["payload"]), report
 
 
+def office_version_given_up(sdb, report_id: str, why: str) -> None:
+    """The policy's rewrite of a report failed for good: its check no longer says an office version is coming."""
+    with sdb.transaction() as conn:
+        row = conn.execute("SELECT summary FROM office_checks WHERE report_id = ?", (report_id,)).fetchone()
+        if row is None:
+            return
+        summary = {**json.loads(row["summary"] or "{}"), "office_version": "failed", "office_version_error": why[:300]}
+        conn.execute("UPDATE office_checks SET summary = ?, updated_at = ? WHERE report_id = ?",
+                     (json.dumps(summary), now_utc(), report_id))
+
+
 def backoff(attempts: int, base: float = 10.0, cap: float = 900.0) -> float:
     """Seconds before the next try of an unreachable oracle: doubling, capped."""
     return min(cap, base * 2 ** max(0, attempts - 1))
 
 
-def run_check(sdb, config: OracleConfig, report_id: str, *, client: httpx.Client | None = None) -> dict:
-    """Check one stored report and record the outcome; returns the stored check (never raises OracleError)."""
+def run_check(sdb, config: OracleConfig, report_id: str, *, client: httpx.Client | None = None,
+              rewrite_queued: bool = False) -> dict:
+    """Check one stored report and record the outcome; returns the stored check (never raises OracleError).
+    ``rewrite_queued``: the office rewrites disputed reports by policy, so a disputed check says its office
+    version is coming (the device keeps asking for it)."""
     try:
         note, report = report_inputs(sdb, report_id)
         result = check_report(config, note, report, client=client)
@@ -123,9 +148,11 @@ def run_check(sdb, config: OracleConfig, report_id: str, *, client: httpx.Client
         log.exception("office check of %s failed", report_id)
         record_check(sdb, report_id, status="error", error=f"internal error: {type(e).__name__}: {e}")
     else:
-        record_check(sdb, report_id, status="checked", model=result.model, findings=result.findings,
-                summary={**result.summary, "seconds": round(result.seconds, 3), "margin": config.margin,
-                         "layout": result.layout})
+        summary = {**result.summary, "seconds": round(result.seconds, 3), "margin": config.margin,
+                   "layout": result.layout}
+        if rewrite_queued and result.findings:
+            summary["office_version"] = "queued"
+        record_check(sdb, report_id, status="checked", model=result.model, findings=result.findings, summary=summary)
     return check_of(sdb, report_id)
 
 
@@ -145,29 +172,71 @@ def summary_line(check: dict) -> str:
 class OfficeChecker:
     """The background queue: checks pending reports, at most ``concurrency`` requests at once, retrying an
     unreachable oracle with capped backoff. It never touches the sync path: ingest only stores, and this
-    thread finds the new reports by polling the database."""
+    thread finds the new reports by polling the database.
+
+    ``rewrite_disputed``: after the checks of a round, write the office version (rewrite.py) of one report the
+    policy picks (``reports_to_rewrite``: disputed by its check or flagged in the office, not approved). An
+    unreachable oracle is tried again with the checks' backoff; a report whose rewrite failed otherwise is not
+    tried again by this process (``fieldlog-server rewrite`` can)."""
 
     def __init__(self, sdb, config: OracleConfig, *, concurrency: int = 1, poll_interval: float = 5.0,
-                 on_checked: Callable[[dict], None] | None = None):
+                 on_checked: Callable[[dict], None] | None = None, rewrite_disputed: bool = False,
+                 rewrite_chunk: int | None = None, clock: Callable[[], float] = time.monotonic):
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.sdb, self.config, self.concurrency, self.poll_interval = sdb, config, concurrency, poll_interval
         self.on_checked = on_checked
+        self.rewrite_disputed, self.rewrite_chunk, self.clock = rewrite_disputed, rewrite_chunk, clock
+        self.rewrite_failures: dict[str, str] = {}    # report id -> why its rewrite failed (not retried)
+        self._rewrite_retry: dict[str, tuple[int, float]] = {}   # report id -> (attempts, next try at)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def run_once(self) -> list[dict]:
-        """Check what is due now (up to ``concurrency`` at a time); the stored checks."""
+        """Check what is due now (up to ``concurrency`` at a time); the stored checks. Then one policy rewrite,
+        if asked for and due."""
         ids = pending_reports(self.sdb, limit=self.concurrency * 4)
-        if not ids:
-            return []
-        with httpx.Client(timeout=self.config.timeout, limits=httpx.Limits(max_connections=self.concurrency)) as c, \
-                ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="office-check") as pool:
-            done = list(pool.map(lambda rid: run_check(self.sdb, self.config, rid, client=c), ids))
-        for d in done:
-            if self.on_checked:
-                self.on_checked(d)
+        done: list[dict] = []
+        if ids:
+            with httpx.Client(timeout=self.config.timeout, limits=httpx.Limits(max_connections=self.concurrency)) as c, \
+                    ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="office-check") as pool:
+                done = list(pool.map(lambda rid: run_check(self.sdb, self.config, rid, client=c,
+                                                           rewrite_queued=self.rewrite_disputed), ids))
+            for d in done:
+                if self.on_checked:
+                    self.on_checked(d)
+        if self.rewrite_disputed and not self._stop.is_set():
+            self.rewrite_one()
         return done
+
+    def rewrite_one(self) -> dict | None:
+        """The office version of the first report the policy picks that is due; its ``office_rewrites`` row."""
+        from . import rewrite
+
+        now = self.clock()
+        for rid in rewrite.reports_to_rewrite(self.sdb, limit=len(self.rewrite_failures) + len(self._rewrite_retry) + 1):
+            if rid in self.rewrite_failures or self._rewrite_retry.get(rid, (0, 0.0))[1] > now:
+                continue
+            kw = {"chunk": self.rewrite_chunk} if self.rewrite_chunk else {}
+            try:
+                row = rewrite.office_version(self.sdb, rid, self.config, **kw)
+            except OracleUnavailable as e:
+                attempts = self._rewrite_retry.get(rid, (0, 0.0))[0] + 1
+                self._rewrite_retry[rid] = (attempts, now + backoff(attempts))
+                log.info("office rewrite of %s waits for the office model: %s", rid, e)
+                return None
+            except (OracleAnswerError, FieldNoteError, ValueError) as e:
+                self.rewrite_failures[rid] = f"{type(e).__name__}: {e}"
+            except Exception as e:  # noqa: BLE001 - as in run_check: one report must not wedge the queue
+                log.exception("office rewrite of %s failed", rid)
+                self.rewrite_failures[rid] = f"internal error: {type(e).__name__}: {e}"
+            else:
+                self._rewrite_retry.pop(rid, None)
+                return row
+            log.warning("office rewrite of %s failed, not retried: %s", rid, self.rewrite_failures[rid])
+            office_version_given_up(self.sdb, rid, self.rewrite_failures[rid])
+            return None
+        return None
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -228,13 +228,20 @@ def office_version(sdb, report_id: str, config: OracleConfig, *, chunk: int = DE
     replaces the field report's, review status "edited", provenance "office" where the office model's text is
     not the field report's), in items with source "office", beside an ``office_rewrites`` row (passes, time).
     Returns that row. Oracle errors propagate: nothing is stored then."""
-    from fieldlog_app.database.canonical import canonical_json, payload_sha256, utc_now
-    from vineyard import review
-
     from .check_queue import report_inputs
 
     note, report = report_inputs(sdb, report_id)
     result = rewrite_report(config, note, report.get("text"), chunk=chunk, grammar=grammar, client=client)
+    return save_office_version(sdb, report_id, note, report, result)
+
+
+def save_office_version(sdb, report_id: str, note: dict, report: dict, result: RewriteResult) -> dict:
+    """Store ``result`` as the office version of the field report ``report_id`` (see ``office_version``)."""
+    from fieldlog_app.database.canonical import canonical_json, payload_sha256, utc_now
+    from vineyard import review
+
+    from .check_queue import now_utc
+
     provenance = [{**r, "source": "office", "verified": True} if r.get("source") == review.PERSON else r
                   for r in review.edit_provenance(report["text"], report.get("provenance"), result.text)]
     checked = review.recheck(result.text, fieldnote.validate(note), provenance)
@@ -261,6 +268,8 @@ def office_version(sdb, report_id: str, config: OracleConfig, *, chunk: int = DE
         conn.execute(
             "INSERT INTO office_rewrites (report_id, office_report_id, model, summary, created_at) "
             "VALUES (?, ?, ?, ?, ?)", (report_id, new_id, result.model, json.dumps(stats), now))
+        # the device fetches checks changed since its last fetch: the office version rides on the report's check
+        conn.execute("UPDATE office_checks SET updated_at = ? WHERE report_id = ?", (now_utc(), report_id))
     return rewrite_of(sdb, report_id)
 
 
@@ -274,3 +283,18 @@ def rewrite_of(sdb, report_id: str) -> dict | None:
     out = dict(row)
     out["summary"] = json.loads(out["summary"] or "{}")
     return out
+
+
+def reports_to_rewrite(sdb, *, limit: int = 10) -> list[str]:
+    """The field reports the office rewrites by policy, oldest check first: the newest version of a report
+    whose office check found disagreements, or that an office manager flagged, with no office version yet;
+    never one whose latest office review approved it as written."""
+    sql = ("SELECT i.item_id FROM items i LEFT JOIN office_checks c ON c.report_id = i.item_id "
+           "LEFT JOIN reviews v ON v.id = (SELECT MAX(id) FROM reviews WHERE report_id = i.item_id) "
+           "WHERE i.kind = 'report' AND i.source <> 'office' AND i.superseded_by IS NULL "
+           "AND NOT EXISTS (SELECT 1 FROM office_rewrites r WHERE r.report_id = i.item_id) "
+           "AND ((c.status = 'checked' AND c.findings <> '[]' AND (v.status IS NULL OR v.status <> 'approved')) "
+           "OR v.status = 'flagged') "
+           "ORDER BY COALESCE(c.checked_at, v.at), i.server_seq LIMIT ?")
+    with sdb.connect() as conn:
+        return [r["item_id"] for r in conn.execute(sql, (limit,))]

@@ -14,7 +14,6 @@ SameSite=Strict (Secure when the server is told it sits behind HTTPS).
 
 from __future__ import annotations
 
-import csv
 import datetime as _dt
 import hmac
 import io

@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="mark the office's session cookie Secure (on by itself with --ssl-certfile; use it behind an "
                     "HTTPS proxy)")
     _oracle_options(ap, top=True)
+    ap.add_argument("--rewrite-disputed", action="store_true",
+                    help="with --oracle-url: also write the office version of every report the office model disputes "
+                    "or an office manager flags (one at a time, after the checks)")
     ap.set_defaults(func=cmd_serve)
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -272,6 +275,9 @@ def cmd_serve(args) -> int:
     if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
         print(f"{PROG}: error: --ssl-certfile and --ssl-keyfile go together", file=sys.stderr)
         return 2
+    if args.rewrite_disputed and _oracle_config(args) is None:
+        print(f"{PROG}: error: --rewrite-disputed needs --oracle-url (or FIELDLOG_ORACLE_URL)", file=sys.stderr)
+        return 2
     sdb = _open(args)
     app = create_app(sdb, max_body_bytes=args.max_body_bytes,
                      secure_cookies=bool(args.secure_cookies or args.ssl_certfile))
@@ -285,8 +291,10 @@ def cmd_serve(args) -> int:
     if oracle is not None:  # its own threads: an unreachable oracle never holds up a sync or a page
         from fieldlog_app.office.check_queue import OfficeChecker
 
-        checker = OfficeChecker(sdb, oracle, concurrency=args.oracle_concurrency).start()
-        print(f"{PROG}: checking reports with the office model at {oracle.endpoint}", file=sys.stderr, flush=True)
+        checker = OfficeChecker(sdb, oracle, concurrency=args.oracle_concurrency,
+                                rewrite_disputed=args.rewrite_disputed).start()
+        print(f"{PROG}: checking reports with the office model at {oracle.endpoint}"
+              + (", rewriting the disputed ones" if args.rewrite_disputed else ""), file=sys.stderr, flush=True)
     try:
         _run_uvicorn(uvicorn, app, args, limits)
     finally:
