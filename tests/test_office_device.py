@@ -61,13 +61,13 @@ def test_v5_adds_office_checks_to_a_v4_database_and_keeps_every_row(tmp_path):
         before = {t: list(s.db.query(f"SELECT * FROM {t} ORDER BY rowid")) for t in
                   ("sightings", "observations", "reports", "outbox", "audit_log")}
     conn = sqlite3.connect(path)
-    conn.executescript("DROP TABLE office_checks; DELETE FROM _migrations WHERE version = 5; PRAGMA user_version = 4;")
+    conn.executescript("DROP TABLE office_checks; DELETE FROM _migrations WHERE version >= 5; PRAGMA user_version = 4;")
     conn.close()
     db = sqlite_utils.Database(path)
     assert current_version(db) == 4 and "office_checks" not in db.table_names()
     db.close()
     with Store(path) as s:
-        assert current_version(s.db) == SCHEMA_VERSION == 5
+        assert current_version(s.db) == SCHEMA_VERSION == 6
         after = {t: list(s.db.query(f"SELECT * FROM {t} ORDER BY rowid")) for t in before}
         assert after == before  # not a row touched
         assert s.get_report(rid)["office"]["state"] is None  # not sent: nothing awaited
@@ -104,6 +104,42 @@ def test_a_malformed_check_is_refused_with_its_reason_and_the_others_are_kept(st
     assert store.get_report(rid)["office"]["state"] == "disputed"
     assert store.office_checks_since() == "2026-07-22T10:00:00Z"
 
+
+
+def test_v6_adds_the_office_version_to_a_v5_database_and_keeps_its_checks(tmp_path):
+    path = tmp_path / "v5.db"
+    with Store(path) as s:
+        _, rid = report_of(s)
+        s.save_office_checks([{"report_id": rid, "status": "checked", "model": "m", "checked_at": "t",
+                               "findings": [DISAGREE], "updated_at": "2026-07-22T10:00:00Z"}])
+    conn = sqlite3.connect(path)
+    conn.executescript("ALTER TABLE office_checks DROP COLUMN office_version_pending; "
+                       "ALTER TABLE office_checks DROP COLUMN office_version; "
+                       "DELETE FROM _migrations WHERE version = 6; PRAGMA user_version = 5;")
+    before = list(conn.execute("SELECT * FROM office_checks"))
+    conn.close()
+    with Store(path) as s:
+        assert current_version(s.db) == 6
+        after = list(s.db.conn.execute("SELECT * FROM office_checks"))
+        assert [tuple(r)[:-2] for r in after] == [tuple(r) for r in before]  # the v5 row as it was
+        assert [tuple(r)[-2:] for r in after] == [(None, 0)]
+        office = s.get_report(rid)["office"]
+        assert office["state"] == "disputed" and office["check"]["office_version"] is None
+
+
+@pytest.mark.parametrize("bad, why", [
+    ({"office_version": "the text"}, "office_version is not an object"),
+    ({"office_version": {"report_id": "nope", "text": "t"}}, "office_version.report_id is not a UUID"),
+    ({"office_version": {"report_id": str(uuid.uuid4()), "text": "x" * 20_001}}, "office_version.text"),
+    ({"office_version": {"report_id": str(uuid.uuid4())}}, "office_version.text"),
+    ({"office_version_pending": "yes"}, "office_version_pending is not true or false"),
+])
+def test_a_malformed_office_version_is_refused_with_its_reason(store, bad, why):
+    _, rid = report_of(store)
+    got = store.save_office_checks([{"report_id": rid, "status": "checked", "model": "m", "findings": [],
+                                     "updated_at": "2026-07-22T10:00:00Z", **bad}])
+    assert got["saved"] == 0 and len(got["errors"]) == 1 and why in got["errors"][0]
+    assert store.get_report(rid)["office"]["check"] is None
 
 @pytest.fixture
 def store():
@@ -158,6 +194,61 @@ def test_an_office_without_the_way_back_never_fails_the_sync(store, office, http
     assert any(m.startswith("office checks not fetched") for m in result.messages)
     assert store.get_report(rid)["office"]["state"] == "awaiting"
 
+
+
+@pytest.mark.asyncio
+async def test_the_office_version_of_a_disputed_report_comes_back_and_is_shown(store, office):
+    from fieldlog_app.office import rewrite
+
+    sdb, token, url = office
+    _, rid = report_of(store)
+    assert sync_once(store, url, token).sent == 2
+    # the office's checker with --rewrite-disputed says so in the check of a disputed report
+    check_queue.record_check(sdb, rid, status="checked", model="office-7b", findings=[DISAGREE],
+                             summary={"office_version": "queued"})
+    assert sync_when_reachable(store, url, token).office_checks == 1
+    office_ = store.get_report(rid)["office"]
+    assert office_["check"]["office_version_pending"] is True and office_["check"]["office_version"] is None
+    assert office_["line"].endswith("; the office model's own version is to come")
+    assert store.office_awaiting() == 1  # so the background sync keeps asking
+
+    note, report = check_queue.report_inputs(sdb, rid)
+    text = report["text"].replace("monitor", "re-scout in 3 days", 1)
+    assert text != report["text"]
+    row = rewrite.save_office_version(sdb, rid, note, report, rewrite.RewriteResult(
+        text=text, passes=[{"kind": "score", "chars": 10, "seconds": 1.0}], seconds=1.0, accepted_chars=10,
+        generated_chars=len(text) - 10, model="office-7b", finished=True))
+    [sent] = check_queue.checks_for_device(sdb, "handheld-1")
+    assert sent["office_version"] == {"report_id": row["office_report_id"], "model": "office-7b",
+                                      "created_at": row["created_at"], "text": text}
+    assert sent["office_version_pending"] is False
+    got = sync_when_reachable(store, url, token)
+    assert got is not None and got.office_checks == 1  # the check changed when its office version was stored
+    check = store.get_report(rid)["office"]["check"]
+    assert check["office_version"]["text"] == text and check["office_version_pending"] is False
+    assert store.office_awaiting() == 0 and sync_when_reachable(store, url, token) is None
+    assert store.get_report(rid)["text"] == report["text"]  # beside the field report, never over it
+
+    app = make_app(store)
+    async with app.run_test(size=(100, 40)) as pilot:
+        box = await _report_screen(app, pilot, rid)
+        shown = str(box.render())
+        assert "the office model's own version is below" in shown and "Office version by office-7b" in shown
+        assert "re-scout in 3 days" in shown
+
+
+def test_a_given_up_office_version_stops_the_asking(store, office):
+    sdb, token, url = office
+    _, rid = report_of(store)
+    sync_once(store, url, token)
+    check_queue.record_check(sdb, rid, status="checked", model="office-7b", findings=[DISAGREE],
+                             summary={"office_version": "queued"})
+    sync_once(store, url, token)
+    assert store.office_awaiting() == 1
+    check_queue.office_version_given_up(sdb, rid, "OracleAnswerError: not JSON")
+    assert sync_when_reachable(store, url, token).office_checks == 1
+    assert store.office_awaiting() == 0
+    assert store.get_report(rid)["office"]["line"] == "checked at the office by office-7b: 1 disagreement"
 
 # ---------------------------------------------------------------------------------- what the app shows
 def test_the_log_badge_marks_awaiting_agreeing_and_disputed_reports():

@@ -65,9 +65,9 @@ def outbox(store: Store) -> list[dict]:
 def test_new_database_is_at_latest_schema_with_wal_full_sync_and_foreign_keys(tmp_path):
     path = tmp_path / "sub" / "dir" / "f.db"  # parent folders are created
     with Store(path) as s:
-        assert current_version(s.db) == SCHEMA_VERSION == 5
+        assert current_version(s.db) == SCHEMA_VERSION == 6
         versions = [r["version"] for r in s.db["_migrations"].rows]
-        assert versions == [1, 2, 3, 4, 5]
+        assert versions == [1, 2, 3, 4, 5, 6]
         assert s.db.journal_mode == "wal"
         assert s.db.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
         assert s.db.conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
@@ -152,7 +152,7 @@ def test_migrating_a_v2_database_adds_risk_class_and_keeps_every_row(tmp_path):
     path = tmp_path / "v2.db"
     fx = _v2_fixture(path)
     with Store(path) as s:
-        assert current_version(s.db) == SCHEMA_VERSION == 5
+        assert current_version(s.db) == SCHEMA_VERSION == 6
         # existing rows are untouched: same values, plus risk_class NULL
         after = list(s.db.query("SELECT * FROM sightings ORDER BY id"))
         assert [{k: v for k, v in r.items() if k != "risk_class"} for r in after] == fx["sightings"]

@@ -136,6 +136,8 @@ def main(argv=None) -> int:
     ap.add_argument("--office-url", default=None, help="an office server already running (skips starting one)")
     ap.add_argument("--model", default=None, help="model name to send (vLLM's served name)")
     ap.add_argument("--notes", type=Path, action="append", help="folder of note JSON files or a JSONL file")
+    ap.add_argument("--per-set", type=int, default=None, metavar="N",
+                    help="only the first N notes (by name) of each --notes set: a shorter run")
     ap.add_argument("--concurrency", default="1,2", help="comma-separated request concurrencies to time")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--margin", type=float, default=check.DEFAULT_MARGIN)
@@ -150,7 +152,8 @@ def main(argv=None) -> int:
     notes, refused = [], []
     for path in args.notes or [ROOT / "vineyard" / "samples" / "notes", ROOT / "bench" / "unseen" / "notes"]:
         ok, bad = load_notes(path)
-        notes += [(f"{path.name}/{n}", note) for n, note in ok]
+        ok = sorted(ok, key=lambda t: t[0])[:args.per_set] if args.per_set else ok
+        notes += [(f"{path.parent.name if path.name == 'notes' else path.name}/{n}", note) for n, note in ok]
         refused += bad
     for name, why in refused:
         print(f"skipped {name}: {why}", file=sys.stderr)
@@ -168,17 +171,19 @@ def main(argv=None) -> int:
                                   "checks_per_minute": round(60 * (len(results) - len(errors)) / wall, 2),
                                   "errors": errors})
             if "by_kind" not in out:
-                by_kind: dict[str, list[int]] = {}
-                by_field: dict[str, list[int]] = {}
+                # {kind: {set: [agree, positions]}}, a set being the notes' folder (samples, held-out) or "all"
+                by_kind: dict[str, dict[str, list[int]]] = {}
+                by_field: dict[str, dict[str, list[int]]] = {}
                 per_report = []
                 for name, res, err in results:
                     if res is None:
                         continue
                     for key, acc in (("by_kind", by_kind), ("by_field", by_field)):
                         for k, (a, t) in res.summary[key].items():
-                            acc.setdefault(k, [0, 0])
-                            acc[k][0] += a
-                            acc[k][1] += t
+                            for group in (name.split("/")[0], "all"):
+                                cell = acc.setdefault(k, {}).setdefault(group, [0, 0])
+                                cell[0] += a
+                                cell[1] += t
                     per_report.append({"note": name, "seconds": round(res.seconds, 2),
                                        "disagreements": res.summary["disagreements"],
                                        "findings": [f["message"] for f in res.findings[:5]]})
@@ -197,12 +202,18 @@ def main(argv=None) -> int:
     print("| concurrency | wall s | checks/minute | errors |\n|---|---|---|---|")
     for p in result["passes"]:
         print(f"| {p['concurrency']} | {p['wall_s']} | {p['checks_per_minute']} | {len(p['errors'])} |")
-    print("\n| span kind | agree | positions | agreement |\n|---|---|---|---|")
-    for k, (a, t) in sorted(result["by_kind"].items()):
-        print(f"| {k} | {a} | {t} | {a / t:.3f} |")
-    print("\n| field | agree | positions | agreement |\n|---|---|---|---|")
-    for k, (a, t) in sorted(result["by_field"].items()):
-        print(f"| {k} | {a} | {t} | {a / t:.3f} |")
+    secs = sorted(r["seconds"] for r in result["per_report"])
+    if secs:
+        print(f"\none check alone (concurrency {result['passes'][0]['concurrency']}): median {secs[len(secs) // 2]:.1f} s "
+              f"({secs[0]:.1f}–{secs[-1]:.1f})")
+    groups = sorted({g for cells in result["by_kind"].values() for g in cells} - {"all"}) + ["all"]
+    for key, title in (("by_kind", "span kind"), ("by_field", "field")):
+        print(f"\nagreement (positions where the office model's best token is the report's, within the margin), "
+              f"by {title}:\n")
+        print(f"| {title} | " + " | ".join(groups) + " |\n|---|" + "---|" * len(groups))
+        for k, cells in sorted(result[key].items()):
+            print(f"| {k} | " + " | ".join(f"{cells[g][0]}/{cells[g][1]} ({cells[g][0] / cells[g][1]:.3f})"
+                                           if cells.get(g, [0, 0])[1] else "–" for g in groups) + " |")
     for r in result["per_report"]:
         if r["findings"]:
             print(f"- {r['note']}: {r['disagreements']} disagreement(s); first: {r['findings'][0]}")

@@ -16,6 +16,8 @@ v4  report review: reports.version, replaces, review_status (generated, edited, 
     sightings.pests (the search column) recomputed with catalog names and NFKC folding
 v5  office_checks: the farm office model's verdict on each report, fetched at sync (a new table only;
     no existing row is touched)
+v6  office_checks.office_version (the office model's own version of the report, JSON, NULL until one
+    arrives) and office_version_pending (the office said one is coming); existing rows get NULL and 0
 
 The file says whose it is: SQLite's header ``application_id`` is APPLICATION_ID
 and ``user_version`` the schema version (both kept by ``migrate``).
@@ -212,6 +214,13 @@ CREATE TABLE office_checks (
 CREATE INDEX idx_office_checks_updated ON office_checks(updated_at);
 """
 
+# The office's own version of a report (fieldlog_app/office/rewrite.py) rides on its check.
+V6_OFFICE_VERSION_SQL = """
+ALTER TABLE office_checks ADD COLUMN office_version TEXT;
+ALTER TABLE office_checks ADD COLUMN office_version_pending INTEGER NOT NULL DEFAULT 0
+    CHECK (office_version_pending IN (0, 1));
+"""
+
 APPLICATION_ID = 0x464C4F47  # "FLOG" in SQLite's header (offset 68)
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -294,6 +303,10 @@ def _m005_office_checks(db: sqlite_utils.Database) -> None:
     db.executescript(V5_OFFICE_CHECKS_SQL)
 
 
+def _m006_office_version(db: sqlite_utils.Database) -> None:
+    db.executescript(V6_OFFICE_VERSION_SQL)
+
+
 Migration = tuple[int, str, Callable[[sqlite_utils.Database], None]]
 MIGRATIONS: list[Migration] = [
     (1, "base tables: sightings, observations, reports, audit_log", _m001_base),
@@ -301,6 +314,7 @@ MIGRATIONS: list[Migration] = [
     (3, "sightings.risk_class", _m003_risk_class),
     (4, "report review: versions, status, who and when", _m004_report_review),
     (5, "office_checks: the office model's verdict on each report", _m005_office_checks),
+    (6, "office_checks.office_version: the office model's own version of a report", _m006_office_version),
 ]
 LATEST = MIGRATIONS[-1][0]
 

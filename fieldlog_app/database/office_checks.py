@@ -11,6 +11,10 @@ A report's office state, as the log and the report screen show it:
 * ``error``     the office could not check it (a broken answer from its model; the office retries on request);
 * ``agrees``    checked, no disagreement past the office's margin;
 * ``disputed``  checked, with disagreements (each one an integrity finding: "office model would write …").
+
+A check may carry the office model's own version of the report (``office_version``: its id, model, time and
+text; fieldlog_app/office/rewrite.py), and ``office_version_pending`` when the office said one is coming (it
+rewrites disputed reports by policy): the sync keeps asking until it arrives.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 STATUSES = ("awaiting", "checked", "error")
 MAX_FINDINGS = 50          # the office sends at most 20; more is not a check this app made sense of
 MAX_TEXT = 1000            # a finding's message or quoted text
+MAX_VERSION_TEXT = 20_000  # the office's version of a report (a report is ~1-2 thousand characters)
 FINDING_KEYS = ("kind", "severity", "field", "span_kind", "start", "end", "written", "office", "gap_nats", "message")
 
 
@@ -62,13 +67,32 @@ def normalise(check: Any) -> dict:
             elif isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 1e9:
                 out[k] = v
         kept.append(out)
+    pending = check.get("office_version_pending", False)
+    if not isinstance(pending, bool):
+        raise OfficeCheckError(f"{rid}: office_version_pending is not true or false")
     return {
         "report_id": rid, "status": status,
         "model": _text(check.get("model"), f"{rid}: model", 200),
         "checked_at": _text(check.get("checked_at"), f"{rid}: checked_at", 40),
         "findings": kept,
         "updated_at": _text(check.get("updated_at"), f"{rid}: updated_at", 40, required=True),
+        "office_version": _version(check.get("office_version"), rid),
+        "office_version_pending": pending,
     }
+
+
+def _version(v: Any, rid: str) -> dict | None:
+    if v is None:
+        return None
+    if not isinstance(v, dict):
+        raise OfficeCheckError(f"{rid}: office_version is not an object")
+    try:
+        vid = str(uuid.UUID(str(v.get("report_id"))))
+    except (ValueError, TypeError):
+        raise OfficeCheckError(f"{rid}: office_version.report_id is not a UUID") from None
+    return {"report_id": vid, "model": _text(v.get("model"), f"{rid}: office_version.model", 200),
+            "created_at": _text(v.get("created_at"), f"{rid}: office_version.created_at", 40),
+            "text": _text(v.get("text"), f"{rid}: office_version.text", MAX_VERSION_TEXT, required=True)}
 
 
 def state_of(check: dict | None, sent: bool) -> str | None:
@@ -90,7 +114,13 @@ def describe(check: dict | None, sent: bool) -> str:
     if state == "error":
         return "the office could not check it (its model gave no usable answer)"
     model = (check or {}).get("model") or "the office model"
+    if check.get("office_version"):
+        after = "; the office model's own version is below"
+    elif check.get("office_version_pending"):
+        after = "; the office model's own version is to come"
+    else:
+        after = ""
     if state == "agrees":
-        return f"checked at the office by {model}: agrees"
+        return f"checked at the office by {model}: agrees{after}"
     n = len(check["findings"])
-    return f"checked at the office by {model}: {n} disagreement{'s' if n != 1 else ''}"
+    return f"checked at the office by {model}: {n} disagreement{'s' if n != 1 else ''}{after}"

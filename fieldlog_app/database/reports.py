@@ -296,7 +296,10 @@ class ReportMethods:
                 if have is None or (have["updated_at"] or "") >= row["updated_at"]:
                     skipped += 1
                     continue
+                version = row["office_version"]
                 self.db["office_checks"].upsert({**row, "findings": canonical_json(row["findings"]),
+                                                 "office_version": canonical_json(version) if version else None,
+                                                 "office_version_pending": int(row["office_version_pending"]),
                                                  "received_at": now}, pk="report_id")
                 saved += 1
             if saved:
@@ -321,6 +324,8 @@ class ReportMethods:
             if r["report_id"] is not None:
                 check = {k: r[k] for k in ("status", "model", "checked_at", "updated_at", "received_at")}
                 check["findings"] = json.loads(r["findings"] or "[]")
+                check["office_version"] = json.loads(r["office_version"]) if r["office_version"] else None
+                check["office_version_pending"] = bool(r["office_version_pending"]) and not check["office_version"]
             sent = r["outbox_state"] == "sent"
             out[r["rid"]] = {"state": _office.state_of(check, sent), "line": _office.describe(check, sent),
                              "check": check}
@@ -328,10 +333,11 @@ class ReportMethods:
 
     @guarded
     def office_awaiting(self) -> int:
-        """How many sent reports have no verdict from the office yet, or one the office could not give (the sync
-        asks for them; a checked report is not asked about again)."""
+        """How many sent reports have no verdict from the office yet, one the office could not give, or an office
+        version the office said is coming (the sync asks for them; a checked report is not asked about again)."""
         row = self._one("SELECT COUNT(*) AS n FROM outbox o LEFT JOIN office_checks c ON c.report_id = o.item_id "
-                        "WHERE o.kind = 'report' AND o.state = 'sent' AND (c.status IS NULL OR c.status <> 'checked')")
+                        "WHERE o.kind = 'report' AND o.state = 'sent' AND (c.status IS NULL OR c.status <> 'checked'"
+                        " OR (c.office_version_pending = 1 AND c.office_version IS NULL))")
         return row["n"]
 
     @guarded

@@ -208,6 +208,12 @@ class ReportScreen(Screen):
             box.add_class("-ok")
         else:
             t = Text("◌ " + office["line"], style="dim")
+        version = (office.get("check") or {}).get("office_version")
+        if version:  # the office model's own report, beside the field report (never replacing it)
+            when = str(version.get("created_at") or "")[:16].replace("T", " ")
+            t.append(f"\n\nOffice version by {version.get('model') or 'the office model'}"
+                     + (f", {when}" if when else "") + ":\n", style="bold")
+            t.append(str(version.get("text") or ""), style="italic")
         box.update(t)
 
     def _versions(self) -> list[dict]:

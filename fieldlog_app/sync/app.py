@@ -237,7 +237,8 @@ def create_app(db: ServerDB | str | os.PathLike, *, max_body_bytes: int = DEFAUL
 
         rows = await run_in_threadpool(checks_for_device, sdb, device, since)
         return JSONResponse({"checks": [{k: r[k] for k in ("report_id", "status", "model", "checked_at", "findings",
-                                                            "updated_at")} for r in rows]})
+                                                            "updated_at", "office_version", "office_version_pending")}
+                                        for r in rows]})
 
     async def http_error(request: Request, exc: HTTPException) -> Response:
         return _error(exc.status_code, "http-error", str(exc.detail), headers=getattr(exc, "headers", None))
