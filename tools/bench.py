@@ -195,7 +195,7 @@ def make_drafter(kind: str, oracle: LlamaModel, paths: dict, threads: int, histo
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer prompts and tokens, cheap drafters only (< 3 min)")
+    ap.add_argument("--quick", action="store_true", help="fewer prompts and tokens, cheap drafters only (~7 min on 2 cores)")
     ap.add_argument("--json", metavar="OUT", help="write the rows as JSON")
     ap.add_argument("--readme", action="store_true", help="replace the table between the bench markers in README.md")
     ap.add_argument("--max-tokens", type=int, default=None)

@@ -123,7 +123,11 @@ def run_rewrites(config: check.OracleConfig, reports, chunk: int) -> list[dict]:
                      "equal": got.text == scratch.text, **{k: s[k] for k in ("passes", "score_passes",
                                                                               "generate_passes", "accepted_chars",
                                                                               "generated_chars")},
-                     "field_chars": len(record["text"]), "pass_log": got.passes})
+                     "field_chars": len(record["text"]), "pass_log": got.passes,
+                     "parts_at": next((i for i, (a, b) in enumerate(zip(got.text, scratch.text)) if a != b),
+                                      None if len(got.text) == len(scratch.text) else min(len(got.text),
+                                                                                          len(scratch.text))),
+                     "rewrite_text": got.text, "scratch_text": scratch.text})
         print(f"  rewrote {name}: {rows[-1]['passes']} requests, {rows[-1]['rewrite_s']} s "
               f"(scratch {rows[-1]['scratch_s']} s)", file=sys.stderr, flush=True)
     return rows
@@ -138,7 +142,8 @@ def main(argv=None) -> int:
     ap.add_argument("--notes", type=Path, action="append", help="folder of note JSON files or a JSONL file")
     ap.add_argument("--per-set", type=int, default=None, metavar="N",
                     help="only the first N notes (by name) of each --notes set: a shorter run")
-    ap.add_argument("--concurrency", default="1,2", help="comma-separated request concurrencies to time")
+    ap.add_argument("--concurrency", default="1,2", help="comma-separated request concurrencies to time (\"\": no "
+                    "checks, the rewrites alone)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--margin", type=float, default=check.DEFAULT_MARGIN)
     ap.add_argument("--max-tokens", type=int, default=400, help="report length bound on the handheld")
@@ -188,6 +193,8 @@ def main(argv=None) -> int:
                                        "disagreements": res.summary["disagreements"],
                                        "findings": [f["message"] for f in res.findings[:5]]})
                 out["by_kind"], out["by_field"], out["per_report"] = by_kind, by_field, per_report
+        if args.json:  # the checks alone are worth keeping if the rewrites are stopped
+            args.json.write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
         out["rewrites"] = run_rewrites(config, reports[:args.rewrite], args.chunk)
         return out
 
@@ -199,22 +206,23 @@ def main(argv=None) -> int:
 
     print(f"\noffice check: {result['reports']} reports by {args.handheld}, checked by {args.office} "
           f"(margin {args.margin} nats)\n")
-    print("| concurrency | wall s | checks/minute | errors |\n|---|---|---|---|")
+    if result["passes"]:
+        print("| concurrency | wall s | checks/minute | errors |\n|---|---|---|---|")
     for p in result["passes"]:
         print(f"| {p['concurrency']} | {p['wall_s']} | {p['checks_per_minute']} | {len(p['errors'])} |")
-    secs = sorted(r["seconds"] for r in result["per_report"])
+    secs = sorted(r["seconds"] for r in result.get("per_report", []))
     if secs:
         print(f"\none check alone (concurrency {result['passes'][0]['concurrency']}): median {secs[len(secs) // 2]:.1f} s "
               f"({secs[0]:.1f}–{secs[-1]:.1f})")
-    groups = sorted({g for cells in result["by_kind"].values() for g in cells} - {"all"}) + ["all"]
-    for key, title in (("by_kind", "span kind"), ("by_field", "field")):
+    groups = sorted({g for cells in result.get("by_kind", {}).values() for g in cells} - {"all"}) + ["all"]
+    for key, title in (("by_kind", "span kind"), ("by_field", "field")) if result["passes"] else ():
         print(f"\nagreement (positions where the office model's best token is the report's, within the margin), "
               f"by {title}:\n")
         print(f"| {title} | " + " | ".join(groups) + " |\n|---|" + "---|" * len(groups))
         for k, cells in sorted(result[key].items()):
             print(f"| {k} | " + " | ".join(f"{cells[g][0]}/{cells[g][1]} ({cells[g][0] / cells[g][1]:.3f})"
                                            if cells.get(g, [0, 0])[1] else "–" for g in groups) + " |")
-    for r in result["per_report"]:
+    for r in result.get("per_report", []):
         if r["findings"]:
             print(f"- {r['note']}: {r['disagreements']} disagreement(s); first: {r['findings'][0]}")
     rows = result["rewrites"]
