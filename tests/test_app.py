@@ -1068,12 +1068,17 @@ async def test_log_filters_search_and_open_report(store):
         assert table_keys(table) == [f"s:{b4}"]
 
 
+def saved_report(store, findings=()) -> tuple[str, str]:
+    """A finalized sighting and the fake generator's report of it, stored: (sighting id, report id)."""
+    sid = finalized_sighting(store)
+    gen = FakeGenerator(findings=list(findings))
+    done = list(gen.stream_report(NOTE))[-1]
+    return sid, store.save_report(sid, **gen.report_record(done))
+
+
 @pytest.mark.asyncio
 async def test_opening_a_report_with_findings_shows_them_first(store):
-    sid = finalized_sighting(store)
-    gen = FakeGenerator(findings=[{"kind": "pest_not_in_note", "message": "mentions powdery mildew"}])
-    done = list(gen.stream_report(NOTE))[-1]
-    rid = store.save_report(sid, **gen.report_record(done))
+    _, rid = saved_report(store, findings=[{"kind": "pest_not_in_note", "message": "mentions powdery mildew"}])
     app = make_app(store)
     async with app.run_test(size=(80, 24)) as pilot:
         app.push_screen(ReportScreen(rid))
@@ -1085,10 +1090,7 @@ async def test_opening_a_report_with_findings_shows_them_first(store):
 
 @pytest.mark.asyncio
 async def test_report_headline_is_the_managers_line_and_the_engine_figures_are_behind_d(store):
-    sid = finalized_sighting(store)
-    gen = FakeGenerator()
-    done = list(gen.stream_report(NOTE))[-1]
-    rid = store.save_report(sid, **gen.report_record(done))
+    _, rid = saved_report(store)
     app = make_app(store)
     async with app.run_test(size=(80, 24)) as pilot:
         app.push_screen(ReportScreen(rid))

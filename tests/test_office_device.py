@@ -22,7 +22,7 @@ from fieldlog_app.sync.client import sync_once
 from fieldlog_app.sync.app import create_app
 from fieldlog_app.sync.server import ServerDB
 from fieldlog_app.sync.testing import SwappableApp, ThreadServer
-from test_app import NOTE, FakeGenerator, finalized_sighting, make_app
+from test_app import make_app, saved_report as report_of
 
 DISAGREE = {"kind": "office-disagreement", "severity": "warning", "field": "risk", "span_kind": "threshold",
             "start": 120, "end": 125, "written": "below", "office": "above", "gap_nats": 4.2, "bounded": False,
@@ -46,14 +46,7 @@ def office(tmp_path, http_server):
     return sdb, token, srv.url
 
 
-def report_of(store, findings=()) -> tuple[str, str]:
-    sid = finalized_sighting(store)
-    gen = FakeGenerator(findings=list(findings))
-    done = list(gen.stream_report(NOTE))[-1]
-    return sid, store.save_report(sid, **gen.report_record(done))
-
-
-# ---------------------------------------------------------------------------------- the store (v5)
+# ---------------------------------------------------------------------------------- the store (v5, v6)
 def test_v5_adds_office_checks_to_a_v4_database_and_keeps_every_row(tmp_path):
     path = tmp_path / "v4.db"
     with Store(path) as s:  # today's rows, then the file put back to what v4 left
