@@ -243,6 +243,25 @@ def test_a_given_up_office_version_stops_the_asking(store, office):
     assert store.office_awaiting() == 0
     assert store.get_report(rid)["office"]["line"] == "checked at the office by office-7b: 1 disagreement"
 
+
+def test_an_office_approval_cancels_the_announced_office_version(store, office):
+    from fieldlog_app.office.accounts import Office
+
+    sdb, token, url = office
+    _, rid = report_of(store)
+    sync_once(store, url, token)
+    check_queue.record_check(sdb, rid, status="checked", model="office-7b", findings=[DISAGREE],
+                             summary={"office_version": "queued"})
+    sync_once(store, url, token)
+    assert store.office_awaiting() == 1
+    office_ = Office(sdb)
+    maria = office_.add_user("maria", "a-long-password-1", "manager")
+    office_.review(maria, rid, "flagged")
+    assert check_queue.checks_for_device(sdb, "handheld-1")[0]["office_version_pending"] is True
+    office_.review(maria, rid, "approved")  # as written: the policy will not rewrite it
+    assert sync_when_reachable(store, url, token).office_checks == 1
+    assert store.office_awaiting() == 0 and sync_when_reachable(store, url, token) is None
+
 # ---------------------------------------------------------------------------------- what the app shows
 def test_the_log_badge_marks_awaiting_agreeing_and_disputed_reports():
     r = {"id": "r1", "status": "complete", "created_at": "t", "findings": []}

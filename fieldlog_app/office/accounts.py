@@ -187,9 +187,13 @@ class Office:
         if not self.sdb.list_items(kind="report", item_id=report_id, limit=1):
             raise ServerError(f"no report {report_id!r} on this server")
         note = (note or "").strip()[:500]
+        from .check_queue import now_utc
+
         with self.sdb.transaction() as conn:
             conn.execute("INSERT INTO reviews (report_id, status, reviewer, at, note) VALUES (?, ?, ?, ?, ?)",
                          (report_id, status, user.name, utc_now(), note))
+            # an approval cancels a policy rewrite the check announced: the device's next fetch must hear of it
+            conn.execute("UPDATE office_checks SET updated_at = ? WHERE report_id = ?", (now_utc(), report_id))
             self._audit(conn, user.name, {"approved": "report-approve", "flagged": "report-flag"}[status], report_id,
                         note)
 

@@ -63,8 +63,9 @@ def checks_for_device(sdb, device: str, since: str = "") -> list[dict]:
     with ``office_version`` (the office model's own report, rewrite.py: id, model, created_at, text) or None."""
     with sdb.connect() as conn:
         rows = conn.execute(
-            "SELECT c.*, w.office_report_id AS ov_id, w.model AS ov_model, w.created_at AS ov_at, o.payload AS ov "
-            "FROM office_checks c JOIN items i ON i.item_id = c.report_id "
+            "SELECT c.*, w.office_report_id AS ov_id, w.model AS ov_model, w.created_at AS ov_at, o.payload AS ov, "
+            "v.status AS review FROM office_checks c JOIN items i ON i.item_id = c.report_id "
+            "LEFT JOIN reviews v ON v.id = (SELECT MAX(id) FROM reviews WHERE report_id = c.report_id) "
             "LEFT JOIN office_rewrites w ON w.office_report_id = (SELECT office_report_id FROM office_rewrites "
             "WHERE report_id = c.report_id ORDER BY created_at DESC, office_report_id LIMIT 1) "
             "LEFT JOIN items o ON o.item_id = w.office_report_id "
@@ -72,12 +73,14 @@ def checks_for_device(sdb, device: str, since: str = "") -> list[dict]:
     out = []
     for r in rows:
         d = dict(r)
-        ov_id, ov_model, ov_at, ov = (d.pop(k) for k in ("ov_id", "ov_model", "ov_at", "ov"))
+        ov_id, ov_model, ov_at, ov, review = (d.pop(k) for k in ("ov_id", "ov_model", "ov_at", "ov", "review"))
         d["findings"] = json.loads(d["findings"] or "[]")
         d["summary"] = json.loads(d["summary"] or "{}")
         d["office_version"] = ({"report_id": ov_id, "model": ov_model, "created_at": ov_at,
                                 "text": json.loads(ov)["text"]} if ov_id and ov else None)
-        d["office_version_pending"] = d["office_version"] is None and d["summary"].get("office_version") == "queued"
+        # the policy never rewrites a report the office approved as written (rewrite.reports_to_rewrite)
+        d["office_version_pending"] = (d["office_version"] is None and review != "approved"
+                                       and d["summary"].get("office_version") == "queued")
         out.append(d)
     return out
 
