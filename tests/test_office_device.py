@@ -230,7 +230,8 @@ async def test_the_office_version_of_a_disputed_report_comes_back_and_is_shown(s
         assert "re-scout in 3 days" in shown
 
 
-def test_a_given_up_office_version_stops_the_asking(store, office):
+def announced_office_version(store, office) -> str:
+    """A sent report the office disputed, its check saying an office version is coming, fetched: its id."""
     sdb, token, url = office
     _, rid = report_of(store)
     sync_once(store, url, token)
@@ -238,6 +239,12 @@ def test_a_given_up_office_version_stops_the_asking(store, office):
                              summary={"office_version": "queued"})
     sync_once(store, url, token)
     assert store.office_awaiting() == 1
+    return rid
+
+
+def test_a_given_up_office_version_stops_the_asking(store, office):
+    sdb, token, url = office
+    rid = announced_office_version(store, office)
     check_queue.office_version_given_up(sdb, rid, "OracleAnswerError: not JSON")
     assert sync_when_reachable(store, url, token).office_checks == 1
     assert store.office_awaiting() == 0
@@ -248,12 +255,7 @@ def test_an_office_approval_cancels_the_announced_office_version(store, office):
     from fieldlog_app.office.accounts import Office
 
     sdb, token, url = office
-    _, rid = report_of(store)
-    sync_once(store, url, token)
-    check_queue.record_check(sdb, rid, status="checked", model="office-7b", findings=[DISAGREE],
-                             summary={"office_version": "queued"})
-    sync_once(store, url, token)
-    assert store.office_awaiting() == 1
+    rid = announced_office_version(store, office)
     office_ = Office(sdb)
     maria = office_.add_user("maria", "a-long-password-1", "manager")
     office_.review(maria, rid, "flagged")

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -124,9 +125,8 @@ def run_rewrites(config: check.OracleConfig, reports, chunk: int) -> list[dict]:
                                                                               "generate_passes", "accepted_chars",
                                                                               "generated_chars")},
                      "field_chars": len(record["text"]), "pass_log": got.passes,
-                     "parts_at": next((i for i, (a, b) in enumerate(zip(got.text, scratch.text)) if a != b),
-                                      None if len(got.text) == len(scratch.text) else min(len(got.text),
-                                                                                          len(scratch.text))),
+                     "parts_at": None if got.text == scratch.text else len(os.path.commonprefix([got.text,
+                                                                                                   scratch.text])),
                      "rewrite_text": got.text, "scratch_text": scratch.text})
         print(f"  rewrote {name}: {rows[-1]['passes']} requests, {rows[-1]['rewrite_s']} s "
               f"(scratch {rows[-1]['scratch_s']} s)", file=sys.stderr, flush=True)

@@ -25,13 +25,9 @@ from .check import OracleAnswerError, OracleConfig, OracleUnavailable, check_rep
 log = logging.getLogger("fieldlog.office.check")
 
 
-def now_utc() -> str:
-    """The checks' clock: ISO-8601 UTC with microseconds (``updated_at`` sorts as text)."""
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _later(seconds: float) -> str:
-    return (_dt.datetime.now(_dt.timezone.utc) + _dt.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def now_utc(later: float = 0.0) -> str:
+    """The checks' clock, ``later`` seconds on: ISO-8601 UTC with microseconds (``updated_at`` sorts as text)."""
+    return (_dt.datetime.now(_dt.timezone.utc) + _dt.timedelta(seconds=later)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def pending_reports(sdb, *, limit: int = 100, retry_errors: bool = False, due_only: bool = True) -> list[str]:
@@ -61,11 +57,13 @@ def check_of(sdb, report_id: str) -> dict:
 def checks_for_device(sdb, device: str, since: str = "") -> list[dict]:
     """The checks of a device's own reports changed after ``since`` (an ISO timestamp): what it gets back, each
     with ``office_version`` (the office model's own report, rewrite.py: id, model, created_at, text) or None."""
+    from .rewrite import LATEST_REVIEW, WOULD_REWRITE
+
     with sdb.connect() as conn:
         rows = conn.execute(
             "SELECT c.*, w.office_report_id AS ov_id, w.model AS ov_model, w.created_at AS ov_at, o.payload AS ov, "
-            "v.status AS review FROM office_checks c JOIN items i ON i.item_id = c.report_id "
-            "LEFT JOIN reviews v ON v.id = (SELECT MAX(id) FROM reviews WHERE report_id = c.report_id) "
+            f"CASE WHEN {WOULD_REWRITE} THEN 1 ELSE 0 END AS would_rewrite "
+            f"FROM office_checks c JOIN items i ON i.item_id = c.report_id {LATEST_REVIEW} "
             "LEFT JOIN office_rewrites w ON w.office_report_id = (SELECT office_report_id FROM office_rewrites "
             "WHERE report_id = c.report_id ORDER BY created_at DESC, office_report_id LIMIT 1) "
             "LEFT JOIN items o ON o.item_id = w.office_report_id "
@@ -73,14 +71,13 @@ def checks_for_device(sdb, device: str, since: str = "") -> list[dict]:
     out = []
     for r in rows:
         d = dict(r)
-        ov_id, ov_model, ov_at, ov, review = (d.pop(k) for k in ("ov_id", "ov_model", "ov_at", "ov", "review"))
+        ov_id, ov_model, ov_at, ov, would = (d.pop(k) for k in ("ov_id", "ov_model", "ov_at", "ov", "would_rewrite"))
         d["findings"] = json.loads(d["findings"] or "[]")
         d["summary"] = json.loads(d["summary"] or "{}")
         d["office_version"] = ({"report_id": ov_id, "model": ov_model, "created_at": ov_at,
                                 "text": json.loads(ov)["text"]} if ov_id and ov else None)
-        # the policy never rewrites a report the office approved as written (rewrite.reports_to_rewrite)
-        d["office_version_pending"] = (d["office_version"] is None and review != "approved"
-                                       and d["summary"].get("office_version") == "queued")
+        # coming: the checker announced it and the policy would still pick the report (not approved since, say)
+        d["office_version_pending"] = bool(would) and d["summary"].get("office_version") == "queued"
         out.append(d)
     return out
 
@@ -92,7 +89,7 @@ def record_check(sdb, report_id: str, *, status: str, model: str | None = None, 
         row = conn.execute("SELECT attempts FROM office_checks WHERE report_id = ?", (report_id,)).fetchone()
         attempts = (row["attempts"] if row else 0) + 1
         values = (status, model, now if status == "checked" else None, attempts,
-                  _later(retry_in) if retry_in is not None else None, (error or "")[:1000] or None,
+                  now_utc(retry_in) if retry_in is not None else None, (error or "")[:1000] or None,
                   json.dumps(findings or [], ensure_ascii=False), json.dumps(summary or {}), now)
         if row is None:
             conn.execute("INSERT INTO office_checks (status, model, checked_at, attempts, next_attempt_at, error, "

@@ -285,16 +285,20 @@ def rewrite_of(sdb, report_id: str) -> dict | None:
     return out
 
 
+# The rewrite policy as SQL over a report item ``i``, its check ``c`` and its latest office review ``v`` (joined by
+# LATEST_REVIEW): ``reports_to_rewrite`` picks by it, and a device's check says an office version is coming by it.
+LATEST_REVIEW = "LEFT JOIN reviews v ON v.id = (SELECT MAX(id) FROM reviews WHERE report_id = i.item_id)"
+WOULD_REWRITE = ("(i.kind = 'report' AND i.source <> 'office' AND i.superseded_by IS NULL "
+                 "AND NOT EXISTS (SELECT 1 FROM office_rewrites r WHERE r.report_id = i.item_id) "
+                 "AND ((c.status = 'checked' AND c.findings <> '[]' AND (v.status IS NULL OR v.status <> 'approved')) "
+                 "OR v.status = 'flagged'))")
+
+
 def reports_to_rewrite(sdb, *, limit: int = 10) -> list[str]:
     """The field reports the office rewrites by policy, oldest check first: the newest version of a report
     whose office check found disagreements, or that an office manager flagged, with no office version yet;
     never one whose latest office review approved it as written."""
-    sql = ("SELECT i.item_id FROM items i LEFT JOIN office_checks c ON c.report_id = i.item_id "
-           "LEFT JOIN reviews v ON v.id = (SELECT MAX(id) FROM reviews WHERE report_id = i.item_id) "
-           "WHERE i.kind = 'report' AND i.source <> 'office' AND i.superseded_by IS NULL "
-           "AND NOT EXISTS (SELECT 1 FROM office_rewrites r WHERE r.report_id = i.item_id) "
-           "AND ((c.status = 'checked' AND c.findings <> '[]' AND (v.status IS NULL OR v.status <> 'approved')) "
-           "OR v.status = 'flagged') "
-           "ORDER BY COALESCE(c.checked_at, v.at), i.server_seq LIMIT ?")
+    sql = (f"SELECT i.item_id FROM items i LEFT JOIN office_checks c ON c.report_id = i.item_id {LATEST_REVIEW} "
+           f"WHERE {WOULD_REWRITE} ORDER BY COALESCE(c.checked_at, v.at), i.server_seq LIMIT ?")
     with sdb.connect() as conn:
         return [r["item_id"] for r in conn.execute(sql, (limit,))]
