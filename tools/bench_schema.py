@@ -20,6 +20,11 @@ the reports of the weeks before. The default is the shipped samples and season a
 notes and season in bench/unseen/. The CLI rows run ``edgespec generate --notes`` in a fresh
 process per report (the policy state kept between processes, as in a user's cache), against the
 same command with ``--drafter none``.
+
+Every timed run in one process starts from the same warm cache, as in an app that has just written the
+note before: the tokens this note's prompt shares with the previous note's (the system prompt, and in a
+season the block's header lines) are evaluated untimed first, for llama-cpp-python (its prefix match)
+and for edgespec (``PrefixCache.sync``) alike. The CLI rows start cold, as a fresh process does.
 """
 
 from __future__ import annotations
@@ -95,9 +100,12 @@ class Plain:
         with contextlib.redirect_stderr(io.StringIO()):
             self.llm = llama_cpp.Llama(path, n_ctx=4096, n_threads=threads, n_threads_batch=threads, verbose=False)
 
-    def run(self, tokens: list[int], gbnf: str | None) -> tuple[str, float]:
+    def run(self, tokens: list[int], gbnf: str | None, warm: list[int] = ()) -> tuple[str, float]:
         with contextlib.redirect_stderr(io.StringIO()):
             grammar = self.llama_cpp.LlamaGrammar.from_string(gbnf, verbose=False) if gbnf else None
+            self.llm.reset()
+            if warm:  # create_completion reuses the longest cached prefix of the prompt
+                self.llm.eval(list(warm))
         t0 = time.perf_counter()
         out = self.llm.create_completion(tokens, max_tokens=MAX_TOKENS, temperature=0.0, top_k=1, repeat_penalty=1.0,
                                          grammar=grammar)
@@ -106,6 +114,7 @@ class Plain:
 
 SEASON_SCORED = 8  # a season scores its last 8 weeks; the weeks before only fill the history, as a season would
 CLI_NOTES = 4  # single notes run through `edgespec generate` in fresh processes
+CLI_REPEATS = 3  # runs of each of them per drafter (a report's time is their median)
 
 
 def workloads(args) -> list[tuple[str, str, Path]]:
@@ -165,41 +174,64 @@ def identity(oracle, prompt: list[int], ref: list[int], got: list[int]) -> str:
     return f"near-tie@{i}" if abs(float(logits[ref[i]]) - float(logits[got[i]])) <= NEAR_TIE else f"NO@{i}"
 
 
-def generate(oracle, eng, tokens, constraint) -> tuple[object, float]:
+def warm_prefix(prompts: list[list[int]], i: int) -> list[int]:
+    """What an app's cache shares with note ``i``'s prompt after writing the note before it (for the first
+    note, the one after): the common token prefix of the two prompts."""
+    if len(prompts) < 2:
+        return []
+    a, b = prompts[i], prompts[i - 1 if i > 0 else 1]
+    n = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    return a[: min(n, len(a) - 1)]
+
+
+def generate(oracle, eng, tokens, constraint, warm: list[int] = ()) -> tuple[object, float]:
     oracle.reset()
+    if warm:
+        oracle.sync(list(warm))  # untimed: the prefix an app's cache already holds (PrefixCache.sync keeps it)
     t0 = time.perf_counter()
     done = list(eng.generate(tokens, GenerationParams(max_tokens=MAX_TOKENS), constraint=constraint))[-1]
     return done, time.perf_counter() - t0
 
 
-def cli_rows(notes: list[tuple[str, Path]], drafters: list[str], threads: int) -> list[dict]:
-    """``edgespec generate --notes F --json`` in a fresh process per report, as a user runs it, drafters interleaved
-    note by note; the policy state starts empty and is kept between the processes (as in a user's cache)."""
+def cli_rows(notes: list[tuple[str, Path]], drafters: list[str], threads: int, repeats: int = CLI_REPEATS) -> list[dict]:
+    """``edgespec generate --notes F --json`` in a fresh process per report, as a user runs it; each note ``repeats``
+    times per drafter, interleaved (A B, B A, ...), and a report's time is the median of its runs (a fresh process's
+    prefill alone varies by ~30% here). The policy state starts empty and is kept between the processes (as in a
+    user's cache)."""
     state = tempfile.mkdtemp(prefix="bench-policy-")
     env = {**os.environ, "EDGESPEC_POLICY_DIR": state}
-    res: dict[str, list[dict]] = {d: [] for d in ["none", *drafters]}
+    kinds = ["none", *drafters]
+    res: dict[str, list[dict]] = {d: [] for d in kinds}
     for name, path in notes:
-        for kind in res:
-            cmd = [sys.executable, "-m", "edgespec.cli", "generate", "--notes", str(path), "--json", "--drafter", kind,
-                   "--max-tokens", str(MAX_TOKENS), "--threads", str(threads), "--db", str(Path(state) / f"{kind}.db")]
-            t0 = time.perf_counter()
-            out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
-            wall = time.perf_counter() - t0
-            if out.returncode != 0:
-                raise SystemExit(f"{' '.join(cmd)} failed: {out.stderr[-2000:]}")
-            rec = json.loads(out.stdout)
-            gen_s = rec["stats"]["wall_s"]  # prefill included
-            res[kind].append({"s": gen_s, "process_s": wall, "text": rec["text"], "tokens": rec["tokens"]})
+        runs: dict[str, list[dict]] = {k: [] for k in kinds}
+        for rep in range(repeats):
+            for kind in (kinds if rep % 2 == 0 else kinds[::-1]):
+                cmd = [sys.executable, "-m", "edgespec.cli", "generate", "--notes", str(path), "--json", "--drafter",
+                       kind, "--max-tokens", str(MAX_TOKENS), "--threads", str(threads),
+                       "--db", str(Path(state) / f"{kind}.db")]
+                t0 = time.perf_counter()
+                out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+                wall = time.perf_counter() - t0
+                if out.returncode != 0:
+                    raise SystemExit(f"{' '.join(cmd)} failed: {out.stderr[-2000:]}")
+                rec = json.loads(out.stdout)
+                runs[kind].append({"s": rec["stats"]["wall_s"], "process_s": wall,  # prefill included
+                                   "text": rec["text"], "tokens": rec["tokens"]})
+        for kind, rs in runs.items():
+            res[kind].append({"s": statistics.median(r["s"] for r in rs),
+                              "process_s": statistics.median(r["process_s"] for r in rs),
+                              "runs_s": [round(r["s"], 3) for r in rs], "text": rs[0]["text"], "tokens": rs[0]["tokens"]})
         base = res["none"][-1]
         for kind in res:
             r = res[kind][-1]
             r.update(speedup=base["s"] / r["s"], same_own=r["tokens"] == base["tokens"])
-        print(f"[cli] {name}: " + ", ".join(f"{k} {v[-1]['s']:.2f}s ({v[-1]['process_s']:.1f}s process)"
+        print(f"[cli] {name}: " + ", ".join(f"{k} {v[-1]['s']:.2f}s (runs {v[-1]['runs_s']})"
                                             for k, v in res.items()), file=sys.stderr)
     rows = []
     for kind, rs in res.items():
         sp = [r["speedup"] for r in rs]
-        rows.append({"workload": "cli, fresh process", "drafter": kind, "reports": len(rs), "skipped": 0,
+        rows.append({"workload": f"cli, fresh process, median of {repeats}", "drafter": kind, "reports": len(rs),
+                     "skipped": 0, "repeats": repeats,
                      "s_per_report": statistics.median(r["s"] for r in rs),
                      "process_s": statistics.median(r["process_s"] for r in rs),
                      "speedup": statistics.median(sp), "speedup_min": min(sp), "speedup_max": max(sp),
@@ -218,6 +250,8 @@ def main(argv=None) -> int:
     ap.add_argument("--drafters", default="none,lookup,history,cascade")
     ap.add_argument("--cli", type=int, default=CLI_NOTES, metavar="N",
                     help=f"also run N single notes through the CLI, one fresh process each (default {CLI_NOTES}; 0: skip)")
+    ap.add_argument("--cli-repeats", type=int, default=CLI_REPEATS, metavar="K",
+                    help=f"runs of each CLI note per drafter, interleaved; a report's time is their median (default {CLI_REPEATS})")
     ap.add_argument("--cli-only", action="store_true", help="only the CLI rows (the in-process workloads are not run)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, default=None, metavar="N", help="at most N notes per workload (a smoke run)")
@@ -249,8 +283,11 @@ def main(argv=None) -> int:
         methods = (["llama-cpp-python free-form"] if shape == "single" else []) + ["llama-cpp-python + grammar", *drafters]
         res: dict[str, list[dict]] = {m: [] for m in methods}
         scored = []
+        prompts = [oracle.tokenize(render_chat(oracle, schema.report_messages(n)), special=True) for _, n in notes]
+        free_prompts = ([oracle.tokenize(render_chat(oracle, prompt.report_messages(n)), special=True) for _, n in notes]
+                        if shape == "single" else [])
         for i, (name, note) in enumerate(notes):
-            tokens = oracle.tokenize(render_chat(oracle, schema.report_messages(note)), special=True)
+            tokens, warm = prompts[i], warm_prefix(prompts, i)
             constraint = Constraint.lark(schema.report_grammar(note))
             if i < scored_from:  # an earlier week: its report goes into every history, nothing is timed
                 done, _ = generate(oracle, engines.engines["none"], tokens, constraint)
@@ -259,13 +296,12 @@ def main(argv=None) -> int:
                 continue
             scored.append(note)
             if shape == "single":
-                free_tokens = oracle.tokenize(render_chat(oracle, prompt.report_messages(note)), special=True)
-                text, dt = plain.run(free_tokens, None)
+                text, dt = plain.run(free_prompts[i], None, warm_prefix(free_prompts, i))
                 res["llama-cpp-python free-form"].append({"s": dt, "text": text})
-            base, dt_base = plain.run(tokens, schema.report_gbnf(note))
+            base, dt_base = plain.run(tokens, schema.report_gbnf(note), warm)
             res["llama-cpp-python + grammar"].append({"s": dt_base, "text": base, "speedup": 1.0, "same": True})
             for kind, eng in engines.engines.items():
-                done, dt = generate(oracle, eng, tokens, constraint)
+                done, dt = generate(oracle, eng, tokens, constraint, warm)
                 own = res["none"][-1]["tokens"] if kind != "none" else done.tokens
                 ident = identity(oracle, tokens, own, done.tokens) if done.tokens != own else "yes"
                 if ident != "yes":
@@ -290,7 +326,8 @@ def main(argv=None) -> int:
     if args.cli > 0 and cli_candidates:
         oracle.close()  # the CLI processes get the machine to themselves
         plain = None
-        rows += cli_rows(cli_candidates[-args.cli:], [d for d in drafters if d != "none"][-1:], args.threads)
+        rows += cli_rows(cli_candidates[-args.cli:], [d for d in drafters if d != "none"][-1:], args.threads,
+                         max(1, args.cli_repeats))
     print(render(rows))
     if args.json:
         Path(args.json).write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "machine": machine(),
