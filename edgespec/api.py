@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from . import EdgespecError, IncompatibleModelsError, PromptError, power
+from . import EdgespecError, IncompatibleModelsError, PromptError, power, prompt_state
 from .acceptance import SamplingParams, validate_sampling
 from .calibrate import load_or_measure, load_policy_state, save_policy_state
 from .model_cache import resolve_model
@@ -61,6 +61,7 @@ class GeneratorConfig:
     fetch: bool = False
     adaptive: bool = True
     persist_policy: bool = True  # start from (and save) what earlier processes learned about this pair's drafts
+    prompt_cache: bool = True  # start from (and save) the oracle's KV cache of the latest prompt (edgespec.prompt_state)
     extra: dict = field(default_factory=dict)
 
 
@@ -86,6 +87,7 @@ class Generator:
         # the guard is set per stream (stream(..., guard=)): without one every token is verified
         self.engine = Engine(self.oracle, self.drafter, curve=self.curve, adaptive=config.adaptive)
         self.policy_warm = False
+        self.prompt_tokens_restored = 0  # prompt tokens the first generation found cached on disk
         if config.persist_policy and self.drafter is not None:
             state = load_policy_state(str(self.oracle_path), self.oracle.n_threads, self._policy_key())
             self.policy_warm = bool(state) and self.engine.policy.restore(state)
@@ -214,6 +216,9 @@ class Generator:
         text is accepted unverified (only when the power policy relaxes); without one nothing is skipped.
         ``constraint``: a grammar the output follows (see ``edgespec.constraints``)."""
         self.engine.span_guard = guard
+        cache = self.config.prompt_cache and prompt_state.enabled()
+        if cache and not self.oracle.tokens:  # a fresh process: the prompt's shared prefix may be on disk
+            self.prompt_tokens_restored = prompt_state.load(self.oracle)
         with power.EnergyMeter() as meter:
             for ev in self.engine.generate(prompt_tokens, params, cancel, constraint=constraint):
                 if isinstance(ev, Done):
@@ -221,6 +226,8 @@ class Generator:
                     ev.stats.energy_j = meter.joules
                     ev.stats.cpu_s = meter.cpu_s
                     self.save_policy()
+                    if cache:
+                        prompt_state.save(self.oracle, len(prompt_tokens))
                 yield ev
 
     @property

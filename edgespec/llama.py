@@ -302,6 +302,34 @@ class LlamaModel(PrefixCache):
     def reset(self) -> None:
         self.trim(0)
 
+    # ---------------------------------------------------------------- saved cache (edgespec.prompt_state)
+    def kv_state(self) -> bytes:
+        """The KV cache of ``self.tokens`` as llama.cpp serialises one sequence (``kv_restore`` reads it back)."""
+        if self._ctx is None:
+            raise EdgespecError("model was loaded vocab-only or closed")
+        n = int(self._lib.llama_state_seq_get_size(self._ctx, 0))
+        buf = (ctypes.c_uint8 * max(n, 1))()
+        got = int(self._lib.llama_state_seq_get_data(self._ctx, buf, n, 0))
+        if got <= 0:
+            raise EdgespecError("llama.cpp could not copy the KV cache")
+        return ctypes.string_at(buf, got)
+
+    def kv_restore(self, tokens: list[int], data: bytes) -> bool:
+        """Make the cache a saved ``kv_state`` of ``tokens``; False, with the cache empty, when llama.cpp
+        refuses the data or it does not hold exactly those positions."""
+        if self._ctx is None or not tokens or len(tokens) >= self.n_ctx or not data:
+            return False
+        self.check_ids(tokens)
+        self.reset()
+        buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+        ok = int(self._lib.llama_state_seq_set_data(self._ctx, buf, len(data), 0)) > 0
+        if ok and int(self._lib.llama_memory_seq_pos_max(self._mem, 0)) == len(tokens) - 1:
+            self.tokens = [int(t) for t in tokens]
+            return True
+        self._lib.llama_memory_seq_rm(self._mem, 0, 0, -1)
+        self.tokens = []
+        return False
+
     def _decode_last(self, tokens: list[int]) -> np.ndarray:
         return self.decode(tokens)[-1]
 

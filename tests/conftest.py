@@ -26,8 +26,10 @@ from edgespec.testing.tiny_gguf import write_tiny_gguf
 
 def pytest_configure(config):
     """The suite starts cold: a developer's saved draft-policy estimates never change a test's outcome, and
-    the curves measured on the tests' models (under the suite's load) never reach the developer's cache."""
+    the curves measured on the tests' models (under the suite's load) never reach the developer's cache;
+    no generation starts from a prompt cache another test saved (test_generator_state turns it on)."""
     os.environ["EDGESPEC_POLICY_DIR"] = tempfile.mkdtemp(prefix="edgespec-policy-")
+    os.environ["EDGESPEC_PROMPT_CACHE"] = "0"
     os.environ["EDGESPEC_CALIBRATION_DIR"] = tempfile.mkdtemp(prefix="edgespec-calibration-")
 
 

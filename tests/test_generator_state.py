@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import signal
 
+import pytest
+
 from edgespec import calibrate, cli
 from edgespec.api import open_generator
 
@@ -110,3 +112,126 @@ def test_the_cascade_loads_its_model_drafter_only_when_the_policy_first_drafts_f
             assert lazy.loaded and draft.source == kind and draft.passes >= 1 and len(draft.tokens) <= 4  # the model ran
         finally:
             gen.close()
+
+
+# --------------------------------------------------------------------------- the prompt's KV cache on disk
+
+
+def _batches(model) -> list[int]:
+    """The size of every batch ``model`` decodes from now on."""
+    sizes, decode = [], model.decode
+
+    def counted(tokens, logits_at=None):
+        sizes.append(len(tokens))
+        return decode(tokens, logits_at)
+
+    model.decode = counted
+    return sizes
+
+
+def _exact(path):
+    from edgespec.llama import LlamaModel
+
+    return LlamaModel(path, n_ctx=256, n_threads=1, kv_f32=True)  # batch-invariant: logits compare exactly
+
+
+def _prompts(model):
+    shared = model.tokenize("a b a b c a b a b c a b a b c", add_bos=False)
+    return shared + model.tokenize(" c c a", add_bos=False), shared + model.tokenize(" b b c b", add_bos=False)
+
+
+def test_a_saved_prompt_cache_skips_the_shared_prefix_with_the_same_logits(tiny_oracle_path, tmp_path, monkeypatch):
+    import numpy as np
+
+    from edgespec import prompt_state
+
+    monkeypatch.setenv("EDGESPEC_PROMPT_CACHE_DIR", str(tmp_path))
+    first = _exact(tiny_oracle_path)
+    p1, p2 = _prompts(first)
+    shared = next(i for i, (a, b) in enumerate(zip(p1, p2)) if a != b)
+    first.sync(p1 + first.tokenize(" a b", add_bos=False))  # a prompt and some output: only the prompt is kept
+    assert prompt_state.save(first, len(p1)) and first.tokens == p1
+    first.close()
+    second = _exact(tiny_oracle_path)
+    sizes = _batches(second)
+    assert prompt_state.load(second) == len(p1) and second.tokens == p1
+    warm = second.sync(p2)
+    assert sizes == [len(p2) - shared]  # only what follows the common prefix is evaluated
+    cold = _exact(tiny_oracle_path)
+    np.testing.assert_allclose(warm, cold.sync(p2), atol=1e-4)
+    for m in (second, cold):
+        m.close()
+
+
+def _corrupt(path, how, model):
+    import hashlib
+
+    import numpy as np
+
+    from edgespec import prompt_state
+
+    raw = path.read_bytes()
+    if how == "flipped byte":
+        path.write_bytes(raw[:-7] + bytes([raw[-7] ^ 0xFF]) + raw[-6:])
+    elif how == "truncated":
+        path.write_bytes(raw[: len(raw) // 2])
+    elif how == "not a cache file":
+        path.write_bytes(b"PK\x03\x04" + raw[4:])
+    elif how in ("token outside the vocabulary", "kv bytes llama.cpp refuses"):
+        ids = [model.n_vocab + 5] if how.startswith("token") else [1, 2, 3]
+        data = b"\x07" * 64 if how.startswith("kv") else b"\x00" * 64
+        body = np.asarray(ids, dtype="<i4").tobytes() + data
+        head = {"key": prompt_state.key(model), "n_tokens": len(ids), "n_bytes": len(data),
+                "sha256": hashlib.sha256(body).hexdigest()}
+        path.write_bytes(prompt_state.MAGIC + json.dumps(head).encode() + b"\n" + body)
+
+
+
+@pytest.mark.parametrize("how", ["flipped byte", "truncated", "not a cache file", "token outside the vocabulary",
+                                 "kv bytes llama.cpp refuses", "another model's file"])
+def test_a_damaged_or_foreign_prompt_cache_is_ignored(how, tiny_oracle_path, tiny_drafter_path, tmp_path, monkeypatch):
+    from edgespec import prompt_state
+
+    monkeypatch.setenv("EDGESPEC_PROMPT_CACHE_DIR", str(tmp_path))
+    model = _exact(tiny_oracle_path)
+    p1, _ = _prompts(model)
+    model.sync(p1)
+    want = model.sync(p1 + [p1[0]])
+    model.reset()
+    path = prompt_state.state_path(model)
+    if how == "another model's file":
+        other = _exact(tiny_drafter_path)
+        other.sync(other.tokenize("a b a b", add_bos=False))
+        prompt_state.save(other, len(other.tokens))
+        prompt_state.state_path(other).replace(path)
+        other.close()
+    else:
+        model.sync(p1)
+        assert prompt_state.save(model, len(p1))
+        model.reset()
+        _corrupt(path, how, model)
+    assert prompt_state.load(model) == 0 and model.tokens == []
+    got = model.sync(p1 + [p1[0]])  # the model works as if nothing had been saved
+    assert (got == want).all() or abs(got - want).max() < 1e-4
+    model.close()
+
+
+def test_a_new_generator_starts_from_the_last_prompt_cache(tiny_oracle_path, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGESPEC_PROMPT_CACHE", "1")
+    monkeypatch.setenv("EDGESPEC_PROMPT_CACHE_DIR", str(tmp_path))
+    runs = []
+    for cache in (True, True, False):
+        gen = _gen(tiny_oracle_path, persist_policy=False, prompt_cache=cache)
+        try:
+            prompt = gen.raw_prompt("a b a b c a b a b c a b a b c b b a")
+            sizes = _batches(gen.oracle)
+            done = list(gen.stream(prompt, gen.generation_params(max_tokens=12)))[-1]
+            runs.append((gen.prompt_tokens_restored, sizes[0], done.tokens, len(prompt)))
+        finally:
+            gen.close()
+    (r1, b1, t1, n), (r2, b2, t2, _), (r3, b3, t3, _) = runs
+    assert list(tmp_path.glob("*.kv"))
+    assert (r1, b1) == (0, n)  # nothing saved yet: the whole prompt is evaluated
+    assert (r2, b2) == (n, 1)  # the next process restores it and evaluates only the last prompt token again
+    assert (r3, b3) == (0, n)  # prompt_cache=False ignores the file
+    assert t2 == t1 == t3

@@ -165,13 +165,19 @@ NEAR_TIE = 0.25  # as tools/bench.py: two tokens within this many logits of each
 
 def identity(oracle, prompt: list[int], ref: list[int], got: list[int]) -> str:
     """"yes", "near-tie@i" (at the first divergence both tokens are within NEAR_TIE logits, one step at a time
-    after the common prefix; both were allowed by the grammar, each path chose one) or "NO@i"."""
+    after the common prefix; both were allowed by the grammar, each path chose one) or "NO@i". A run that
+    ends where the other goes on chose the end-of-generation token at that position."""
     i = next((k for k, (a, b) in enumerate(zip(ref, got)) if a != b), None)
     if i is None:
-        return "yes" if len(ref) == len(got) else f"NO (length {len(got)} vs {len(ref)})"
+        if len(ref) == len(got):
+            return "yes"
+        # one run ended where the other went on: it chose the end-of-generation token there (not in the tokens)
+        i = min(len(ref), len(got))
+    a = ref[i] if i < len(ref) else oracle.eos_token()
+    b = got[i] if i < len(got) else oracle.eos_token()
     oracle.reset()
     logits = oracle.sync(prompt + ref[:i])
-    return f"near-tie@{i}" if abs(float(logits[ref[i]]) - float(logits[got[i]])) <= NEAR_TIE else f"NO@{i}"
+    return f"near-tie@{i}" if abs(float(logits[a]) - float(logits[b])) <= NEAR_TIE else f"NO@{i}"
 
 
 def warm_prefix(prompts: list[list[int]], i: int) -> list[int]:
@@ -199,7 +205,7 @@ def cli_rows(notes: list[tuple[str, Path]], drafters: list[str], threads: int, r
     prefill alone varies by ~30% here). The policy state starts empty and is kept between the processes (as in a
     user's cache)."""
     state = tempfile.mkdtemp(prefix="bench-policy-")
-    env = {**os.environ, "EDGESPEC_POLICY_DIR": state}
+    env = {**os.environ, "EDGESPEC_POLICY_DIR": state, "EDGESPEC_PROMPT_CACHE_DIR": state}
     kinds = ["none", *drafters]
     res: dict[str, list[dict]] = {d: [] for d in kinds}
     for name, path in notes:
