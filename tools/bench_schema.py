@@ -200,35 +200,43 @@ def generate(oracle, eng, tokens, constraint, warm: list[int] = ()) -> tuple[obj
 
 
 def cli_rows(notes: list[tuple[str, Path]], drafters: list[str], threads: int, repeats: int = CLI_REPEATS) -> list[dict]:
-    """``edgespec generate --notes F --json`` in a fresh process per report, as a user runs it; each note ``repeats``
-    times per drafter, interleaved (A B, B A, ...), and a report's time is the median of its runs (a fresh process's
-    prefill alone varies by ~30% here). The policy state starts empty and is kept between the processes (as in a
-    user's cache)."""
-    state = tempfile.mkdtemp(prefix="bench-policy-")
-    env = {**os.environ, "EDGESPEC_POLICY_DIR": state, "EDGESPEC_PROMPT_CACHE_DIR": state}
+    """``edgespec generate --notes F --json`` in a fresh process per report, as a user runs it: every note in turn,
+    ``repeats`` rounds, the drafters interleaved note by note (A B, then B A in the next round); a report's time is
+    the median of its runs (a fresh process's prefill alone varies by ~30% here). Each drafter keeps its own
+    policy state and prompt cache between its processes, as in a user's cache: a run starts from the prompt of
+    the note before it, never from its own."""
+    state = Path(tempfile.mkdtemp(prefix="bench-cli-"))
     kinds = ["none", *drafters]
-    res: dict[str, list[dict]] = {d: [] for d in kinds}
-    for name, path in notes:
-        runs: dict[str, list[dict]] = {k: [] for k in kinds}
-        for rep in range(repeats):
+    for kind in kinds:
+        (state / kind).mkdir()
+    runs: dict[tuple[str, str], list[dict]] = {}
+    for rep in range(repeats):
+        for name, path in notes:
             for kind in (kinds if rep % 2 == 0 else kinds[::-1]):
+                env = {**os.environ, "EDGESPEC_POLICY_DIR": str(state / kind / "policy"),
+                       "EDGESPEC_PROMPT_CACHE_DIR": str(state / kind / "prompt")}
                 cmd = [sys.executable, "-m", "edgespec.cli", "generate", "--notes", str(path), "--json", "--drafter",
                        kind, "--max-tokens", str(MAX_TOKENS), "--threads", str(threads),
-                       "--db", str(Path(state) / f"{kind}.db")]
+                       "--db", str(state / kind / "history.db")]
                 t0 = time.perf_counter()
                 out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
                 wall = time.perf_counter() - t0
                 if out.returncode != 0:
                     raise SystemExit(f"{' '.join(cmd)} failed: {out.stderr[-2000:]}")
                 rec = json.loads(out.stdout)
-                runs[kind].append({"s": rec["stats"]["wall_s"], "process_s": wall,  # prefill included
-                                   "text": rec["text"], "tokens": rec["tokens"]})
-        for kind, rs in runs.items():
+                runs.setdefault((name, kind), []).append({"s": rec["stats"]["wall_s"], "process_s": wall,  # prefill included
+                                                          "text": rec["text"], "tokens": rec["tokens"]})
+            print(f"[cli] round {rep + 1}/{repeats} {name}: " + ", ".join(
+                f"{k} {runs[(name, k)][-1]['s']:.2f}s" for k in kinds), file=sys.stderr)
+    res: dict[str, list[dict]] = {d: [] for d in kinds}
+    for name, _ in notes:
+        for kind in kinds:
+            rs = runs[(name, kind)]
             res[kind].append({"s": statistics.median(r["s"] for r in rs),
                               "process_s": statistics.median(r["process_s"] for r in rs),
-                              "runs_s": [round(r["s"], 3) for r in rs], "text": rs[0]["text"], "tokens": rs[0]["tokens"]})
+                              "runs_s": [round(r["s"], 3) for r in rs], "text": rs[-1]["text"], "tokens": rs[-1]["tokens"]})
         base = res["none"][-1]
-        for kind in res:
+        for kind in kinds:
             r = res[kind][-1]
             r.update(speedup=base["s"] / r["s"], same_own=r["tokens"] == base["tokens"])
         print(f"[cli] {name}: " + ", ".join(f"{k} {v[-1]['s']:.2f}s (runs {v[-1]['runs_s']})"
