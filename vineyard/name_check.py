@@ -131,7 +131,10 @@ _NOT_MODIFIERS = frozenset(
     "nymph nymphs egg eggs few many all new first second next its their on in at to by from is are was were be "
     "been per each low high moderate severe possible potential active early late damaged infested signs sign "
     "block row rows fruit found saw seen check checked counted watch scout scouted look looked about against "
-    "kill kills target targets".split()
+    "kill kills target targets "
+    # function words ("as mealybugs spread leafroll", "such as mites"): never part of a pest's name
+    "as like such than both only also but if when where while because so then into onto over under near after "
+    "before during not nor which who whom what whether since until".split()
 )
 _GENERIC_HEADS = frozenset(GENERIC_TERMS) | {"rot", "mold", "mould", "fly", "flie", "bug", "worm", "insect", "pest"}
 _CROPS_PATH = Path(__file__).with_name("crop_names.json")
