@@ -60,7 +60,8 @@ def save(model, n_tokens: int) -> bool:
                            "sha256": hashlib.sha256(ids + data).hexdigest()}).encode() + b"\n"
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
+        # owner-only: the tokens are the latest prompt, a field note's text among them
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
             f.write(MAGIC + head + ids + data)
         os.replace(tmp, path)
         return True

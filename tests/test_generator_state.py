@@ -230,7 +230,8 @@ def test_a_new_generator_starts_from_the_last_prompt_cache(tiny_oracle_path, tmp
         finally:
             gen.close()
     (r1, b1, t1, n), (r2, b2, t2, _), (r3, b3, t3, _) = runs
-    assert list(tmp_path.glob("*.kv"))
+    saved = list(tmp_path.glob("*.kv"))
+    assert len(saved) == 1 and saved[0].stat().st_mode & 0o777 == 0o600  # it holds the latest prompt's text
     assert (r1, b1) == (0, n)  # nothing saved yet: the whole prompt is evaluated
     assert (r2, b2) == (n, 1)  # the next process restores it and evaluates only the last prompt token again
     assert (r3, b3) == (0, n)  # prompt_cache=False ignores the file
