@@ -18,13 +18,15 @@ listed and skipped. ``--notes`` takes a folder of note JSON files or a JSONL fil
 ``--season`` one block's notes in date order, of which the last weeks are scored, each drafting from
 the reports of the weeks before. The default is the shipped samples and season and the held-out
 notes and season in bench/unseen/. The CLI rows run ``edgespec generate --notes`` in a fresh
-process per report (the policy state kept between processes, as in a user's cache), against the
-same command with ``--drafter none``.
+process per report, each note ``--cli-repeats`` times (median), against the same command with
+``--drafter none``.
 
 Every timed run in one process starts from the same warm cache, as in an app that has just written the
 note before: the tokens this note's prompt shares with the previous note's (the system prompt, and in a
 season the block's header lines) are evaluated untimed first, for llama-cpp-python (its prefix match)
-and for edgespec (``PrefixCache.sync``) alike. The CLI rows start cold, as a fresh process does.
+and for edgespec (``PrefixCache.sync``) alike. A CLI row's process starts as a user's does: from the policy
+state and the prompt cache (``edgespec.prompt_state``) its drafter's earlier processes left, never from its
+own note's prompt.
 """
 
 from __future__ import annotations
