@@ -37,41 +37,47 @@ def key(model) -> str:
             f"-llama{llama_cpp.__version__}-{cpu_fingerprint()}")
 
 
-def state_path(model) -> Path:
-    """``$EDGESPEC_PROMPT_CACHE_DIR`` or ``<cache>/prompt``."""
+def state_path(model, model_key: str | None = None) -> Path:
+    """``$EDGESPEC_PROMPT_CACHE_DIR`` or ``<cache>/prompt``, one file per ``key``."""
     from .model_cache import cache_dir
 
     base = Path(os.environ.get("EDGESPEC_PROMPT_CACHE_DIR") or Path(cache_dir()) / "prompt")
-    return base / f"{hashlib.sha256(key(model).encode()).hexdigest()[:24]}.kv"
+    return base / f"{hashlib.sha256((model_key or key(model)).encode()).hexdigest()[:24]}.kv"
 
 
 def save(model, n_tokens: int) -> bool:
     """Keep the cache of the model's first ``n_tokens`` (the prompt; the rest is trimmed) for the next process.
     False when there is nothing to save or the folder cannot be written (a cold start next time, no error)."""
     model.trim(n_tokens)
-    tokens = list(model.tokens)
-    if not tokens:
+    if not model.tokens:
         return False
-    path = state_path(model)
     try:
-        data = model.kv_state()
-        ids = np.asarray(tokens, dtype="<i4").tobytes()
-        head = json.dumps({"key": key(model), "n_tokens": len(tokens), "n_bytes": len(data),
-                           "sha256": hashlib.sha256(ids + data).hexdigest()}).encode() + b"\n"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        # owner-only: the tokens are the latest prompt, a field note's text among them
-        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
-            f.write(MAGIC + head + ids + data)
-        os.replace(tmp, path)
+        write(model, list(model.tokens), model.kv_state())
         return True
     except Exception:  # noqa: BLE001 - a cache that cannot be written costs a warm start, never the report
         return False
 
 
-def read(model, path: Path | None = None) -> tuple[list[int], bytes] | None:
+def write(model, tokens: list[int], data: bytes) -> Path:
+    """The file ``read`` checks: magic, a JSON header line (key, sizes, SHA-256), the token ids, the KV bytes."""
+    model_key = key(model)
+    path = state_path(model, model_key)
+    ids = np.asarray(tokens, dtype="<i4").tobytes()
+    head = json.dumps({"key": model_key, "n_tokens": len(tokens), "n_bytes": len(data),
+                       "sha256": hashlib.sha256(ids + data).hexdigest()}).encode() + b"\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    # owner-only: the tokens are the latest prompt, a field note's text among them
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+        f.write(MAGIC + head + ids + data)
+    os.replace(tmp, path)
+    return path
+
+
+def read(model) -> tuple[list[int], bytes] | None:
     """The saved tokens and KV bytes for ``model``, or None when there is no file or it does not check out."""
-    path = path or state_path(model)
+    model_key = key(model)
+    path = state_path(model, model_key)
     try:
         size = path.stat().st_size
         if size > len(MAGIC) + 4096 + model.n_ctx * (4 + MAX_BYTES_PER_TOKEN):
@@ -85,7 +91,7 @@ def read(model, path: Path | None = None) -> tuple[list[int], bytes] | None:
     try:
         head = json.loads(raw[len(MAGIC):end]) if end > 0 else None
         n, nb, digest = int(head["n_tokens"]), int(head["n_bytes"]), str(head["sha256"])
-        if head["key"] != key(model):
+        if head["key"] != model_key:
             return None
     except (ValueError, TypeError, KeyError):
         return None

@@ -188,8 +188,7 @@ def warm_prefix(prompts: list[list[int]], i: int) -> list[int]:
     if len(prompts) < 2:
         return []
     a, b = prompts[i], prompts[i - 1 if i > 0 else 1]
-    n = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-    return a[: min(n, len(a) - 1)]
+    return a[: min(len(os.path.commonprefix([a, b])), len(a) - 1)]
 
 
 def generate(oracle, eng, tokens, constraint, warm: list[int] = ()) -> tuple[object, float]:
