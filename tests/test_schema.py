@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 
 import pytest
 
-from vineyard import schema
+from vineyard import fieldnote, schema
+from vineyard.facts import check_report
+
+ROOT = Path(__file__).resolve().parents[1]
 
 BERRY_MOTH = {
     "block": "B4", "variety": "Riesling", "rows": "12-18", "date": "2026-07-21", "scout": "M. Ortiz",
@@ -59,6 +64,23 @@ def test_observation_line_figures():
     assert schema.observation_line(o) == "- spider mites (adult): 12 of 40 leaves infested (30%), 85 counted (2.1 per leaf)."
     o = {"pest": "grape leafhopper", "life_stage": "adult", "unit": "leaves", "sampled": 20, "count": 3}
     assert schema.observation_line(o) == "- grape leafhopper (adult): 3 counted on 20 leaves (0.15 per leaf)."
+
+
+def test_a_misspelled_pest_is_rendered_under_its_catalog_name_and_a_synonym_as_typed():
+    o = {"pest": "berry moht", "life_stage": "larva", "unit": "clusters", "sampled": 50, "infested": 4}
+    assert schema.observation_line(o).startswith("- grape berry moth (larva): ")
+    o["pest"] = "GBM"
+    assert schema.observation_line(o).startswith("- GBM (larva): ")
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "vineyard" / "samples").rglob("*.json")) + sorted((ROOT / "bench" / "unseen").rglob("*.json")),
+                         ids=lambda p: p.name)
+def test_the_fact_check_finds_nothing_in_the_rendered_lines(path):
+    """What the schema renders is right by construction, so the fact check must agree: two leafhopper species
+    of one catalog entry, a block named "B-12 upper", a misspelled pest."""
+    note = fieldnote.validate(json.loads(path.read_text(encoding="utf-8")))
+    data = schema.rendered_text(note).replace("Summary: \nRisk: \nAction: ", "")
+    assert [(f.kind, data[f.start:f.end]) for f in check_report(data, note)] == []
 
 
 def test_nothing_found_walk_renders_without_thresholds():

@@ -512,6 +512,22 @@ def test_allowed_numbers_are_not_findings():
     assert check_report("Found 4 larvae in 2019.", note)[0].kind == "unknown_number"
 
 
+def test_a_figure_of_the_catalog_guidance_is_not_a_finding_and_brix_is_no_temperature():
+    note = load_note("c1-mildew")  # powdery mildew: "no longer susceptible from about 8 degrees Brix"
+    said = REPORTS["c1-mildew"] + "\nBerries are no longer susceptible from about {} degrees Brix."
+    assert check_report(said.format(8), note) == []
+    (f,) = check_report(said.format(12), note)
+    assert (f.kind, f.severity) == ("unknown_number", "error")  # not "does not match the weather"
+
+
+def test_a_block_name_of_two_words_is_read_whole():
+    note = dict(load_note("b4-berry-moth"), block="B-12 upper")
+    assert check_report("Found in Block B-12 upper, rows 12-18.", note) == []
+    for wrong in ("Block B-12", "Block B-12 lower", "Block B-13 upper"):
+        assert [f.kind for f in check_report(f"Found in {wrong}, rows 12-18.", note)] == ["wrong_location"], wrong
+    assert [f.kind for f in check_report("Found in Block B44.", load_note("b4-berry-moth"))] == ["wrong_location"]
+
+
 def test_check_report_rejects_bad_input():
     with pytest.raises(FieldNoteError):
         check_report("text", {"block": "B4"})

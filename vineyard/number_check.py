@@ -19,7 +19,7 @@ from .record import NUM_RE, Facts, any_match, matches, to_float
 
 _RATIO_RE = re.compile(r"\s*(?:/|\bout\s+of\b|\bof\b|\bin\b)\s*(\d+(?:,\d{3})*)(?![\d.])", re.I)
 _PCT_RE = re.compile(r"\s*(?:%|\bpercent\b|\bper\s+cent\b)", re.I)
-_TEMP_RE = re.compile(r"\s?(?:\u00b0\s?[CF]\b|[CF]\b|degrees?\b)", re.I)
+_TEMP_RE = re.compile(r"\s?(?:\u00b0\s?[CF]\b|[CF]\b|degrees?\b(?!\s*Brix))", re.I)
 _PER_RE = re.compile(r"\s*(?:[a-z]+\s+){0,2}?(?:per|/|a|each)\s*(leaf|leaves|cluster|clusters|vine|vines|shoot|shoots|trunk|trunks|plant|plants|trap|traps|site|sites|sample|samples|unit|units)\b", re.I)
 _INTERVAL_RE = re.compile(r"\s*(?:(?:-|\u2013|to)\s*\d+\s*)?(?:days?|weeks?|hours?|months?)\b", re.I)
 _COUNT_WORD_RE = re.compile(r"\s+([a-z-]+)(?:\s+([a-z]+))?", re.I)
@@ -85,15 +85,16 @@ def check_thresholds(text, spans, facts: Facts, sentence_of, pests_in, findings)
         obs = [o for n in names for o in facts.obs_for(n)]
         if not obs:
             continue
-        # When a sentence names several pests, the one closest before the keyword is the subject.
+        # When a sentence names several pests, the one closest before the keyword is the subject; of several
+        # observations of that pest (two leafhopper species, one catalog entry), the one whose figure it states.
         if len(obs) > 1:
             best = None
             for s in spans:
                 if s.kind == "pest" and a <= s.start < kw.start():
                     r = resolve_mention(text[s.start : s.end])
                     if r and facts.obs_for(r):
-                        best = facts.obs_for(r)[0]
-            obs = [best] if best else obs[:1]
+                        best = facts.obs_for(r)
+            obs = _stated(text[a:kw.start()], best or obs, facts)
         o = obs[0]
         pest = o.pest
         if pest is None:
@@ -137,6 +138,13 @@ def check_thresholds(text, spans, facts: Facts, sentence_of, pests_in, findings)
                 findings.append(Finding("wrong_comparison", f"the report says {claim} the threshold; the record says {st.reason}",
                                         a, b, "error", text[a:b].strip(), [st.status]))
     return judged
+
+
+def _stated(said: str, obs: list, facts: Facts) -> list:
+    """``obs`` with those whose own figures ``said`` states first."""
+    nums = [m.group(1) for m in NUM_RE.finditer(said)]
+    return sorted(obs, key=lambda o: not any(any_match(n, facts.counts(o) + facts.percents(o) + facts.densities(o))
+                                             for n in nums))
 
 
 def _fmt(v: float) -> str:
@@ -204,6 +212,10 @@ def check_dates_locations(text, spans: list[Span], facts: Facts, in_action, find
                     findings.append(Finding("wrong_location", f"{said}: the sighting covers rows {facts.note['rows']}", s.start, s.end, "error", said, [facts.note["rows"]]))
             else:
                 ident = re.sub(r"^(?:blocks?)\s+", "", said, flags=re.I)
+                at = s.start + len(said) - len(ident)
+                whole = text[at:at + len(facts.note["block"])]  # "B-12 upper" in full, not the span's "B-12"
+                if not text[at + len(whole):at + len(whole) + 1].isalnum() and normalize(whole).replace(" ", "") == facts.block:
+                    continue
                 if normalize(ident).replace(" ", "") != facts.block:
                     findings.append(Finding("wrong_location", f"{said}: the sighting is from block {facts.note['block']}", s.start, s.end, "error", said, [facts.note["block"]]))
 

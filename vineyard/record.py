@@ -154,6 +154,8 @@ class Facts:
         out = self.all_counts() + self.all_percents() + self.all_densities() + list(self.text_numbers) + self.weather_numbers
         out += sorted(self.rows) + numbers_in(self.note["block"]) + list(self.years)
         out += [self.date.month, self.date.day]
+        # the catalog's guidance for the observed pests is in the prompt ("from about 8 degrees Brix")
+        out += [x for o in self.obs if o.pest for x in numbers_in(o.pest.notes)]
         for k in ("lat", "lon", "accuracy_m"):
             if k in self.note:
                 out.append(self.note[k])

@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 
 from .pest_catalog import PEST_CATALOG, Pest, Threshold, fmt_quantity
-from .pests import lookup, plural, singular, threshold_status
+from .pests import check_name, lookup, plural, singular, threshold_status
 from .prompt import note_text
 
 RISK_LEVELS = ("low", "moderate", "high")
@@ -85,9 +85,15 @@ def header_line(note: dict) -> str:
     return line + "."
 
 
+def _pest_name(o: dict) -> str:
+    """The pest as the scout named it, or the catalog's name where that was a misspelling ("berry moht")."""
+    checked = check_name(o["pest"])
+    return checked.pest.name if checked.status == "misspelling" else _clean(o["pest"])
+
+
 def observation_line(o: dict) -> str:
     """- grape berry moth (larva): 4 of 50 clusters infested (8%)."""
-    head = f"- {_clean(o['pest'])} ({_clean(o['life_stage'])}): "
+    head = f"- {_pest_name(o)} ({_clean(o['life_stage'])}): "
     unit, sampled = _clean(o["unit"]), o["sampled"]
     figures = []
     if "infested" in o:
