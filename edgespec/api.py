@@ -88,6 +88,7 @@ class Generator:
         self.engine = Engine(self.oracle, self.drafter, curve=self.curve, adaptive=config.adaptive)
         self.policy_warm = False
         self.prompt_tokens_restored = 0  # prompt tokens the first generation found cached on disk
+        self._prompt_on_disk: tuple[int, ...] | None = None  # the prompt whose cache this process last loaded or saved
         if config.persist_policy and self.drafter is not None:
             state = load_policy_state(str(self.oracle_path), self.oracle.n_threads, self._policy_key())
             self.policy_warm = bool(state) and self.engine.policy.restore(state)
@@ -219,6 +220,7 @@ class Generator:
         cache = self.config.prompt_cache and prompt_state.enabled()
         if cache and not self.oracle.tokens:  # a fresh process: the prompt's shared prefix may be on disk
             self.prompt_tokens_restored = prompt_state.load(self.oracle)
+            self._prompt_on_disk = tuple(self.oracle.tokens) if self.prompt_tokens_restored else None
         with power.EnergyMeter() as meter:
             for ev in self.engine.generate(prompt_tokens, params, cancel, constraint=constraint):
                 if isinstance(ev, Done):
@@ -226,8 +228,9 @@ class Generator:
                     ev.stats.energy_j = meter.joules
                     ev.stats.cpu_s = meter.cpu_s
                     self.save_policy()
-                    if cache:
-                        prompt_state.save(self.oracle, len(prompt_tokens))
+                    if cache and tuple(prompt_tokens) != self._prompt_on_disk:  # the same prompt again: a write saved
+                        if prompt_state.save(self.oracle, len(prompt_tokens)):
+                            self._prompt_on_disk = tuple(prompt_tokens)
                 yield ev
 
     @property

@@ -18,6 +18,7 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
+from . import atomic
 from .cost import CostCurve
 
 # up to a forced run under a grammar (engine.FORCED_BATCH, 64) plus a full draft and the pending token: the
@@ -56,10 +57,7 @@ def _cache_path(model_path: str, n_threads: int) -> Path:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
+    atomic.write_json(path, data)
 
 
 def policy_state_path(model_path: str, n_threads: int, drafter: str) -> Path:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import EdgespecError
+from . import EdgespecError, atomic
 
 ENV_QUEUE = "EDGESPEC_QUEUE"
 JOB_VERSION = 1
@@ -66,16 +66,10 @@ class Job:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    """Temp file + rename: a pulled battery never leaves half a job under its real name."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+    """Whole and on disk before it counts: a pulled battery never leaves half a job, nor loses a queued one."""
     try:
-        tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        atomic.write_json(path, data, indent=1, durable=True)
     except OSError as e:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
         raise QueueError(f"cannot write {path}: {e}") from None
 
 

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import ModelFileError
+from . import ModelFileError, atomic
 from .catalog import SHA_RE, Catalog, ModelEntry, load_catalog
 
 __all__ = [
@@ -100,10 +100,8 @@ def sha256_file(path: str | Path, *, progress: bool = False, desc: str | None = 
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON via a temp file + rename so a crash never leaves half a stamp."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    """Write JSON whole or not at all, so a crash never leaves half a stamp."""
+    atomic.write_json(path, data, indent=2, sort_keys=True)
 
 
 def _read_json(path: Path) -> dict | None:

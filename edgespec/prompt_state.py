@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import atomic
+
 MAGIC = b"EDGESPEC-KV\x01\n"
 MAX_BYTES_PER_TOKEN = 1 << 20  # far above any KV row of a model this runs (an 8B model's f16 row is 128 KiB)
 
@@ -65,13 +67,8 @@ def write(model, tokens: list[int], data: bytes) -> Path:
     ids = np.asarray(tokens, dtype="<i4").tobytes()
     head = json.dumps({"key": model_key, "n_tokens": len(tokens), "n_bytes": len(data),
                        "sha256": hashlib.sha256(ids + data).hexdigest()}).encode() + b"\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     # owner-only: the tokens are the latest prompt, a field note's text among them
-    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
-        f.write(MAGIC + head + ids + data)
-    os.replace(tmp, path)
-    return path
+    return atomic.write_bytes(path, MAGIC + head + ids + data, mode=0o600)
 
 
 def read(model) -> tuple[list[int], bytes] | None:

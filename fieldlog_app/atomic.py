@@ -13,26 +13,14 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-
-def _umask() -> int:
-    """The process umask without changing it (Linux reports it in /proc), else by setting and restoring it."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+from edgespec.atomic import umask
 
 
 def _mode_for(target: Path) -> int:
     try:
         return target.stat().st_mode & 0o7777
     except OSError:
-        return 0o666 & ~_umask()
+        return 0o666 & ~umask()
 
 
 def atomic_write(target: str | os.PathLike, write: Callable[[Any], Any], *, binary: bool = False,

@@ -54,3 +54,23 @@ def test_a_failed_write_leaves_the_old_file_and_no_temp_file(tmp_path):
     with pytest.raises(RuntimeError):
         atomic_write(target, boom)
     assert target.read_text() == "kept\n" and sorted(p.name for p in tmp_path.iterdir()) == ["x.csv"]
+
+
+def test_edgespec_state_files_are_written_whole_with_the_mode_asked(tmp_path, umask, monkeypatch):
+    from edgespec import atomic
+
+    umask(0o027)
+    target = atomic.write_json(tmp_path / "sub" / "state.json", {"a": "é"})
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640 and target.read_text(encoding="utf-8") == '{"a": "é"}\n'
+    secret = atomic.write_bytes(tmp_path / "cache.kv", b"kv", mode=0o600)
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+
+    def pulled_card(src, dst):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "replace", pulled_card)
+    with pytest.raises(OSError):
+        atomic.write_json(target, {"a": "new"}, durable=True)
+    monkeypatch.undo()
+    assert target.read_text(encoding="utf-8") == '{"a": "é"}\n'  # the old file, whole
+    assert sorted(p.name for p in target.parent.iterdir()) == ["state.json"]  # no temp file left

@@ -229,3 +229,29 @@ def test_a_new_generator_starts_from_the_last_prompt_cache(tiny_oracle_path, tmp
     assert (r2, b2) == (n, 1)  # the next process restores it and evaluates only the last prompt token again
     assert (r3, b3) == (0, n)  # prompt_cache=False ignores the file
     assert t2 == t1 == t3
+
+
+def test_the_prompt_cache_is_written_once_for_one_prompt(tiny_oracle_path, tmp_path, monkeypatch):
+    """A regenerated report (same prompt) does not rewrite the megabytes of its cache; a new prompt does."""
+    from edgespec import prompt_state
+
+    monkeypatch.setenv("EDGESPEC_PROMPT_CACHE", "1")
+    monkeypatch.setenv("EDGESPEC_PROMPT_CACHE_DIR", str(tmp_path))
+    writes = []
+    real = prompt_state.write
+    monkeypatch.setattr(prompt_state, "write", lambda model, tokens, data: writes.append(list(tokens)) or real(model, tokens, data))
+    gen = _gen(tiny_oracle_path, persist_policy=False)
+    try:
+        a, b = gen.raw_prompt("a b a b c a b"), gen.raw_prompt("c b a c b a b b")
+        for prompt in (a, a, b, b, a):
+            list(gen.stream(prompt, gen.generation_params(max_tokens=6)))
+    finally:
+        gen.close()
+    assert writes == [a, b, a]
+    gen = _gen(tiny_oracle_path, persist_policy=False)  # a new process restores a and does not write it back
+    try:
+        list(gen.stream(a, gen.generation_params(max_tokens=6)))
+        assert gen.prompt_tokens_restored == len(a)
+    finally:
+        gen.close()
+    assert writes == [a, b, a]
