@@ -6,6 +6,7 @@ import copy
 import csv
 import io
 import json
+import re
 import uuid
 
 import httpx
@@ -367,3 +368,189 @@ def test_a_nothing_found_walk_and_reviewed_report_versions_reach_the_office(env)
     reader = {"Authorization": f"Bearer {sdb.add_device('office-pc', role='reader')}"}  # a syncing device reads nothing
     rows = list(csv.DictReader(io.StringIO(client.get("/v1/export.csv", headers=reader).text)))
     assert [(r["sighting_id"], r["pest"]) for r in rows] == [(walk, "")]  # the walk is a row, with no pest
+
+
+# ------------------------------------------------------------------ reviewed report versions (their chain)
+REPORT_TEXT = "Summary: Leafhoppers below the guide.\nRisk: low.\nAction: Scout again next week."
+
+
+def reported(store, *, seed: int = 0) -> tuple[str, str]:
+    """A finalized sighting and a report of it, queued in ``store``: (sighting id, report id)."""
+    (sid,) = make_sightings(store, 1, seed=seed)
+    rid = store.save_report(sid, text=REPORT_TEXT, model_pair={}, policy={}, stats={},
+                            provenance=[{"token": 1, "start": 0, "end": len(REPORT_TEXT), "source": "oracle",
+                                         "verified": True}], spans=[], findings=[])
+    return sid, rid
+
+
+def by_id(store) -> dict[str, dict]:
+    return {i["item_id"]: i for i in outbox_items(store)}
+
+
+def reissued(item: dict, **payload_changes) -> dict:
+    """``item`` under a new id with its payload edited and re-hashed (another copy of the device database)."""
+    new_id = str(uuid.uuid4())
+    return {**resigned(item, id=new_id, **payload_changes), "item_id": new_id}
+
+
+def test_a_reviewed_report_must_replace_a_report_the_office_holds_of_its_sighting(env):
+    sdb, token, client, store = env
+    sid, rid = reported(store)
+    edited = store.review_report(rid, "edit", by="A. Manager", text=REPORT_TEXT.replace("next week", "on 07-20"))
+    items = by_id(store)
+    r = post(client, token, [items[sid], items[edited]])  # the version it replaces never reached the office
+    assert r.status_code == 409
+    (c,) = r.json()["conflicts"]
+    assert (c["item_id"], c["reason"]) == (edited, "unknown-base") and rid in c["message"]
+    assert held(sdb) == {}  # all-or-nothing, as for any conflict
+    assert post(client, token, [items[sid], items[rid]]).status_code == 200
+    # a forged chain: "replaces" names the sighting, or a report of another sighting version
+    r = post(client, token, [reissued(items[edited], replaces=sid)])
+    assert r.status_code == 409
+    c = r.json()["conflicts"][0]
+    assert c["reason"] == "unknown-base" and "is a sighting" in c["message"]
+    (sid2,) = make_sightings(store, 1, seed=3)
+    r = post(client, token, [by_id(store)[sid2], reissued(items[edited], sighting_id=sid2)])
+    assert r.status_code == 409
+    c = r.json()["conflicts"][0]
+    assert c["reason"] == "unknown-base" and f"is of sighting {sid}" in c["message"]
+    assert set(held(sdb)) == {sid, rid}
+    assert post(client, token, [items[edited]]).status_code == 200
+    assert set(held(sdb)) == {sid, rid, edited}
+
+
+def test_a_reviewed_report_must_be_the_next_version_of_what_it_replaces(env):
+    sdb, token, client, store = env
+    sid, rid = reported(store)
+    approved = store.review_report(rid, "approve", by="A. Manager")
+    items = by_id(store)
+    assert post(client, token, [items[sid], items[rid]]).status_code == 200
+    for version in (3, 7):
+        r = post(client, token, [resigned(items[approved], version=version)])
+        assert r.status_code == 409
+        c = r.json()["conflicts"][0]
+        assert c["reason"] == "wrong-version" and "must be version 2" in c["message"]
+    assert post(client, token, [items[approved]]).status_code == 200
+    assert set(held(sdb)) == {sid, rid, approved}
+
+
+def test_a_report_version_cannot_be_replaced_twice_and_a_resend_stays_a_duplicate(env):
+    sdb, token, client, store = env
+    sid, rid = reported(store)
+    edited = store.review_report(rid, "edit", by="A. Manager", text=REPORT_TEXT.replace("next week", "on 07-20"))
+    items = by_id(store)
+    assert post(client, token, list(items.values())).status_code == 200
+    # a second review of the same version, made on another copy of the device database
+    other_edit = reissued(items[edited], text=REPORT_TEXT.replace("next week", "tomorrow"))
+    r = post(client, token, [other_edit])
+    assert r.status_code == 409
+    c = r.json()["conflicts"][0]
+    assert (c["reason"], c["current_id"]) == ("stale-edit", edited)
+    approved = store.review_report(edited, "approve", by="A. Manager")
+    assert post(client, token, [by_id(store)[approved]]).status_code == 200
+    r = post(client, token, [other_edit])  # the current version is now the head of the chain
+    assert r.status_code == 409 and r.json()["conflicts"][0]["current_id"] == approved
+    r = post(client, token, [reissued(by_id(store)[approved], review_status="flagged", reviewed_by="B. Other")])
+    assert r.status_code == 409 and r.json()["conflicts"][0]["reason"] == "stale-edit"  # edited is taken, too
+    r = post(client, token, outbox_items(store))  # a retry after a lost answer: every one a duplicate
+    assert r.status_code == 200 and {x["status"] for x in r.json()["receipts"]} == {"duplicate"}
+    assert set(held(sdb)) == {sid, rid, edited, approved}
+
+
+def test_a_bundle_keeps_the_rest_when_a_report_version_is_refused(env):
+    """A bundle import stores every item that does not conflict (ingest with all_or_nothing=False)."""
+    from fieldlog_app.sync.protocol import validate_item
+
+    sdb, token, client, store = env
+    sid, rid = reported(store)
+    approved = store.review_report(rid, "approve", by="A. Manager")
+    items = by_id(store)
+    wire = [items[sid], items[rid], resigned(items[approved], version=5)]
+    result = sdb.ingest([validate_item(i)[0] for i in wire], device="handheld-1", source="bundle",
+                        all_or_nothing=False)
+    assert [(c.item_id, c.reason) for c in result.conflicts] == [(approved, "wrong-version")]
+    assert [r["item_id"] for r in result.receipts] == [sid, rid]
+    assert set(held(sdb)) == {sid, rid}
+    assert sdb.conflicts(unresolved=True)[0]["item_id"] == approved
+
+
+def test_only_the_device_that_wrote_a_report_may_replace_it(env):
+    sdb, token, client, store = env
+    other = sdb.add_device("handheld-2")
+    store2 = Store(":memory:")
+    try:
+        sid2, rid2 = reported(store2, seed=4)
+        assert post(client, other, outbox_items(store2)).status_code == 200
+    finally:
+        store2.close()
+    sid, rid = reported(store)
+    edited = store.review_report(rid, "edit", by="A. Manager", text=REPORT_TEXT.replace("next week", "on 07-20"))
+    items = by_id(store)
+    assert post(client, token, [items[sid], items[rid]]).status_code == 200
+    # handheld-1 names handheld-2's report as the one its review replaces
+    r = post(client, token, [reissued(items[edited], replaces=rid2)])
+    assert r.status_code == 409
+    c = r.json()["conflicts"][0]
+    assert c["reason"] == "other-device" and "handheld-2" in c["message"]
+    r = post(client, token, [reissued(items[edited], replaces=rid2, sighting_id=sid2)])
+    assert r.status_code == 409 and r.json()["conflicts"][0]["reason"] == "other-device"
+    assert {i["item_id"] for i in sdb.list_items(kind="report")} == {rid2, rid}
+    assert post(client, token, [items[edited]]).status_code == 200
+
+
+def test_a_corrected_report_syncs_and_is_the_sightings_report_at_the_office(env):
+    from fieldlog_app.sync.client import sync_once
+
+    sdb, token, client, store = env
+    url = str(client.base_url)
+    sid, rid = reported(store)
+    assert sync_once(store, url, token).sent == 2
+    fixed = REPORT_TEXT.replace("next week", "on 07-20")
+    edited = store.review_report(rid, "edit", by="A. Manager", text=fixed)
+    got = sync_once(store, url, token)
+    assert (got.sent, got.conflicts) == (1, 0)
+    approved = store.review_report(edited, "approve", by="A. Manager", note="checked in the block")
+    got = sync_once(store, url, token)
+    assert (got.sent, got.conflicts) == (1, 0)
+    reports = {r["item_id"]: r["payload"] for r in sdb.list_items(kind="report", with_payload=True)}
+    assert [(reports[i].get("version"), reports[i].get("replaces")) for i in (rid, edited, approved)] == \
+        [(None, None), (2, rid), (3, edited)]
+    [row] = sdb.export_sightings()
+    assert (row["id"], row["latest_report_id"], row["report_text"]) == (sid, approved, fixed)
+    # and the office's pages say so
+    from starlette.testclient import TestClient
+
+    from fieldlog_app.office import demo
+    from fieldlog_app.office.accounts import Office
+
+    Office(sdb).add_user("maria", demo.PASSWORD, "manager")
+    office = TestClient(create_app(sdb), base_url="http://office.test")
+    login = office.get("/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', login.text).group(1)
+    assert office.post("/login", data={"csrf": csrf, "name": "maria", "password": demo.PASSWORD},
+                       follow_redirects=False).status_code == 303
+    page = office.get(f"/sightings/{sid}").text
+    assert f"/reports/{approved}" in page and f"/reports/{rid}" in page
+    page = re.sub(r"<[^>]+>", "", office.get(f"/reports/{approved}").text)  # the text, without its provenance runs
+    assert "Action: Scout again on 07-20." in page and "On the device: approved" in page
+
+
+def test_the_office_version_of_a_report_stays_beside_the_device_versions(env):
+    from fieldlog_app.office import check_queue, rewrite
+    from fieldlog_app.sync.client import sync_once
+
+    sdb, token, client, store = env
+    url = str(client.base_url)
+    sid_b, rid_b = reported(store, seed=9)
+    assert sync_once(store, url, token).sent == 2
+    note, report = check_queue.report_inputs(sdb, rid_b)
+    office_row = rewrite.save_office_version(sdb, rid_b, note, report, rewrite.RewriteResult(
+        text=report["text"], passes=[{"kind": "score", "chars": 10, "seconds": 1.0}], seconds=1.0,
+        accepted_chars=len(report["text"]), model="office-7b", finished=True))
+    flagged = store.review_report(rid_b, "flag", by="A. Manager", note="too vague")
+    got = sync_once(store, url, token)
+    assert (got.sent, got.conflicts) == (1, 0)
+    r = post(client, token, [reissued(by_id(store)[flagged], replaces=office_row["office_report_id"])])
+    assert r.status_code == 409  # a device never replaces the office's version
+    c = r.json()["conflicts"][0]
+    assert c["reason"] == "unknown-base" and "office's own version" in c["message"]

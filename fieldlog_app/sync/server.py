@@ -18,7 +18,14 @@ Idempotency (ODK Central style), decided per item inside that transaction:
 * a revision whose ``version`` is not one more than the version it replaces → 409 ``wrong-version``;
 * a report of a sighting version the server does not hold (earlier in the same
   batch counts)                             → 409 ``unknown-sighting``;
-* a revision of, or a report on, a sighting another device logged → 409 ``other-device``.
+* a revision of, or a report on, a sighting another device logged → 409 ``other-device``;
+* a reviewed report version (its payload's ``version`` and ``replaces``; the item's own ``replaces``
+  stays null) is held to the same rules: it replaces a field report the server holds (earlier in the
+  same batch counts) of the same sighting version, from the same device (``unknown-base`` /
+  ``other-device``), one no other version replaced yet (``stale-edit``, with the current version), and
+  its version is one more than that one's (``wrong-version``). The office's own version of a report
+  (office/rewrite.py) stays beside the field report: it never makes a device's review stale, and no
+  device version may replace it.
 
 Who may revise what: a sighting belongs to the device that uploaded its first
 version (over HTTP or in a bundle it signed), and only that device may upload
@@ -351,6 +358,10 @@ class ServerDB:
                 return conflict("other-device",
                                 f"this report is of sighting {payload.get('sighting_id')}, logged by device "
                                 f"{of['device']!r}; only that device reports on it")
+            if payload.get("replaces") is not None:
+                refused = self._check_report_version(conn, item, device, conflict)
+                if refused is not None:
+                    return refused
         seq = conn.execute(
             "INSERT INTO items (item_id, kind, replaces, chain_id, version, sighting_id, sha256, payload, device,"
             " source, batch_id, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING server_seq",
@@ -362,6 +373,52 @@ class ServerDB:
             conn.execute("UPDATE items SET superseded_by = ? WHERE item_id = ?", (item.item_id, item.replaces))
         return {"item_id": item.item_id, "kind": item.kind, "sha256": item.sha256, "status": "accepted",
                 "server_seq": seq.fetchone()["server_seq"], "received_at": now}
+
+    @staticmethod
+    def _check_report_version(conn: "_Conn", item: Item, device: str, conflict) -> Conflict | None:
+        """The conflict a reviewed report version is refused with, or None (see the module docstring).
+
+        A report item's own ``replaces`` is null (the office keeps every version as its own report), so the
+        chain is read from the payloads: the versions of one report are reports of one sighting version."""
+        payload = item.payload
+        rid, sid, version = payload["replaces"], payload.get("sighting_id"), payload.get("version")
+        base = conn.execute("SELECT * FROM items WHERE item_id = ?", (rid,)).fetchone()
+        if base is None:
+            return conflict("unknown-base", f"this reviewed report replaces {rid}, a report the server does not "
+                                            "hold; send that version first")
+        if base["kind"] != "report":
+            return conflict("unknown-base", f"this reviewed report replaces {rid}, which is a {base['kind']}, "
+                                            "not a report")
+        if base["source"] == "office":
+            return conflict("unknown-base", f"this reviewed report replaces {rid}, the office's own version of a "
+                                            "report; a device reviews the field report")
+        if base["device"] != device:
+            return conflict("other-device", f"this reviewed report replaces {rid}, a report from device "
+                                            f"{base['device']!r}; only that device may review it")
+        if base["sighting_id"] != sid:
+            return conflict("unknown-base", f"this reviewed report is of sighting {sid}, but the report it "
+                                            f"replaces, {rid}, is of sighting {base['sighting_id']}; a review "
+                                            "keeps the sighting of the report it reviews")
+        # every field report of that sighting version, in server order: which one replaces which
+        successor: dict[str, str] = {}
+        for r in conn.execute("SELECT item_id, payload FROM items WHERE kind = 'report' AND sighting_id = ?"
+                              " AND source <> 'office' ORDER BY server_seq", (sid,)):
+            replaced = json.loads(r["payload"]).get("replaces")
+            if isinstance(replaced, str):
+                successor.setdefault(replaced, r["item_id"])
+        if rid in successor:
+            head, seen = rid, {rid}
+            while head in successor and successor[head] not in seen:
+                head = successor[head]
+                seen.add(head)
+            return conflict("stale-edit", f"this reviewed report replaces {rid}, but the server's current version "
+                                          f"of that report is {head}; review the current version",
+                            current_id=head)
+        base_version = json.loads(base["payload"]).get("version") or 1  # a report as generated is version 1
+        if version != base_version + 1:
+            return conflict("wrong-version", f"this reviewed report says it is version {version}, but it replaces "
+                                             f"version {base_version}, so it must be version {base_version + 1}")
+        return None
 
     @staticmethod
     def _head(conn: "_Conn", item_id: str) -> str:
