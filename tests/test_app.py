@@ -512,6 +512,59 @@ async def test_a_nothing_found_walk_is_logged_without_a_fake_pest(store):
         assert gen.note["observations"] == []
 
 
+@pytest.mark.asyncio
+async def test_a_nothing_found_draft_reopens_ticked_and_unticking_is_kept_too(store):
+    """A draft saved with "Nothing found" ticked and no rows comes back exactly as it was saved."""
+    app = make_app(store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        form = await open_new_form(pilot, app)
+        await type_into(pilot, "#f-block", "B4")
+        await type_into(pilot, "#f-rows", "1-40")
+        form.query_one("#form-nothing-found").toggle()
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        [draft] = store.list_sightings(status="draft")
+        sid = draft["id"]
+        assert draft["observations"] == [] and draft["nothing_found"] is True
+        await pilot.press("escape")  # saved: leaves without asking
+        await pilot.pause()
+        assert isinstance(app.screen, LogScreen)
+
+        form = await open_form_for(pilot, app, sid)
+        assert form.mode == "draft" and form.nothing_found is True
+        assert not form.dirty  # reopened exactly as saved
+        # unticking and saving again is kept as well
+        form.query_one("#form-nothing-found").toggle()
+        await pilot.pause()
+        assert form.dirty
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert store.get_sighting(sid)["nothing_found"] is False
+        await pilot.press("escape")
+        await pilot.pause()
+        await pilot.press("e")
+        await pilot.pause()
+        form = app.screen
+        assert isinstance(form, SightingFormScreen) and form.nothing_found is False and not form.dirty
+        # ticked again, saved, reopened: finalize takes it without asking for observations
+        form.query_one("#form-nothing-found").toggle()
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        await pilot.press("escape")
+        await pilot.pause()
+        await pilot.press("e")
+        await pilot.pause()
+        form = app.screen
+        assert isinstance(form, SightingFormScreen) and form.nothing_found is True
+        await pilot.press("ctrl+f")
+        await wait_for(pilot, lambda: isinstance(app.screen, SightingDetailScreen), what="detail screen")
+        final = store.get_sighting(sid)
+        assert final["status"] == "finalized" and final["observations"] == []
+        assert "nothing_found" not in json.loads(store.outbox_items()[-1]["payload"])  # the upload is as before
+
+
 async def fill_row(pilot, row, **values) -> None:
     for key, value in values.items():
         await type_into(pilot, f"#{row.id}-{key}", value)

@@ -65,9 +65,9 @@ def outbox(store: Store) -> list[dict]:
 def test_new_database_is_at_latest_schema_with_wal_full_sync_and_foreign_keys(tmp_path):
     path = tmp_path / "sub" / "dir" / "f.db"  # parent folders are created
     with Store(path) as s:
-        assert current_version(s.db) == SCHEMA_VERSION == 6
+        assert current_version(s.db) == SCHEMA_VERSION == 7
         versions = [r["version"] for r in s.db["_migrations"].rows]
-        assert versions == [1, 2, 3, 4, 5, 6]
+        assert versions == [1, 2, 3, 4, 5, 6, 7]
         assert s.db.journal_mode == "wal"
         assert s.db.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
         assert s.db.conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
@@ -152,10 +152,11 @@ def test_migrating_a_v2_database_adds_risk_class_and_keeps_every_row(tmp_path):
     path = tmp_path / "v2.db"
     fx = _v2_fixture(path)
     with Store(path) as s:
-        assert current_version(s.db) == SCHEMA_VERSION == 6
-        # existing rows are untouched: same values, plus risk_class NULL
+        assert current_version(s.db) == SCHEMA_VERSION
+        # existing rows are untouched: same values, plus risk_class NULL (and v7's nothing_found NULL)
         after = list(s.db.query("SELECT * FROM sightings ORDER BY id"))
-        assert [{k: v for k, v in r.items() if k != "risk_class"} for r in after] == fx["sightings"]
+        assert [{k: v for k, v in r.items() if k not in ("risk_class", "nothing_found")} for r in after] == \
+            fx["sightings"]
         assert [r["risk_class"] for r in after] == [None, None]
         assert list(s.db.query("SELECT * FROM outbox ORDER BY seq")) == fx["outbox"]
         assert list(s.db.query("SELECT * FROM audit_log ORDER BY id")) == fx["audit"]
@@ -330,6 +331,115 @@ def test_save_draft_updates_in_place_and_audits(store):
     assert store.get_sighting(sid)["notes"] == "second pass"
     with pytest.raises(ValidationError, match="not a UUID"):
         store.save_draft({"block": "B4"}, id="not-a-uuid")
+
+
+def test_the_nothing_found_choice_is_kept_with_a_draft(store):
+    """A draft saved with "Nothing found" and no observation has nothing else to show the choice by."""
+    note = {"block": "B4", "rows": "1-40", "date": "2026-07-21", "observations": []}
+    sid = store.save_draft({**note, "nothing_found": True})
+    s = store.get_sighting(sid)
+    assert s["nothing_found"] is True and s["observations"] == []
+    assert [x["nothing_found"] for x in store.list_sightings(status="draft")] == [True]
+    assert store.save_draft(s) == sid and store.get_sighting(sid)["nothing_found"] is True  # saved back as it was
+    assert [a["action"] for a in store.audit_log(sid)] == ["create_draft"]  # nothing changed: no entry
+    # unticked and saved again: cleared, and the choice alone is a change the audit log names
+    store.save_draft({**note, "nothing_found": False}, id=sid)
+    assert store.get_sighting(sid)["nothing_found"] is False
+    assert store.audit_log(sid)[-1]["detail"]["changed"] == {"nothing_found": [True, False]}
+    # a caller that does not say leaves it unsaid (None): the form then derives it from the observations
+    store.save_draft(note, id=sid)
+    assert store.get_sighting(sid)["nothing_found"] is None
+    assert store.get_sighting(store.save_draft(note))["nothing_found"] is None
+    # rows scouted at 0 go with it; a find contradicts it, and a flag is a flag
+    scouted = {"pest": "grape berry moth", "life_stage": "larva", "unit": "clusters", "sampled": 50, "infested": 0}
+    store.save_draft({**note, "observations": [scouted], "nothing_found": True}, id=sid)
+    assert store.get_sighting(sid)["nothing_found"] is True
+    with pytest.raises(ValidationError, match=r"observations\[0\]\.infested: must be 0 when nothing_found"):
+        store.save_draft({**note, "observations": [{**scouted, "infested": 3}], "nothing_found": True}, id=sid)
+    for bad in ("yes", 2, 1.0, []):
+        with pytest.raises(ValidationError, match="nothing_found: expected true or false"):
+            store.save_draft({**note, "nothing_found": bad}, id=sid)
+    assert store.get_sighting(sid)["observations"][0]["infested"] == 0  # nothing half-written
+    # finalized, the upload is the field note as before: no flag in the payload, the same hash
+    store.save_draft({**note, "nothing_found": True}, id=sid)
+    store.finalize(sid)
+    [item] = outbox(store)
+    payload = json.loads(item["payload"])
+    assert "nothing_found" not in payload and payload["observations"] == []
+    plain = finalized(store, {**note, "date": "2026-07-22"})
+    plain_payload = json.loads(outbox(store)[-1]["payload"])
+    assert {k: v for k, v in payload.items() if k not in ("id", "created_at", "finalized_at", "date")} == \
+        {k: v for k, v in plain_payload.items() if k not in ("id", "created_at", "finalized_at", "date")}
+    assert store.get_sighting(plain)["content_sha256"] == payload_sha256(note_of({**note, "date": "2026-07-22"}))
+    # a revision is finalized: its nothing-found is what its observations say, not a choice to set
+    with pytest.raises(ValidationError, match="nothing_found: cannot be changed by a revision"):
+        store.revise(sid, {"nothing_found": False})
+
+
+def _v6_fixture(path: Path) -> dict:
+    """A database as the v6 app left it (no nothing_found column): the v1 rows plus a draft with no
+    observation, migrated to v6."""
+    fx = _v1_fixture(path)
+    db = sqlite_utils.Database(path)
+    assert migrate(db, target=6) == [2, 3, 4, 5, 6]
+    assert "nothing_found" not in db["sightings"].columns_dict
+    now = "2026-07-22T09:00:00.000Z"
+    fx["empty_draft"] = {"id": "66666666-6666-4666-8666-666666666666", "status": "draft", "version": 1,
+                         "block": "B4", "rows": "1-40", "date": "2026-07-22", "created_at": now, "updated_at": now}
+    with db.conn:
+        db["sightings"].insert(fx["empty_draft"])
+    fx["sightings"] = list(db.query("SELECT * FROM sightings ORDER BY id"))
+    fx["observations"] = list(db.query("SELECT * FROM observations ORDER BY id"))
+    fx["outbox"] = list(db.query("SELECT * FROM outbox ORDER BY seq"))
+    fx["audit"] = list(db.query("SELECT * FROM audit_log ORDER BY id"))
+    db.close()
+    return fx
+
+
+def test_v7_adds_nothing_found_to_a_v6_database_and_keeps_every_row(tmp_path):
+    path = tmp_path / "v6.db"
+    fx = _v6_fixture(path)
+    with Store(path) as s:
+        assert current_version(s.db) == SCHEMA_VERSION == 7
+        assert s.db.conn.execute("PRAGMA user_version").fetchone()[0] == 7
+        # every row as it was, plus nothing_found NULL: not said (the form derives it as before)
+        after = list(s.db.query("SELECT * FROM sightings ORDER BY id"))
+        assert [{k: v for k, v in r.items() if k != "nothing_found"} for r in after] == fx["sightings"]
+        assert [r["nothing_found"] for r in after] == [None, None, None]
+        assert list(s.db.query("SELECT * FROM observations ORDER BY id")) == fx["observations"]
+        assert list(s.db.query("SELECT * FROM outbox ORDER BY seq")) == fx["outbox"]
+        assert list(s.db.query("SELECT * FROM audit_log ORDER BY id")) == fx["audit"]
+        old = s.get_sighting(fx["fin"]["id"])
+        assert old["nothing_found"] is None and "nothing_found" not in sighting_payload(old)
+        assert payload_sha256(sighting_payload(old)) == old["payload_sha256"] == fx["fin"]["payload_sha256"]
+        # an old draft takes the choice the normal way, and keeps it
+        draft = s.get_sighting(fx["empty_draft"]["id"])
+        assert draft["nothing_found"] is None and draft["observations"] == []
+        s.save_draft({**draft, "nothing_found": True})
+        assert s.get_sighting(draft["id"])["nothing_found"] is True
+    with Store(path) as s:  # reopening applies nothing
+        assert migrate(s.db) == []
+        assert s.get_sighting(fx["empty_draft"]["id"])["nothing_found"] is True
+        with pytest.raises(sqlite3.IntegrityError, match="CHECK"):  # hand-run SQL: 0, 1 or NULL only
+            s.db.conn.execute("UPDATE sightings SET nothing_found = 2 WHERE id = ?", (fx["draft"]["id"],))
+
+
+def test_the_nothing_found_migration_is_one_transaction(tmp_path, monkeypatch):
+    """A failure inside v7 leaves the database at v6, without the column; the next open applies it."""
+    from fieldlog_app.database import migrations
+
+    path = tmp_path / "v6.db"
+    _v6_fixture(path)
+    monkeypatch.setattr(migrations, "V7_NOTHING_FOUND_SQL",
+                        migrations.V7_NOTHING_FOUND_SQL + "SELECT no_such_function();\n")
+    with pytest.raises(StoreError):
+        Store(path)
+    db = sqlite_utils.Database(path)
+    assert current_version(db) == 6 and "nothing_found" not in db["sightings"].columns_dict
+    db.close()
+    monkeypatch.undo()
+    with Store(path) as s:
+        assert current_version(s.db) == SCHEMA_VERSION and "nothing_found" in s.db["sightings"].columns_dict
 
 
 # ---------------------------------------------------------------------------------------------- finalize / revise
@@ -889,6 +999,6 @@ def test_v4_reindexes_old_misspelled_pests_for_search_and_keeps_the_guard(tmp_pa
         # rows whose index did not change are untouched; the immutability guard is back
         before = [r for r in fx["sightings"] if r["id"] == fx["fin"]["id"]][0]
         after = list(s.db.query("SELECT * FROM sightings WHERE id = ?", [fx["fin"]["id"]]))[0]
-        assert {k: v for k, v in after.items() if k != "risk_class"} == before
+        assert {k: v for k, v in after.items() if k not in ("risk_class", "nothing_found")} == before
         with pytest.raises(sqlite3.IntegrityError, match="immutable"):
             s.db.conn.execute("UPDATE sightings SET notes = 'x' WHERE id = ?", (sid,))

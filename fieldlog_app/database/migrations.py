@@ -18,6 +18,8 @@ v5  office_checks: the farm office model's verdict on each report, fetched at sy
     no existing row is touched)
 v6  office_checks.office_version (the office model's own version of the report, JSON, NULL until one
     arrives) and office_version_pending (the office said one is coming); existing rows get NULL and 0
+v7  sightings.nothing_found (the form's "Nothing found" choice, kept with a draft: 1 ticked, 0 not), NULL for
+    every existing row (not said: the form derives it from the observations, as before)
 
 The file says whose it is: SQLite's header ``application_id`` is APPLICATION_ID
 and ``user_version`` the schema version (both kept by ``migrate``).
@@ -221,6 +223,16 @@ ALTER TABLE office_checks ADD COLUMN office_version_pending INTEGER NOT NULL DEF
     CHECK (office_version_pending IN (0, 1));
 """
 
+# The scout's "Nothing found" choice as last saved with a draft: a draft with the box ticked and no observation
+# rows has nothing else to show it by, so it reopened unticked. NULL (existing rows, and a caller that does not
+# say) means not said, and the form derives the choice from the observations as it did before. It is no part of
+# the field note: in no payload or hash, so no row's hash changes; a finalized sighting's nothing-found is what
+# its observations say (vineyard.fieldnote.nothing_found), which is why the immutability trigger leaves it out.
+V7_NOTHING_FOUND_SQL = """
+ALTER TABLE sightings ADD COLUMN nothing_found INTEGER
+    CHECK (nothing_found IS NULL OR nothing_found IN (0, 1));
+"""
+
 APPLICATION_ID = 0x464C4F47  # "FLOG" in SQLite's header (offset 68)
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -307,6 +319,10 @@ def _m006_office_version(db: sqlite_utils.Database) -> None:
     db.executescript(V6_OFFICE_VERSION_SQL)
 
 
+def _m007_nothing_found(db: sqlite_utils.Database) -> None:
+    db.executescript(V7_NOTHING_FOUND_SQL)
+
+
 Migration = tuple[int, str, Callable[[sqlite_utils.Database], None]]
 MIGRATIONS: list[Migration] = [
     (1, "base tables: sightings, observations, reports, audit_log", _m001_base),
@@ -315,6 +331,7 @@ MIGRATIONS: list[Migration] = [
     (4, "report review: versions, status, who and when", _m004_report_review),
     (5, "office_checks: the office model's verdict on each report", _m005_office_checks),
     (6, "office_checks.office_version: the office model's own version of a report", _m006_office_version),
+    (7, "sightings.nothing_found: the form's Nothing found choice kept with a draft", _m007_nothing_found),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -66,6 +66,7 @@ from .validation import (
     TEXT_FIELDS,
     check_uuid,
     fold,
+    nothing_found_flag,
     pests_text,
     validate_draft,
     validate_final,
@@ -237,12 +238,16 @@ class Store(QueryMethods, ReportMethods, TransferMethods):
 
     def _present(self, row: dict, observations: list[dict]) -> dict:
         s = {k: v for k, v in row.items() if k != "pests"}
+        if "nothing_found" in s:  # stored 0/1, NULL when not said
+            s["nothing_found"] = None if s["nothing_found"] is None else bool(s["nothing_found"])
         s["observations"] = [{k: o[k] for k in ("id", "idx") + OBS_FIELDS} for o in observations]
         return s
 
     def _content_columns(self, norm: dict) -> dict:
         cols = {k: norm.get(k) for k in CONTENT_COLUMNS}
         cols["pests"] = pests_text(norm["observations"]) or None
+        flag = norm.get("nothing_found")  # only a draft's (save_draft); a revision or an import does not say
+        cols["nothing_found"] = None if flag is None else int(flag)
         return cols
 
     def _write_observations(self, sighting_id: str, observations: list[dict]) -> None:
@@ -301,8 +306,11 @@ class Store(QueryMethods, ReportMethods, TransferMethods):
         The id comes from ``id`` or, failing that, ``sighting["id"]`` (so a dict
         from get_sighting can be saved back); a new uuid4 otherwise.
         Drafts are checked leniently: missing fields are fine, wrong ones are not.
+        ``sighting["nothing_found"]`` is the form's "Nothing found" choice, kept with the draft (True or
+        False; absent or None: not said) and handed back by get_sighting; it is in no payload or hash.
         """
         norm = validate_draft(sighting)
+        norm["nothing_found"] = nothing_found_flag(sighting.get("nothing_found"), norm["observations"])
         if id is None and isinstance(sighting, dict) and sighting.get("id"):
             id = sighting["id"]
         sid = check_uuid(id) if id is not None else str(uuid.uuid4())
@@ -317,6 +325,8 @@ class Store(QueryMethods, ReportMethods, TransferMethods):
                 raise StateError(f"sighting {sid} is {row['status']} and cannot be edited; use revise()")
             old = self._present(row, self._observations([sid])[sid])
             changed = _changed_fields(note_of(old), note_of(norm))
+            if old.get("nothing_found") != norm["nothing_found"]:  # the choice alone is a change too
+                changed["nothing_found"] = [old.get("nothing_found"), norm["nothing_found"]]
             if not changed:
                 return sid
             self.db["sightings"].update(sid, {**self._content_columns(norm), "updated_at": now})

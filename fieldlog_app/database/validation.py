@@ -36,6 +36,9 @@ STORE_FIELDS = frozenset({
     "id", "status", "version", "replaces", "created_at", "updated_at", "finalized_at",
     "payload_sha256", "content_sha256", "superseded_by", "latest_report_id", "pests", "report_count",
     "report_text",  # exports carry the latest report's text (database/exporting.py)
+    # the form's "Nothing found" choice, kept with a draft (save_draft reads it; see nothing_found_flag)
+    # and no part of the field note: a revision cannot set it and an imported note's is dropped
+    "nothing_found",
 })
 OBS_STORE_FIELDS = frozenset({"id", "sighting_id", "idx"})
 
@@ -146,6 +149,25 @@ def validate_observation(obs: Any, i: int) -> dict:
     o["severity_pct"] = _number(obs.get("severity_pct"), f"{where}.severity_pct", lo=0, hi=100)
     o["defoliation_pct"] = _number(obs.get("defoliation_pct"), f"{where}.defoliation_pct", lo=0, hi=100)
     return o
+
+
+def nothing_found_flag(value: Any, observations: list[dict]) -> bool | None:
+    """A draft's "Nothing found" choice: True (ticked), False (not) or None (not said).
+
+    Ticked, every observation records what was scouted for, so none may say more than 0 infested or
+    counted (the form's rule, form_model.parse_form): the flag never contradicts the rows it is kept with."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+        flag = bool(value)
+    else:
+        raise ValidationError(f"nothing_found: expected true or false, got {value!r}")
+    if flag:
+        for i, o in enumerate(observations):
+            for key in ("infested", "count"):
+                if o.get(key):
+                    raise ValidationError(f"observations[{i}].{key}: must be 0 when nothing_found is set")
+    return flag
 
 
 def note_content(norm: dict) -> dict:

@@ -103,11 +103,16 @@ class SightingFormScreen(Screen):
         self.query_one("#f-block", Input).focus()
 
     def _nothing_found_at_start(self) -> bool:
-        """Ticked for a stored walk that found nothing; a draft without observations may just be unfinished."""
+        """A draft as it was saved (the store keeps the choice with it); a finalized walk ticked when it found
+        nothing. A draft saved before the choice was kept (or by a caller that did not say) is judged by its
+        observations: without any it may just be unfinished."""
         s = self.sighting or {}
         obs = s.get("observations") or []
-        if (s.get("status") or "draft") == "draft" and not obs:
-            return False
+        if (s.get("status") or "draft") == "draft":
+            if s.get("nothing_found") is not None:
+                return bool(s["nothing_found"])
+            if not obs:
+                return False
         return bool(self.sighting) and nothing_found(s)
 
     @property
@@ -282,8 +287,10 @@ class SightingFormScreen(Screen):
         if not result.ok:
             return False
         store = self.app.store
+        # the choice is kept with the draft, so it reopens as saved (a revision derives it from the rows)
+        draft = {**result.note, "nothing_found": self.nothing_found}
         try:
-            new_id = store.save_draft(result.note, id=self.sighting_id) if self.sighting_id else store.save_draft(result.note)
+            new_id = store.save_draft(draft, id=self.sighting_id) if self.sighting_id else store.save_draft(draft)
         except Exception as e:  # the store's own validation or a disk error: keep the form as typed
             self._store_rejected(e)
             return False
