@@ -77,10 +77,12 @@ def test_the_automaton_accepts_what_the_grammar_does_and_each_prefix_of_it(field
     note = _note()
     auto = ReportAutomaton(note)
     written = field_report[1]["text"]  # the tiny oracle's, under the grammar
-    text = (schema.rendered_text(note).split("Summary: ")[0] + "Summary: Moth larvae in 8% of clusters.\n"
-            "Risk: moderate, above the 6% threshold.\nAction: Treat the border rows.")
+    date = note["date"]
+    text = (schema.rendered_text(note).split("Summary: ")[0] + f"Summary: Moth larvae on the wood edge on {date}.\n"
+            "Risk: moderate, above the threshold.\nAction: Treat the border rows.")
     # the whole grammar as one Python regex, from the same pieces (schema.report_grammar's language)
-    sent = lambda lo, hi: rf"(?:[^\n.!?]|\.[0-9]){{{lo},{hi}}}[.!]"  # noqa: E731
+    unit = "(?:[^\\n.!?0-9]|" + "|".join(re.escape(p) for p in schema.written_phrases(note)) + ")"
+    sent = lambda lo, hi: rf"{unit}{{{lo},{hi}}}[.!]"  # noqa: E731
     lim = schema.FIELD_LIMITS
     whole = re.compile(re.escape(schema.rendered_text(note).split("Summary: ")[0]) + "Summary: " + sent(*lim["summary"])
                        + r"\nRisk: (?:low|moderate|high), " + sent(*lim["risk_why"]) + r"\nAction: "
@@ -88,9 +90,11 @@ def test_the_automaton_accepts_what_the_grammar_does_and_each_prefix_of_it(field
     a = schema.written_fields(text)
     variants = [written, text, text + " Again next week.", text + " x", text[:-1], text.replace("Risk: ", "Risk: severe, ", 1),
                 text[:a["summary"][0]] + "Short." + text[a["summary"][1]:], text[:a["summary"][0]] + "3.5 of 50 moths!"
-                + text[a["summary"][1]:], text.replace("\nAction:", "?\nAction:", 1)]
+                + text[a["summary"][1]:], text.replace(f"on {date}.", f"on {date[:-1]}9."), text.replace(f"on {date}.", f"on {date[:7]}."),
+                text.replace("\nAction:", "?\nAction:", 1)]
     for v in variants:
         assert auto.accepting(auto.states(v)) == bool(whole.fullmatch(v)), v[-80:]
+    assert sum(auto.accepting(auto.states(v)) for v in variants) == 3  # written, text and its second sentence
     assert auto.accepting(auto.states(text)) and auto.states(text + " x") and not auto.states(text + "\n")
     for cut in range(0, len(text), 7):  # every prefix of an accepted text is a live prefix, with a rest to write
         rest = auto.gbnf_after(text[:cut])
@@ -100,17 +104,19 @@ def test_the_automaton_accepts_what_the_grammar_does_and_each_prefix_of_it(field
         auto.gbnf_after(text + " Again next week. And")
 
 
-def test_the_rest_grammar_parses_in_llama_cpp_and_a_decimal_point_keeps_both_readings():
+def test_the_rest_grammar_parses_in_llama_cpp_and_an_identifier_begun_is_finished():
     note = _note()
     auto = ReportAutomaton(note)
-    head = schema.rendered_text(note).split("Summary: ")[0] + "Summary: Moth larvae in 8."
+    date = note["date"]
+    head = schema.rendered_text(note).split("Summary: ")[0] + "Summary: Moth larvae on " + date[:6]
     rest = auto.gbnf_after(head)
-    assert '"\\nRisk: "' in rest and "[0-9]" in rest  # the sentence ended, or "8.5" goes on
-    for prefix in ("", head, head[:-4], head + "5% of clusters.\nRisk: mod"):
+    assert rest.startswith(f"root ::= (({schema._literal(date[6:])}) ")  # the date goes on, nothing else with a digit
+    stray = next(d for d in "0123456789" if not any(p.startswith(d) for p in schema.written_phrases(note)))
+    assert not auto.states(head + "x") and not auto.states(schema.rendered_text(note).split("Summary: ")[0] + "Summary: " + stray)
+    for prefix in ("", head, head[:-4], head + date[6:] + ".\nRisk: mod"):
         llama_cpp.LlamaGrammar.from_string(auto.gbnf_after(prefix), verbose=False)
 
 
-# ---------------------------------------------------------------------------------- the real server
 def test_the_office_version_is_the_office_models_own_greedy_report_stored_and_shown(tmp_path, office_url, field_report,
                                                                                      scratch):
     _, record = field_report

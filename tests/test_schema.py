@@ -73,6 +73,28 @@ def test_a_misspelled_pest_is_rendered_under_its_catalog_name_and_a_synonym_as_t
     assert schema.observation_line(o).startswith("- GBM (larva): ")
 
 
+def test_the_written_fields_cite_the_data_lines_figures_and_invent_none():
+    llguidance = pytest.importorskip("llguidance")
+    assert schema.written_phrases(BERRY_MOTH) == ("4 of 50 clusters", "2026-07-21", "12-18", "6%", "8%", "B4")
+    grammar = llguidance.LLMatcher.grammar_from_lark(schema.report_grammar(BERRY_MOTH))
+    tok = llguidance.LLTokenizer("byte")
+
+    def accepts(summary):
+        m = llguidance.LLMatcher(tok, grammar, log_level=0)
+        text = schema.rendered_text(BERRY_MOTH).replace(
+            "Summary: \nRisk: \nAction: ", f"Summary: {summary}\nRisk: high, above the threshold.\nAction: Treat the edge.")
+        toks = tok.tokenize_str(text)
+        return m.try_consume_tokens(toks) == len(toks) and m.is_accepting()
+
+    assert accepts("Moth larvae in 4 of 50 clusters (8%) on the wood edge of B4, rows 12-18, on 2026-07-21.")
+    assert accepts("Moth larvae on the wood edge, above the 6% threshold.")
+    for invented in ("Moth larvae in 5 of 50 clusters.", "Moth larvae in 4 of 50 leaves.", "Moth larvae in 100.00% of clusters.",
+                     "Moth larvae in B5.", "Moth larvae on 2026-07-22.", "Moth larvae in rows 12-1 only.", "Three moths, 3 per cluster."):
+        assert not accepts(invented), invented
+    assert ('([^\\n.!?0-9] | "4 of 50 clusters" | "2026-07-21" | "12-18" | "6%" | "8%" | "B4")'
+            in schema.report_gbnf(BERRY_MOTH))
+
+
 @pytest.mark.parametrize("path", sorted((ROOT / "vineyard" / "samples").rglob("*.json")) + sorted((ROOT / "bench" / "unseen").rglob("*.json")),
                          ids=lambda p: p.name)
 def test_the_fact_check_finds_nothing_in_the_rendered_lines(path):

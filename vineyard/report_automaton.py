@@ -5,21 +5,23 @@ office model mid-report. It must know, exactly, whether the grammar allows a pie
 (a token the office model would prefer may be one the grammar refuses there), and it must constrain the
 office model's continuation from that prefix on, which llama.cpp's GBNF can only do from a grammar's start:
 ``gbnf_after`` writes the grammar of the rest. The language is regular (literals, a choice of risk level,
-sentences of bounded length), so a set of states per prefix is all it takes; a "." inside a sentence is either
-its end or a decimal point, which is why there can be more than one state.
+sentences of bounded length), so a set of states per prefix is all it takes; a digit in a sentence is part of
+one of the data lines' figures or the note's identifiers (``schema.written_phrases``), and where several start
+alike there is more than one state.
 """
 
 from __future__ import annotations
 
 from . import schema
 
-_BODY = '([^\\n.!?] | "." [0-9])'
-
 
 class ReportAutomaton:
-    """The report grammar of one validated note. States are tuples ``(element, position, dot)``."""
+    """The report grammar of one validated note. States are tuples ``(element, position, phrase)``: ``phrase`` is
+    the part of an identifier typed so far inside a sentence, "" elsewhere."""
 
     def __init__(self, note: dict):
+        self.phrases = schema.written_phrases(note)
+        self._body = schema.gbnf_body(note)
         lo_s, hi_s = schema.FIELD_LIMITS["summary"]
         lo_r, hi_r = schema.FIELD_LIMITS["risk_why"]
         lo_a, hi_a = schema.FIELD_LIMITS["action"]
@@ -34,47 +36,51 @@ class ReportAutomaton:
     # ------------------------------------------------------------------ states
     def _start(self, i: int) -> set[tuple]:
         if i >= self.end:
-            return {(self.end, 0, 0)}
+            return {(self.end, 0, "")}
         kind = self.elements[i][0]
         if kind == "lit":
-            return {(i, 0, 0)} if self.elements[i][1] else self._start(i + 1)
+            return {(i, 0, "")} if self.elements[i][1] else self._start(i + 1)
         if kind == "alt":
-            return {(i, "", 0)}
+            return {(i, "", "")}
         if kind == "opt":  # " " and a second sentence, or nothing
-            return {(i, -1, 0)} | self._start(i + 1)
-        return {(i, 0, 0)}
+            return {(i, -1, "")} | self._start(i + 1)
+        return {(i, 0, "")}
 
     def initial(self) -> frozenset:
         return frozenset(self._start(0))
 
+    def _phrase(self, i: int, pos: int, typed: str) -> set[tuple]:
+        """The states after ``typed`` of an identifier: inside a longer one, or one unit of the sentence done."""
+        out = {(i, pos, typed)} if any(p.startswith(typed) and p != typed for p in self.phrases) else set()
+        if typed in self.phrases and pos + 1 <= self.elements[i][2]:
+            out.add((i, pos + 1, ""))
+        return out
+
     def _step(self, state: tuple, ch: str) -> set[tuple]:
-        i, pos, dot = state
+        i, pos, typed = state
         if i >= self.end:
             return set()
         el = self.elements[i]
         if el[0] == "lit":
             if el[1][pos] != ch:
                 return set()
-            return self._start(i + 1) if pos + 1 == len(el[1]) else {(i, pos + 1, 0)}
+            return self._start(i + 1) if pos + 1 == len(el[1]) else {(i, pos + 1, "")}
         if el[0] == "alt":
             m = pos + ch
-            out = {(i, m, 0)} if any(x.startswith(m) and x != m for x in el[1]) else set()
+            out = {(i, m, "")} if any(x.startswith(m) and x != m for x in el[1]) else set()
             return out | (self._start(i + 1) if m in el[1] else set())
         lo, hi = el[1], el[2]
         if el[0] == "opt" and pos == -1:
-            return {(i, 0, 0)} if ch == " " else set()
-        if dot:  # after a "." that was not the end: a decimal point needs its digit
-            return {(i, pos + 1, 0)} if ch.isdigit() and ch.isascii() and pos + 1 <= hi else set()
-        if ch in "\n?":
-            return set()
+            return {(i, 0, "")} if ch == " " else set()
+        if typed:
+            return self._phrase(i, pos, typed + ch)
+        out = self._phrase(i, pos, ch) if pos + 1 <= hi else set()
         if ch in ".!":
-            out = (self._start(i + 1) if pos >= lo else set())
-            if el[0] == "opt":  # the second sentence is the last: after it only the end
-                out = {(self.end, 0, 0)} if pos >= lo else set()
-            if ch == "." and pos + 1 <= hi:
-                out.add((i, pos, 1))
-            return out
-        return {(i, pos + 1, 0)} if pos + 1 <= hi else set()
+            if pos >= lo:  # the second sentence of an action is the last: after it only the end
+                out |= {(self.end, 0, "")} if el[0] == "opt" else self._start(i + 1)
+        elif ch not in "\n?" and not ("0" <= ch <= "9") and pos + 1 <= hi:
+            out.add((i, pos + 1, ""))
+        return out
 
     def advance(self, states: frozenset, text: str) -> frozenset:
         """The states after ``text`` (empty: the grammar refuses it there)."""
@@ -99,11 +105,11 @@ class ReportAutomaton:
         return self.elements[i][1][pos:] if i < self.end and self.elements[i][0] == "lit" else ""
 
     def accepting(self, states: frozenset) -> bool:
-        return (self.end, 0, 0) in states
+        return (self.end, 0, "") in states
 
     def finished(self, states: frozenset) -> bool:
         """Only the end is left: the grammar allows nothing more (the model's next token is its end)."""
-        return bool(states) and set(states) == {(self.end, 0, 0)}
+        return bool(states) and set(states) == {(self.end, 0, "")}
 
     # ------------------------------------------------------------------ the grammar of the rest
     def _expr(self, j: int) -> str:
@@ -112,11 +118,11 @@ class ReportAutomaton:
             return schema._literal(el[1])
         if el[0] == "alt":
             return "(" + " | ".join(schema._literal(x) for x in el[1]) + ")"
-        sentence = f"{_BODY}{{{el[1]},{el[2]}}} [.!]"
+        sentence = f"{self._body}{{{el[1]},{el[2]}}} [.!]"
         return f'(" " {sentence})?' if el[0] == "opt" else sentence
 
     def _rest(self, state: tuple) -> str | None:
-        i, pos, dot = state
+        i, pos, typed = state
         if i >= self.end:
             return None
         el = self.elements[i]
@@ -128,9 +134,10 @@ class ReportAutomaton:
             head = self._expr(i)
         else:
             lo, hi = el[1], el[2]
-            used = pos + (1 if dot else 0)
-            body = f"{_BODY}{{{max(0, lo - used)},{hi - used}}} " if hi - used > 0 else ""
-            head = ("[0-9] " if dot else "") + body + "[.!]"
+            used = pos + (1 if typed else 0)  # an identifier begun is one unit of the sentence
+            body = f"{self._body}{{{max(0, lo - used)},{hi - used}}} " if hi - used > 0 else ""
+            rest_of = [schema._literal(p[len(typed):]) for p in self.phrases if typed and p.startswith(typed) and p != typed]
+            head = ("(" + " | ".join(rest_of) + ") " if typed else "") + body + "[.!]"
         return " ".join([head] + [self._expr(j) for j in range(i + 1, self.end)])
 
     def gbnf_after(self, prefix: str) -> str | None:

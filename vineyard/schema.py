@@ -10,7 +10,9 @@ sentence why (the level narrowed by the data where it decides: ``risk_levels``),
 ``report_grammar`` turns the segments into an llguidance
 Lark grammar: the data segments are single-path literals (the engine appends them
 without sampling and the oracle takes them in one batch), the written ones are bounded
-free text, so a small oracle cannot loop, drop a threshold or leave out the action.
+free text, so a small oracle cannot loop, drop a threshold or leave out the action. A written
+sentence holds a digit only inside a figure of the data lines or an identifier of the note
+(``written_phrases``), so it can cite "4 of 50 clusters" but not invent "140 nymphs per leaf".
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ FIELD_LIMITS = {
     "risk_why": (8, 200),
     "action": (8, 200),
 }
-# One sentence: no newline, no sentence end inside (a decimal point is allowed), ends with "." or "!".
-_SENTENCE = "/(?:[^\\n.!?]|\\.[0-9]){{{lo},{hi}}}[.!]/"
+# One sentence: no newline, no sentence end inside, no digit outside the phrases of ``written_phrases``,
+# ends with "." or "!".
+_SENTENCE = "/(?:[^\\n.!?0-9]{phrases}){{{lo},{hi}}}[.!]/"
 
 SYSTEM_PROMPT = (
     "You are a vineyard IPM assistant writing a scouting report from a field note. The report's data "
@@ -235,6 +238,34 @@ def _literal(s: str) -> str:
     return json.dumps(s, ensure_ascii=False)
 
 
+# A figure of a data line with the words that say what it counts: "4 of 50 clusters", "8%", "3 counted",
+# "0.15 per leaf", "5 nymphs per leaf", "50 clusters".
+_FIGURE_RE = re.compile(r"\d+(?:\.\d+)?(?:%| of \d+ [^\W\d_]+| counted| per [^\W\d_]+| [^\W\d_]+ per [^\W\d_]+| [^\W\d_]+)?")
+
+
+def written_phrases(note: dict) -> tuple[str, ...]:
+    """The only text with a digit the written fields may hold: the figures of the data lines with what they
+    count, and the note's block, rows, date and time as the header writes them. A sentence can cite the data
+    but cannot invent a figure or give one another unit ("3 nymphs per leaf" for 3 counted on 20 leaves)."""
+    segs = segments(note)
+    data = segs[0].text.split("\n", 1)[1]  # the lines after the header
+    cands = _FIGURE_RE.findall(data)
+    cands += [_clean(note["block"]), _clean(note["rows"]), _clean(note["date"]), _clean(note.get("time") or "")]
+    return tuple(sorted({c for c in cands if any(ch.isdigit() for ch in c)}, key=lambda c: (-len(c), c)))
+
+
+_REGEX_META = set("\\.+*?()|[]{}^$-/&~#\"")
+
+
+def _regex_phrases(note: dict) -> str:
+    return "".join("|" + "".join("\\" + c if c in _REGEX_META else c for c in p) for p in written_phrases(note))
+
+
+def _sentence(field: str, note: dict) -> str:
+    lo, hi = FIELD_LIMITS[field]
+    return _SENTENCE.format(lo=lo, hi=hi, phrases=_regex_phrases(note))
+
+
 def report_grammar(note: dict) -> str:
     """An llguidance Lark grammar: the data segments as literals, the written fields as bounded lines."""
     body = []
@@ -243,41 +274,42 @@ def report_grammar(note: dict) -> str:
             body.append(_literal(seg.text))
         else:
             body.append(seg.field)
-    lo_s, hi_s = FIELD_LIMITS["summary"]
-    lo_r, hi_r = FIELD_LIMITS["risk_why"]
-    lo_a, hi_a = FIELD_LIMITS["action"]
     levels = " | ".join(_literal(level) for level in risk_levels(note))
     return "\n".join([
         "%llguidance {}",
         "start: " + " ".join(body),
-        "summary: " + _SENTENCE.format(lo=lo_s, hi=hi_s),
+        "summary: " + _sentence("summary", note),
         "risk: level \", \" risk_why",
         f"level: {levels}",
-        "risk_why: " + _SENTENCE.format(lo=lo_r, hi=hi_r),
+        "risk_why: " + _sentence("risk_why", note),
         "action: sentence | sentence \" \" sentence",
-        "sentence: " + _SENTENCE.format(lo=lo_a, hi=hi_a),
+        "sentence: " + _sentence("action", note),
     ]) + "\n"
 
 
-def _gbnf_sentence(lo: int, hi: int) -> str:
-    return f'([^\\n.!?] | "." [0-9]){{{lo},{hi}}} [.!]'
+def gbnf_body(note: dict) -> str:
+    """One unit of a written sentence in GBNF: a character that is no digit, newline or sentence end, or one
+    of ``written_phrases``."""
+    return "(" + " | ".join(["[^\\n.!?0-9]"] + [_literal(p) for p in written_phrases(note)]) + ")"
+
+
+def _gbnf_sentence(field: str, note: dict) -> str:
+    lo, hi = FIELD_LIMITS[field]
+    return f"{gbnf_body(note)}{{{lo},{hi}}} [.!]"
 
 
 def report_gbnf(note: dict) -> str:
     """The same grammar in llama.cpp's GBNF, for plain llama-cpp-python's ``LlamaGrammar`` (the bench's baseline)."""
     body = [(_literal(seg.text) if seg.is_data else seg.field.replace("_", "-")) for seg in segments(note)]
-    lo_s, hi_s = FIELD_LIMITS["summary"]
-    lo_r, hi_r = FIELD_LIMITS["risk_why"]
-    lo_a, hi_a = FIELD_LIMITS["action"]
     levels = " | ".join(_literal(level) for level in risk_levels(note))
     return "\n".join([
         "root ::= " + " ".join(body),
-        f"summary ::= {_gbnf_sentence(lo_s, hi_s)}",
+        f"summary ::= {_gbnf_sentence('summary', note)}",
         "risk ::= level \", \" risk-why",
         f"level ::= {levels}",
-        f"risk-why ::= {_gbnf_sentence(lo_r, hi_r)}",
+        f"risk-why ::= {_gbnf_sentence('risk_why', note)}",
         "action ::= sentence | sentence \" \" sentence",
-        f"sentence ::= {_gbnf_sentence(lo_a, hi_a)}",
+        f"sentence ::= {_gbnf_sentence('action', note)}",
     ]) + "\n"
 
 

@@ -42,6 +42,7 @@ import httpx
 import jinja2.sandbox
 
 from vineyard import fieldnote, schema
+from vineyard.report_automaton import ReportAutomaton
 
 log = logging.getLogger("fieldlog.office.check")
 
@@ -267,44 +268,29 @@ def parse_scores(answer: dict, report: str, top_k: int, sent_prompt: str | None 
 
 
 # ------------------------------------------------------------------ judging
-def _admissible(alt: str, report: str, pos: int, name: str, span: tuple[int, int]) -> bool:
-    """Would the report grammar allow ``alt`` at ``pos`` inside written field ``name``? (The office scores
-    without the grammar; an alternative the grammar refuses is no disagreement.)"""
-    if not alt or "\n" in alt or "?" in alt:
-        return False
-    start = span[0]
-    so_far = report[start:pos]
-    if name == "risk":
-        level_end = report.find(", ", start, span[1])
-        if level_end < 0 or pos < level_end + 2:  # inside "moderate, "
-            cand = so_far + alt
-            return any((lvl + ", ").startswith(cand) or cand.startswith(lvl + ", ") for lvl in schema.RISK_LEVELS)
-        so_far = report[level_end + 2:pos]
-    # the sentence rule of the grammar (schema._SENTENCE): a body of lo..hi characters, then "." or "!"
-    lo, hi = schema.FIELD_LIMITS["summary" if name == "summary" else "risk_why" if name == "risk" else "action"]
-    ends = [j for j, c in enumerate(so_far) if c in ".!" and not (c == "." and so_far[j + 1:j + 2].isdigit())]
-    if ends and ends[-1] == len(so_far) - 1 and alt[:1].isdigit() and so_far[-1] == ".":
-        ends.pop()  # "3." + "5": a decimal point, not a sentence end
-    if ends:
-        if name != "action" or len(ends) >= 2:
-            return False  # the field's last sentence is over: the data line comes next
-        if ends[-1] == len(so_far) - 1:
-            return alt.startswith(" ") and _body_ok(alt[1:], 0, lo, hi)
-        body = len(so_far) - ends[-1] - 2  # after ". "
-    else:
-        body = len(so_far)
-    return _body_ok(alt, body, lo, hi)
+class _Admissible:
+    """Would the report grammar allow ``alt`` at ``pos``? (The office scores without the grammar; an alternative
+    the grammar refuses there is no disagreement.) The grammar's automaton (``ReportAutomaton``) is advanced
+    along the report once, position by position, as ``judge`` walks it. Without the note, or where the report
+    itself leaves the grammar (a report written under another one), every alternative on one line is
+    admissible."""
 
+    def __init__(self, report: str, note: dict | None):
+        self.report = report
+        self.auto = ReportAutomaton(note) if note is not None else None
+        self.pos, self.states = 0, self.auto.initial() if self.auto else frozenset()
 
-def _body_ok(alt: str, body: int, lo: int, hi: int) -> bool:
-    """``alt`` continues a sentence body of ``body`` characters within the grammar's bounds."""
-    for j, c in enumerate(alt):
-        if c in "!" or (c == "." and not alt[j + 1:j + 2].isdigit()):
-            return body >= lo and (j == len(alt) - 1 or alt[j + 1] == " ")
-        body += 1
-        if body > hi:
+    def __call__(self, alt: str, pos: int) -> bool:
+        if not alt or "\n" in alt or "?" in alt:
             return False
-    return True
+        if self.auto is None:
+            return True
+        if pos < self.pos:
+            self.pos, self.states = 0, self.auto.initial()
+        if pos > self.pos:
+            self.states = self.auto.advance(self.states, self.report[self.pos:pos]) if self.states else self.states
+            self.pos = pos
+        return not self.states or bool(self.auto.advance(self.states, alt))
 
 
 def _word(report: str, s: int, e: int) -> tuple[int, int]:
@@ -318,11 +304,13 @@ def _word(report: str, s: int, e: int) -> tuple[int, int]:
 
 
 def judge(positions: list[Position], report: str, spans: list[dict] | None = None,
-          margin: float = DEFAULT_MARGIN) -> tuple[list[dict], dict]:
-    """Findings (disagreements past ``margin`` nats) and agreement counts by field and span kind."""
+          margin: float = DEFAULT_MARGIN, note: dict | None = None) -> tuple[list[dict], dict]:
+    """Findings (disagreements past ``margin`` nats) and agreement counts by field and span kind; with the
+    report's ``note``, only alternatives its grammar allows count (``_Admissible``)."""
     fields = schema.written_fields(report)
     if fields is None:
         raise OracleAnswerError("the report has no Summary/Risk/Action fields to check")
+    admissible = _Admissible(report, note)
     kinds = [(int(sp["start"]), int(sp["end"]), str(sp.get("kind") or "")) for sp in spans or []
              if isinstance(sp, dict) and isinstance(sp.get("start"), int) and isinstance(sp.get("end"), int)]
     findings: list[dict] = []
@@ -334,7 +322,7 @@ def judge(positions: list[Position], report: str, spans: list[dict] | None = Non
         rest = report[p.start:]
         alts = [(a, v) for a, v in p.alternatives.items()
                 if a and a != p.text and not rest.startswith(a) and not (a.startswith(rest) and rest)
-                and _admissible(a, report, p.start, name, fields[name])]
+                and admissible(a, p.start)]
         best = max(alts, key=lambda av: av[1], default=None)
         gap = (best[1] - p.logprob) if best else -math.inf
         disagree = gap > margin
@@ -380,6 +368,6 @@ def check_report(config: OracleConfig, note: dict, report: dict, *, client: http
     prompt = build_prompt(note, config.chat_template) + text
     answer = request_scores(config, prompt, client=client)
     positions, layout = parse_scores(answer, text, config.top_logprobs, prompt)
-    findings, summary = judge(positions, text, report.get("spans"), config.margin)
+    findings, summary = judge(positions, text, report.get("spans"), config.margin, fieldnote.validate(note))
     model = answer.get("model") if isinstance(answer.get("model"), str) else (config.model or "")
     return CheckResult(findings, summary, (config.model or model)[:200], time.perf_counter() - t0, layout)
