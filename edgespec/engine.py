@@ -254,7 +254,7 @@ class Engine:
             return "stop"
         if cancel is not None and cancel.is_set():
             return "cancelled"
-        if self._room(run) < 0:
+        if self._room(run) < 0 or (self._room(run) == 0 and not run.pending):  # full, nothing left to feed
             return "context"
         return None
 
@@ -272,11 +272,12 @@ class Engine:
             return self._propose_draft(run, want)
         # the drafter continues after the run the grammar forces next; the forced runs go into the batch
         # with the draft, and the grammar cuts the draft where it refuses it
-        lead = run.grammar.forced()[:FORCED_BATCH]
+        room = max(self._room(run), 0)  # a forced run longer than the context has left is cut there too
+        lead = run.grammar.forced()[:min(FORCED_BATCH, room)]
         proposal = self._propose_draft(run, want, lead)
         d = proposal.draft
-        budget = max(len(lead) + len(d.tokens),
-                     min(FORCED_BATCH, run.params.max_tokens - len(run.out.tokens) - 1, self._room(run)))
+        budget = min(max(len(lead) + len(d.tokens),
+                         min(FORCED_BATCH, run.params.max_tokens - len(run.out.tokens) - 1)), room)
         plan = run.grammar.plan(lead + d.tokens, max(budget, 0))
         probs = None if d.probs is None else [None if j is None else d.probs[j - len(lead)] for j in plan.from_draft]
         n_drafted = plan.n_drafted

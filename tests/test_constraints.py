@@ -293,6 +293,21 @@ def test_engine_gives_the_oracles_constrained_greedy_output(q8_oracle, report):
             assert done.stats.oracle_passes < len(ref) - n_lit  # the literal cost one pass, drafts saved more
 
 
+def test_a_forced_run_longer_than_the_context_left_stops_the_report_instead_of_overflowing(q8_oracle):
+    m = q8_oracle
+    prompt = m.tokenize("<|im_start|>user\nscout block B4<|im_end|>\n<|im_start|>assistant\n")
+    line = "- grape berry moth (larva): 4 of 50 clusters infested (8%).\n" * 16  # far longer than the room left
+    room = 24
+    prompt = prompt + (m.tokenize(" x") * m.n_ctx)[:m.n_ctx - len(prompt) - room]
+    m.reset()
+    eng = Engine(m, None, curve=CostCurve.linear(0.001, fixed=0.01), adaptive=False)
+    done = list(eng.generate(prompt, GenerationParams(max_tokens=400), constraint=Constraint.lark(
+        "start: /[a-z]{2,4}/ " + lark_literal(line))))[-1]  # the model writes a word, then the line is forced
+    assert done.stats.stop_reason == "context" and len(prompt) + len(done.tokens) <= m.n_ctx
+    word = done.text[:len(done.text) - len(done.text.lstrip("abcdefghijklmnopqrstuvwxyz"))]
+    assert 2 <= len(word) and line.startswith(done.text[len(word):]) and len(done.tokens) >= room - 1
+
+
 # --------------------------------------------------------------------------- the shipped oracle
 
 

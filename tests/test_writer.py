@@ -14,7 +14,7 @@ from edgespec import EdgespecError, cli, plugins
 from edgespec.api import PowerDeferred, open_generator
 from edgespec.events import Chunk, Done
 from edgespec.spans import audit
-from vineyard import FieldNoteError, facts, fieldnote
+from vineyard import FieldNoteError, facts, fieldnote, schema
 from vineyard.spans import CatalogSpanPolicy, default_policy
 from vineyard.writer import ReportWriter
 
@@ -33,6 +33,21 @@ def writer(tiny_oracle_path, tiny_drafter_close_path):
 
 def note() -> dict:
     return json.loads(NOTE_PATH.read_text())
+
+
+def test_a_report_is_never_cut_short_by_the_default_budget(tiny_oracle_path):
+    """The tiny random oracle writes its fields to the grammar's bounds (the longest report there is): with the
+    default budget its report still ends where the grammar ends it, with all three written fields."""
+    w = ReportWriter(open_generator(oracle=str(tiny_oracle_path), drafter="none", n_ctx=4096, n_threads=1,
+                                    power_mode="performance"))
+    try:
+        n = note()
+        done = list(w.stream_report(n))[-1]
+    finally:
+        w.close()
+    assert done.stats.tokens > 400  # what the budget was before: this report would have been cut
+    assert done.stats.stop_reason != "length" and schema.written_fields(done.text) is not None
+    assert len(done.text) <= schema.max_report_chars(fieldnote.validate(n))
 
 
 def test_done_is_domain_free():

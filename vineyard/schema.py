@@ -287,6 +287,15 @@ def report_grammar(note: dict) -> str:
     ]) + "\n"
 
 
+def max_report_chars(note: dict) -> int:
+    """The longest report the grammar allows, in characters: what a token budget must cover so that no report is
+    cut short (every token is one character or more). A figure counts as one character of a sentence's bound."""
+    unit = max([1] + [len(p) for p in written_phrases(note)])
+    lim = FIELD_LIMITS
+    written = (lim["summary"][1] + max(map(len, RISK_LEVELS)) + 2 + lim["risk_why"][1] + 2 * lim["action"][1]) * unit
+    return len(rendered_text(note)) + written + 5  # the sentence ends and the space between the action's two
+
+
 def gbnf_body(note: dict) -> str:
     """One unit of a written sentence in GBNF: a character that is no digit, newline or sentence end, or one
     of ``written_phrases``."""

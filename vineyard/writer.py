@@ -53,7 +53,7 @@ class ReportWriter:
         return self.generator.model_pair
 
     # ------------------------------------------------------------------ one report
-    def stream_report(self, note: Any, *, max_tokens: int = 400, temperature: float = 0.0, seed: int | None = None,
+    def stream_report(self, note: Any, *, max_tokens: int | None = None, temperature: float = 0.0, seed: int | None = None,
                       top_k: int = 0, top_p: float = 1.0, cancel: threading.Event | None = None,
                       force: bool = False, layout: str = "schema") -> Iterator[Chunk | Done]:
         """Chunk events, then Done with the span audit's rates in its stats.
@@ -61,6 +61,8 @@ class ReportWriter:
         ``layout="schema"`` (the default): the data lines are rendered from the note and the catalog and
         the oracle writes the summary, risk and action under the report grammar (``vineyard.schema``);
         ``"free"``: the earlier free-form prompt with no grammar (kept for comparison in the bench).
+        ``max_tokens``: by default the longest report the grammar allows (``schema.max_report_chars``), so a long
+        note's report is never cut short; the grammar ends it. 400 for the free-form prompt.
 
         Raises FieldNoteError for a bad note and PowerDeferred when the battery is critical
         (``force`` runs anyway), both before any model work.
@@ -71,8 +73,10 @@ class ReportWriter:
         if layout == "schema":
             tokens = gen.chat_prompt(schema.report_messages(note))
             constraint = Constraint.lark(schema.report_grammar(note))
+            max_tokens = schema.max_report_chars(note) if max_tokens is None else max_tokens
         elif layout == "free":
             tokens, constraint = gen.chat_prompt(prompt.report_messages(note)), None
+            max_tokens = 400 if max_tokens is None else max_tokens
         else:
             raise ValueError(f"layout: {layout!r} is not 'schema' or 'free'")
         params = gen.generation_params(max_tokens=max_tokens, temperature=temperature, seed=seed, top_k=top_k, top_p=top_p)
