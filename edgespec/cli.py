@@ -26,7 +26,8 @@ def _add_generate(sub) -> None:
     g.add_argument("--top-k", type=int, default=0)
     g.add_argument("--top-p", type=float, default=1.0)
     g.add_argument("--seed", type=int, default=None)
-    g.add_argument("--max-tokens", type=int, default=400)
+    g.add_argument("--max-tokens", type=int, default=None,
+                   help="default: 400 for --prompt; for --notes the longest report the writer's grammar allows")
     g.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     g.add_argument("--n-ctx", type=int, default=4096)
     g.add_argument("--threads", type=int, default=None)
@@ -152,15 +153,17 @@ def _generate(opts: dict, note, prompt, writer_factory, *, stream: bool, cancel=
     if cancel is None:  # Ctrl-C ends the report cleanly; the caller's handler comes back afterwards
         cancel = threading.Event()
         previous_handler = signal.signal(signal.SIGINT, lambda *_: cancel.set())
-    sampling = dict(max_tokens=opts.get("max_tokens", 400), temperature=opts.get("temperature", 0.0),
-                    seed=opts.get("seed"), top_k=opts.get("top_k", 0), top_p=opts.get("top_p", 1.0))
+    sampling = dict(temperature=opts.get("temperature", 0.0), seed=opts.get("seed"), top_k=opts.get("top_k", 0),
+                    top_p=opts.get("top_p", 1.0))
+    if opts.get("max_tokens") is not None:
+        sampling["max_tokens"] = opts["max_tokens"]
     try:
-        if note is not None:
+        if note is not None:  # the writer's own budget by default: the longest report its grammar allows
             writer = writer_factory(gen)
             events = writer.stream_report(note, cancel=cancel, force=True, **sampling)
             record = writer.report_record
         else:
-            params = gen.generation_params(stop=opts.get("stop") or (), **sampling)
+            params = gen.generation_params(stop=opts.get("stop") or (), **{"max_tokens": 400, **sampling})
             events = gen.stream(gen.raw_prompt(prompt, special=not opts.get("literal_prompt")), params, cancel)
             record = gen.record
         done = None
