@@ -261,9 +261,9 @@ def _regex_phrases(note: dict) -> str:
     return "".join("|" + "".join("\\" + c if c in _REGEX_META else c for c in p) for p in written_phrases(note))
 
 
-def _sentence(field: str, note: dict) -> str:
+def _sentence(field: str, phrases: str) -> str:
     lo, hi = FIELD_LIMITS[field]
-    return _SENTENCE.format(lo=lo, hi=hi, phrases=_regex_phrases(note))
+    return _SENTENCE.format(lo=lo, hi=hi, phrases=phrases)
 
 
 def report_grammar(note: dict) -> str:
@@ -275,15 +275,16 @@ def report_grammar(note: dict) -> str:
         else:
             body.append(seg.field)
     levels = " | ".join(_literal(level) for level in risk_levels(note))
+    phrases = _regex_phrases(note)
     return "\n".join([
         "%llguidance {}",
         "start: " + " ".join(body),
-        "summary: " + _sentence("summary", note),
+        "summary: " + _sentence("summary", phrases),
         "risk: level \", \" risk_why",
         f"level: {levels}",
-        "risk_why: " + _sentence("risk_why", note),
+        "risk_why: " + _sentence("risk_why", phrases),
         "action: sentence | sentence \" \" sentence",
-        "sentence: " + _sentence("action", note),
+        "sentence: " + _sentence("action", phrases),
     ]) + "\n"
 
 
@@ -302,23 +303,24 @@ def gbnf_body(note: dict) -> str:
     return "(" + " | ".join(["[^\\n.!?0-9]"] + [_literal(p) for p in written_phrases(note)]) + ")"
 
 
-def _gbnf_sentence(field: str, note: dict) -> str:
+def _gbnf_sentence(field: str, body: str) -> str:
     lo, hi = FIELD_LIMITS[field]
-    return f"{gbnf_body(note)}{{{lo},{hi}}} [.!]"
+    return f"{body}{{{lo},{hi}}} [.!]"
 
 
 def report_gbnf(note: dict) -> str:
     """The same grammar in llama.cpp's GBNF, for plain llama-cpp-python's ``LlamaGrammar`` (the bench's baseline)."""
     body = [(_literal(seg.text) if seg.is_data else seg.field.replace("_", "-")) for seg in segments(note)]
     levels = " | ".join(_literal(level) for level in risk_levels(note))
+    unit = gbnf_body(note)
     return "\n".join([
         "root ::= " + " ".join(body),
-        f"summary ::= {_gbnf_sentence('summary', note)}",
+        f"summary ::= {_gbnf_sentence('summary', unit)}",
         "risk ::= level \", \" risk-why",
         f"level ::= {levels}",
-        f"risk-why ::= {_gbnf_sentence('risk_why', note)}",
+        f"risk-why ::= {_gbnf_sentence('risk_why', unit)}",
         "action ::= sentence | sentence \" \" sentence",
-        f"sentence ::= {_gbnf_sentence('action', note)}",
+        f"sentence ::= {_gbnf_sentence('action', unit)}",
     ]) + "\n"
 
 
